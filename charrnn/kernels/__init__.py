@@ -1,0 +1,1 @@
+"""Private Numba kernels. Callers validate shapes and dtypes; kernels assume clean input."""

@@ -1,0 +1,248 @@
+"""The model: L stacked cells of one kind, dropout between layers and before the decoder, a linear
+decoder to vocabulary logits, softmax cross-entropy averaged per character.
+
+This file validates shapes and dtypes once, owns preallocated workspaces, and calls the private kernels.
+Big GEMMs (input projections of layers > 0, all weight gradients, the decoder) run once per chunk
+over all T*B rows through numpy; only the recurrent product runs per time step, inside the kernels.
+
+Sizes: B = streams, T = time steps, N = T*B rows, H = hidden, G = gates*H, V = vocab, E = embedding, L = layers.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+
+from .kernels import gru, head, lstm, rnn
+from .kernels.blas import matmul
+from .params import GATES, Params, Shape
+
+
+@dataclass
+class State:
+    """Hidden state carried between chunks: h (L, B, H) and, for LSTM, c (L, B, H)."""
+
+    h: np.ndarray
+    c: np.ndarray | None = None
+
+    def copy(self) -> "State":
+        return State(self.h.copy(), None if self.c is None else self.c.copy())
+
+
+class _LayerWork:
+    """Per-layer buffers for one (B, T): forward cache, backward outputs, step workspaces."""
+
+    def __init__(self, cell: str, B: int, T: int, H: int, G: int, dtype, dropout: bool):
+        z = lambda *s: np.zeros(s, dtype=dtype)  # noqa: E731
+        self.xproj = z(T, B, G)
+        self.hs = z(T + 1, B, H)          # hs[0] = h0, hs[t+1] = output of step t
+        self.gates = z(T, B, G)
+        self.hh = z(B, G)
+        self.dgates = z(T, B, G)          # d(loss)/d(xproj)
+        self.dhs = z(T, B, H)             # d(loss)/d(outputs)
+        self.dh = z(B, H)
+        self.cs = z(T + 1, B, H) if cell == "lstm" else None
+        self.dc = z(B, H) if cell == "lstm" else None
+        self.hn = z(T, B, H) if cell == "gru" else None
+        self.dgh = z(T, B, G) if cell == "gru" else None
+        self.dtmp = z(B, H) if cell == "gru" else None
+        self.dropped = z(T, B, H) if dropout else None
+
+
+class _Work:
+    def __init__(self, shape: Shape, B: int, T: int, dtype, dropout: bool):
+        H, V = shape.hidden_size, shape.vocab_size
+        G = GATES[shape.cell] * H
+        self.layers = [_LayerWork(shape.cell, B, T, H, G, dtype, dropout) for _ in range(shape.num_layers)]
+        self.logits = np.zeros((T * B, V), dtype=dtype)
+        self.dtable = np.zeros((V, G), dtype=dtype)
+
+
+class Model:
+    """A character-level RNN language model over one flat parameter buffer (`self.params`)."""
+
+    def __init__(self, shape: Shape, params: Params | None = None, dtype=np.float32):
+        if shape.cell not in GATES:
+            raise ValueError(f"unknown cell {shape.cell!r}")
+        self.shape = shape
+        self.params = params if params is not None else Params(shape, dtype)
+        self.dtype = self.params.dtype
+        self._work: dict[tuple[int, int, bool], _Work] = {}
+
+    # -- sizes ------------------------------------------------------------------------------------
+    @property
+    def cell(self) -> str:
+        return self.shape.cell
+
+    @property
+    def num_layers(self) -> int:
+        return self.shape.num_layers
+
+    @property
+    def hidden_size(self) -> int:
+        return self.shape.hidden_size
+
+    @property
+    def vocab_size(self) -> int:
+        return self.shape.vocab_size
+
+    def zero_state(self, batch_size: int) -> State:
+        s = (self.num_layers, batch_size, self.hidden_size)
+        return State(np.zeros(s, self.dtype), np.zeros(s, self.dtype) if self.cell == "lstm" else None)
+
+    def dropout_masks(self, rng: np.random.Generator, p: float, B: int, T: int) -> list[np.ndarray] | None:
+        """Inverted-dropout masks (0 or 1/(1-p)), one (T, B, H) per layer output; None when p == 0."""
+        if p <= 0:
+            return None
+        keep = self.dtype.type(1.0 / (1.0 - p))
+        return [(rng.random((T, B, self.hidden_size), dtype=np.float32) >= p).astype(self.dtype) * keep
+                for _ in range(self.num_layers)]
+
+    # -- public passes ----------------------------------------------------------------------------
+    def forward_backward(self, x, y, state: State, grads: Params, masks=None) -> tuple[float, State]:
+        """Mean cross-entropy of predicting y from x (both (B, T) ints) starting from `state`, and its
+        gradient written into `grads` (overwritten, not accumulated: every parameter receives exactly
+        one contribution per chunk). Returns (loss, state after the chunk)."""
+        ids, tgt, w = self._prepare(x, y, state, masks)
+        if grads.flat.dtype != self.dtype or grads.shape != self.shape:
+            raise ValueError("grads must have the model's layout and dtype")
+        top = self._forward(ids, state, masks, w)
+        loss_sum = head.softmax_xent_backward(w.logits, tgt, self.dtype.type(1.0 / tgt.size))
+        self._backward(ids, top, masks, w, grads)
+        return loss_sum / tgt.size, self._final_state(w)
+
+    def loss(self, x, y, state: State) -> tuple[float, State]:
+        """Sum (not mean) of the cross-entropy over all B*T predictions, no dropout, no gradients."""
+        ids, tgt, w = self._prepare(x, y, state, None)
+        self._forward(ids, state, None, w)
+        return head.softmax_xent_loss(w.logits, tgt), self._final_state(w)
+
+    def logits(self, x, state: State) -> tuple[np.ndarray, State]:
+        """Decoder logits (B, T, V) for inputs x (B, T), no dropout."""
+        ids, _, w = self._prepare(x, None, state, None)
+        self._forward(ids, state, None, w)
+        B, T = x.shape
+        return w.logits.reshape(T, B, -1).transpose(1, 0, 2).copy(), self._final_state(w)
+
+    # -- internals --------------------------------------------------------------------------------
+    def _prepare(self, x, y, state: State, masks):
+        x = np.asarray(x)
+        if x.ndim != 2 or x.dtype.kind not in "iu":
+            raise ValueError(f"x must be a (B, T) integer array, got {x.dtype} {x.shape}")
+        B, T = x.shape
+        if x.size and (x.min() < 0 or x.max() >= self.vocab_size):
+            raise ValueError("x holds ids outside the vocabulary")
+        ids = np.ascontiguousarray(x.T, dtype=np.int32)
+        tgt = None
+        if y is not None:
+            y = np.asarray(y)
+            if y.shape != x.shape or (y.size and (y.min() < 0 or y.max() >= self.vocab_size)):
+                raise ValueError("y must match x's shape and hold vocabulary ids")
+            tgt = np.ascontiguousarray(y.T, dtype=np.int32).reshape(-1)
+        want = (self.num_layers, B, self.hidden_size)
+        if state.h.shape != want or state.h.dtype != self.dtype:
+            raise ValueError(f"state.h must be {want} {self.dtype}, got {state.h.shape} {state.h.dtype}")
+        if (self.cell == "lstm") != (state.c is not None) or (state.c is not None and state.c.shape != want):
+            raise ValueError("state.c must be given (L, B, H) for LSTM and only for LSTM")
+        key = (B, T, masks is not None)
+        w = self._work.get(key)
+        if w is None:
+            if len(self._work) > 4:  # training, eval and sampling shapes; drop stale ones
+                self._work.clear()
+            w = self._work[key] = _Work(self.shape, B, T, self.dtype, masks is not None)
+        return ids, tgt, w
+
+    def _layer_bias(self, k: int) -> np.ndarray:
+        """Both biases folded into the input projection; GRU keeps b_hn apart (r scales it)."""
+        P, H = self.params, self.hidden_size
+        bias = P[f"rnn.bias_ih_l{k}"] + P[f"rnn.bias_hh_l{k}"]
+        if self.cell == "gru":
+            bias[2 * H:] = P[f"rnn.bias_ih_l{k}"][2 * H:]
+        return bias
+
+    def _input_table(self) -> np.ndarray:
+        """(V, G): row c is layer 0's input projection of character c (a one-hot input makes the input
+        GEMM a row gather; an embedding folds into the same table)."""
+        w_ih = self.params["rnn.weight_ih_l0"]
+        if self.shape.embedding_size > 0:
+            table = np.empty((self.vocab_size, w_ih.shape[0]), self.dtype)
+            matmul(self.params["encoder.weight"], w_ih.T, table)
+            return table
+        return np.ascontiguousarray(w_ih.T)
+
+    def _forward(self, ids, state: State, masks, w: _Work) -> np.ndarray:
+        """Runs all layers and the decoder into w.logits; returns the decoder's input (T, B, H)."""
+        P, T, B = self.params, ids.shape[0], ids.shape[1]
+        inp = None
+        for k, lw in enumerate(w.layers):
+            bias = self._layer_bias(k)
+            if k == 0:
+                head.gather_rows(lw.xproj, self._input_table(), ids, bias)
+            else:
+                xp = lw.xproj.reshape(T * B, -1)
+                matmul(inp.reshape(T * B, -1), P[f"rnn.weight_ih_l{k}"].T, xp)
+                xp += bias
+            lw.hs[0] = state.h[k]
+            w_hh_t = np.ascontiguousarray(P[f"rnn.weight_hh_l{k}"].T)
+            if self.cell == "lstm":
+                lw.cs[0] = state.c[k]
+                lstm.lstm_forward(lw.hs, lw.cs, lw.gates, lw.hh, lw.xproj, w_hh_t)
+            elif self.cell == "gru":
+                H = self.hidden_size
+                gru.gru_forward(lw.hs, lw.gates, lw.hn, lw.hh, lw.xproj, w_hh_t, P[f"rnn.bias_hh_l{k}"][2 * H:])
+            else:
+                rnn.rnn_forward(lw.hs, lw.hh, lw.xproj, w_hh_t)
+            inp = lw.hs[1:]
+            if masks is not None:
+                np.multiply(inp, masks[k], out=lw.dropped)
+                inp = lw.dropped
+        matmul(inp.reshape(T * B, -1), P["decoder.weight"].T, w.logits)
+        w.logits += P["decoder.bias"]
+        return inp
+
+    def _backward(self, ids, top, masks, w: _Work, g: Params) -> None:
+        """Reverse of _forward; w.logits holds d(loss)/d(logits) on entry."""
+        P, T, B = self.params, ids.shape[0], ids.shape[1]
+        N = T * B
+        dlogits = w.logits
+        matmul(dlogits.T, top.reshape(N, -1), g["decoder.weight"])
+        np.sum(dlogits, axis=0, out=g["decoder.bias"])
+        matmul(dlogits, P["decoder.weight"], w.layers[-1].dhs.reshape(N, -1))
+        for k in range(self.num_layers - 1, -1, -1):
+            lw = w.layers[k]
+            if masks is not None:
+                lw.dhs *= masks[k]
+            lw.dh[:] = 0
+            w_hh = P[f"rnn.weight_hh_l{k}"]
+            if self.cell == "lstm":
+                lw.dc[:] = 0
+                lstm.lstm_backward(lw.dgates, lw.dh, lw.dc, lw.dhs, lw.hs, lw.cs, lw.gates, w_hh)
+                dgh = lw.dgates
+            elif self.cell == "gru":
+                gru.gru_backward(lw.dgates, lw.dgh, lw.dh, lw.dtmp, lw.dhs, lw.hs, lw.gates, lw.hn, w_hh)
+                dgh = lw.dgh
+            else:
+                rnn.rnn_backward(lw.dgates, lw.dh, lw.dhs, lw.hs, w_hh)
+                dgh = lw.dgates
+            dgx = lw.dgates.reshape(N, -1)
+            dgh = dgh.reshape(N, -1)
+            matmul(dgh.T, lw.hs[:T].reshape(N, -1), g[f"rnn.weight_hh_l{k}"])
+            np.sum(dgh, axis=0, out=g[f"rnn.bias_hh_l{k}"])
+            np.sum(dgx, axis=0, out=g[f"rnn.bias_ih_l{k}"])
+            w_ih = P[f"rnn.weight_ih_l{k}"]
+            if k > 0:
+                below = w.layers[k - 1]
+                inp = (below.dropped if masks is not None else below.hs[1:]).reshape(N, -1)
+                matmul(dgx.T, inp, g[f"rnn.weight_ih_l{k}"])
+                matmul(dgx, w_ih, below.dhs.reshape(N, -1))
+            else:
+                w.dtable[:] = 0
+                head.scatter_add_rows(w.dtable, lw.dgates, ids)
+                if self.shape.embedding_size > 0:
+                    matmul(w.dtable.T, P["encoder.weight"], g["rnn.weight_ih_l0"])
+                    matmul(w.dtable, w_ih, g["encoder.weight"])
+                else:
+                    g["rnn.weight_ih_l0"][:] = w.dtable.T
+
+    def _final_state(self, w: _Work) -> State:
+        h = np.stack([lw.hs[-1] for lw in w.layers])
+        c = np.stack([lw.cs[-1] for lw in w.layers]) if self.cell == "lstm" else None
+        return State(h, c)

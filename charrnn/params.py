@@ -1,0 +1,90 @@
+"""One flat parameter buffer with named views, in PyTorch state_dict order and names.
+
+Gradients and every optimizer moment share this layout, so the update, clipping, checksum and save are
+loops over whole vectors, and a checkpoint is "write each view under its name".
+"""
+from dataclasses import dataclass
+
+import numpy as np
+
+GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What fixes the parameter layout: cell, vocabulary V, hidden H, layers L, embedding E (0 = one-hot)."""
+
+    cell: str
+    vocab_size: int
+    hidden_size: int
+    num_layers: int
+    embedding_size: int = 0
+
+    def layout(self) -> list[tuple[str, tuple[int, ...]]]:
+        """(name, shape) of every parameter, in torch state_dict order."""
+        G = GATES[self.cell] * self.hidden_size
+        V, H, E = self.vocab_size, self.hidden_size, self.embedding_size
+        out: list[tuple[str, tuple[int, ...]]] = []
+        if E > 0:
+            out.append(("encoder.weight", (V, E)))  # like nn.Embedding
+        for k in range(self.num_layers):
+            in_size = (E or V) if k == 0 else H
+            out += [
+                (f"rnn.weight_ih_l{k}", (G, in_size)),
+                (f"rnn.weight_hh_l{k}", (G, H)),
+                (f"rnn.bias_ih_l{k}", (G,)),
+                (f"rnn.bias_hh_l{k}", (G,)),
+            ]
+        out += [("decoder.weight", (V, H)), ("decoder.bias", (V,))]
+        return out
+
+
+class Params:
+    """A flat vector `flat` and a dict of named views into it (`p["decoder.weight"]`)."""
+
+    def __init__(self, shape: Shape, dtype=np.float32, flat: np.ndarray | None = None):
+        self.shape = shape
+        self.layout = shape.layout()
+        n = sum(int(np.prod(s)) for _, s in self.layout)
+        if flat is None:
+            flat = np.zeros(n, dtype=dtype)
+        if flat.shape != (n,) or not flat.flags.c_contiguous:
+            raise ValueError(f"flat buffer must be contiguous with {n} elements, got {flat.shape}")
+        self.flat = flat
+        self.views: dict[str, np.ndarray] = {}
+        pos = 0
+        for name, s in self.layout:
+            size = int(np.prod(s))
+            self.views[name] = flat[pos:pos + size].reshape(s)
+            pos += size
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.views[name]
+
+    def __len__(self) -> int:
+        return self.flat.size
+
+    @property
+    def dtype(self):
+        return self.flat.dtype
+
+    def zeros_like(self) -> "Params":
+        """A buffer of the same layout (gradients, moments)."""
+        return Params(self.shape, self.flat.dtype)
+
+    def astype(self, dtype) -> "Params":
+        return Params(self.shape, dtype, self.flat.astype(dtype))
+
+    def expected_shapes(self) -> dict[str, tuple[int, ...]]:
+        return dict(self.layout)
+
+
+def init_params(p: Params, rng: np.random.Generator, scale: float = 0.08) -> None:
+    """char-rnn's init: every weight and bias uniform in [-scale, scale], then the LSTM forget-gate bias
+    set to 1 (in bias_ih; the forget block of bias_hh set to 0) so early gradients flow through c."""
+    p.flat[:] = rng.uniform(-scale, scale, size=p.flat.size).astype(p.flat.dtype)
+    if p.shape.cell == "lstm":
+        H = p.shape.hidden_size
+        for k in range(p.shape.num_layers):
+            p[f"rnn.bias_ih_l{k}"][H:2 * H] = 1.0
+            p[f"rnn.bias_hh_l{k}"][H:2 * H] = 0.0
