@@ -138,7 +138,8 @@ _UNIT_SECONDS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _ALIASES = {"learning_rate": "optim.lr", "rnn_size": "model.hidden_size",
             "seq_length": "train.seq_len", "learning_rate_decay": "optim.decay_rate"}
 
-BUNDLED_DIR = Path(__file__).parent / "data" / "configs"
+# A symlink to the repo's configs/ (named _bundled, not data/, which would clash with data.py).
+BUNDLED_DIR = Path(__file__).parent / "_bundled" / "configs"
 
 
 # ------------------------------------------------------------------------ keys and values
@@ -180,6 +181,7 @@ def _section_hint(section: Any) -> str:
     if close:
         return f"did you mean {close[0]!r}?"
     owners = [k for k in KEYS if k.split(".")[1] == text]  # `hidden_size: 512` at top level
+    owners = owners or ([_ALIASES[text]] if text in _ALIASES else [])
     if owners:
         return f"did you mean {owners[0]!r}? keys go under their section"
     return "valid sections: " + ", ".join(SECTIONS)
@@ -237,7 +239,7 @@ def flatten(cfg: Config) -> dict[str, Any]:
 
 def _overlay(flat: dict[str, Any], origins: dict[str, str], d: Mapping[str, Any],
              source: str) -> None:
-    """Check the nested dict ``d`` and write its values into ``flat``, noting where each came from."""
+    """Check the nested dict ``d`` and write its values into ``flat``, noting their source."""
     if not isinstance(d, Mapping):
         raise UsageError(f"config from {source} must be a mapping of sections, got {_short(d)}",
                          "sections are " + ", ".join(SECTIONS))
@@ -329,7 +331,8 @@ def validate(cfg: Config, sources: Mapping[str, str] | None = None) -> None:
     for key, choices in CHOICES.items():
         if flat[key] not in choices:
             close = difflib.get_close_matches(str(flat[key]).lower(), choices, n=1)
-            hint = (f"did you mean {close[0]!r}? " if close else "") + "one of: " + ", ".join(choices)
+            hint = (f"did you mean {close[0]!r}? " if close else "") + "one of: "
+            hint += ", ".join(choices)
             raise fail(key, "one of " + "|".join(choices), flat[key], hint)
     for keys, ok, requirement in _RULES:
         for key in keys:
@@ -410,7 +413,8 @@ def resolve_config_path(name_or_path: str | os.PathLike) -> Path:
             return bundled
     names = bundled_config_names()
     close = difflib.get_close_matches(name, names, n=1)
-    hint = (f"did you mean {close[0]!r}? " if close else "") + "bundled configs: " + ", ".join(names)
+    hint = (f"did you mean {close[0]!r}? " if close else "") + "bundled configs: "
+    hint += ", ".join(names)
     raise UsageError(f"no config file or bundled config named {text!r}",
                      hint + "; or give a path to a .yaml file")
 

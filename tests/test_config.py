@@ -139,7 +139,8 @@ def test_key_in_wrong_section_suggests_right_one():
 
 
 def test_char_rnn_names_suggest_ours():
-    assert usage_error(resolve, sets=["optim.learning_rate=1"]).hint == "did you mean 'optim.lr'?"
+    err = usage_error(resolve, sets=["optim.learning_rate=1"])
+    assert err.hint == "did you mean 'optim.lr'?"
     assert "model.hidden_size" in usage_error(parse_set, ["rnn_size=1"]).hint
 
 
@@ -175,7 +176,8 @@ def test_wrong_type_message_exact():
 
 @pytest.mark.parametrize("value", ["fast", True, None, float("nan"), float("inf")])
 def test_float_field_rejects(value):
-    assert str(usage_error(Config.from_dict, {"optim": {"lr": value}})).startswith("optim.lr must be")
+    err = usage_error(Config.from_dict, {"optim": {"lr": value}})
+    assert str(err).startswith("optim.lr must be")
 
 
 def test_float_field_accepts_scientific_string():
@@ -332,7 +334,7 @@ def test_diff_and_safe_on_resume():
 
 
 def test_resolve_bundled_config_path():
-    bundled = Path(charrnn.__file__).parent / "data" / "configs" / "gru.yaml"
+    bundled = Path(charrnn.__file__).parent / "_bundled" / "configs" / "gru.yaml"
     assert resolve_config_path("gru") == bundled
     assert resolve_config_path("gru.yaml") == bundled
     assert "default" in C.bundled_config_names() and "gru" in C.bundled_config_names()
