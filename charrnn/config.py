@@ -450,9 +450,11 @@ def parse_set(items: Iterable[str]) -> dict[str, dict[str, Any]]:
 
 
 def resolve(config_file: str | os.PathLike | None = None, sets: Iterable[str] = (),
-            options: Mapping[str, Any] | None = None) -> Config:
-    """Defaults < YAML file (path or bundled name) < --set items < CLI options (None = unset)."""
-    flat, origins = flatten(Config()), {}
+            options: Mapping[str, Any] | None = None, base: Config | None = None) -> Config:
+    """Defaults < YAML file (path or bundled name) < --set items < CLI options (None = unset).
+
+    `base` replaces the defaults (on resume: the run's saved config)."""
+    flat, origins = flatten(base or Config()), {}
     if config_file is not None:
         path = resolve_config_path(config_file)
         _overlay(flat, origins, load_yaml(path), str(path))

@@ -1,0 +1,200 @@
+"""The public Python API: `charrnn.train`, `charrnn.load` and the `Model` it returns.
+
+The CLI is a thin layer over these functions. Everything here raises CharrnnError (one line, with a
+hint) for problems a user can fix.
+"""
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from . import checkpoint, store
+from .config import SAFE_ON_RESUME, Config, diff, resolve, save_config
+from .errors import CharrnnError, UsageError
+
+BUNDLED_CORPUS = Path(__file__).parent / "_bundled" / "tinyshakespeare.txt"
+RUN_FILES = ("config.yaml", "metrics.jsonl", "samples.txt", "last.npz", "best.npz")
+
+
+class Model:
+    """A trained character model loaded from a checkpoint (see `charrnn.load`)."""
+
+    def __init__(self, loaded: store.Loaded):
+        self._loaded = loaded
+        self.net = loaded.model
+        self.vocab = loaded.vocab
+        self.meta = loaded.meta
+        self.path = loaded.path
+
+    def __repr__(self) -> str:
+        s = self.net.shape
+        return (f"charrnn.Model({s.cell} {s.num_layers}x{s.hidden_size}, vocab {s.vocab_size}, "
+                f"step {self.meta.get('progress', {}).get('step')}, from {self.path})")
+
+    def sample(self, length: int = 1000, temperature: float = 1.0, prime: str = "", top_k: int = 0,
+               top_p: float = 1.0, seed: int | None = None, argmax: bool = False) -> str:
+        """Generate `length` characters continuing `prime` (the prime itself is not included).
+
+        temperature 0 or argmax=True is greedy; top_k keeps the k likeliest characters, top_p the smallest
+        set whose probability reaches p. The same seed gives the same text."""
+        from .generate import sample
+        return sample(self.net, self.vocab, length, temperature=temperature, prime=prime, top_k=top_k,
+                      top_p=top_p, argmax=argmax, seed=seed)[0]
+
+    def loss(self, text: str) -> float:
+        """Mean negative log-likelihood (nats/char) of `text` read as one stream from a zero state."""
+        from .generate import evaluate
+        total, n = evaluate(self.net, self.vocab.encode(text))
+        return total / n
+
+
+def load(path: str | os.PathLike) -> Model:
+    """Load a checkpoint file, or a run directory (its best.npz), verifying its checksum."""
+    return Model(store.load(path))
+
+
+# -- training ------------------------------------------------------------------------------------
+def _as_config_layers(config: Any) -> tuple[Any, Mapping | None]:
+    """config may be None, a Config, a dict of sections, or a YAML path / bundled name."""
+    if config is None or isinstance(config, (str, os.PathLike)):
+        return config, None
+    if isinstance(config, Config):
+        return None, config.to_dict()
+    if isinstance(config, Mapping):
+        return None, config
+    raise UsageError(f"config must be a path, a dict or a Config, got {type(config).__name__}")
+
+
+def _layer(config_file, sets, options, extra: Mapping | None, base: Config | None) -> Config:
+    """A config dict from the Python API sits where a YAML file would: above the base, below --set."""
+    if extra:
+        if base is None:
+            base = Config.from_dict(extra, source="config dict")
+        else:
+            dotted = {f"{s}.{k}": v for s, values in extra.items() for k, v in (values or {}).items()}
+            base = resolve(None, (), dotted, base=base)
+    return resolve(config_file, sets, options, base=base)
+
+
+def _check_run_dir(run_dir: Path, force: bool) -> None:
+    """Refuse to mix two runs in one directory; --force clears the old run's files first."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UsageError(f"output path {run_dir} exists and is not a directory", "choose another --out")
+    present = [n for n in RUN_FILES if (run_dir / n).exists()] + sorted(p.name for p in run_dir.glob("step*.npz"))
+    if present and not force:
+        raise UsageError(f"{run_dir} already holds a run ({present[0]})",
+                         f"use --resume {run_dir} to continue it, --force to start over, or --out for a new directory")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise UsageError(f"cannot write to output directory {run_dir}: {e.strerror}",
+                         "choose a writable --out directory") from None
+    if force:
+        for name in present:
+            (run_dir / name).unlink(missing_ok=True)
+        shutil.rmtree(run_dir / "cache", ignore_errors=True)
+
+
+def _trim_logs(run_dir: Path, step: int) -> None:
+    """On resume, drop log lines written after the checkpoint (they will be produced again)."""
+    metrics = run_dir / "metrics.jsonl"
+    if metrics.exists():
+        import json
+        keep = []
+        for line in metrics.read_text(encoding="utf-8").splitlines():
+            try:
+                if json.loads(line)["step"] <= step:
+                    keep.append(line)
+            except (ValueError, KeyError, TypeError):
+                continue
+        checkpoint.write_text_atomic(metrics, "".join(x + "\n" for x in keep))
+    samples = run_dir / "samples.txt"
+    if samples.exists():
+        text = samples.read_text(encoding="utf-8")
+        cut = next((m.start() for m in re.finditer(r"^=== step (\d+) ===$", text, re.M) if int(m.group(1)) > step),
+                   None)
+        if cut is not None:
+            checkpoint.write_text_atomic(samples, text[:cut])
+
+
+def train(corpus_path: str | os.PathLike | None = None, config: Any = None, out_dir: str | os.PathLike | None = None,
+          *, sets=(), options: Mapping | None = None, resume: str | os.PathLike | None = None, force: bool = False,
+          live: bool | None = None, console=None, encoding: str | None = None, errors: str | None = None) -> Path:
+    """Train a model and return the path of its best checkpoint.
+
+    corpus_path: a UTF-8 text file (default: the bundled tiny Shakespeare). config: a YAML path, a bundled
+    config name ('tiny'), a dict of sections ({'model': {'hidden_size': 128}}) or a Config. out_dir: the
+    run directory (default runs/<corpus stem>). resume: a run directory or checkpoint to continue exactly.
+    """
+    from .data import load_corpus
+    from .report import Reporter
+    from .train import Trainer, fit_shape, restore
+
+    config_file, extra = _as_config_layers(config)
+    options = dict(options or {})
+    if encoding is not None:
+        options["data.encoding"] = encoding
+    if errors is not None:
+        options["data.errors"] = errors
+    loaded = None
+    if resume is not None:
+        ckpt = Path(resume) / "last.npz" if Path(resume).is_dir() else Path(resume)
+        loaded = store.load(ckpt)
+        if "progress" not in loaded.meta or "rng" not in loaded.meta:
+            raise UsageError(f"{ckpt} has no training state to resume", "resume from a checkpoint written by charrnn train")
+        saved = Config.from_dict(loaded.meta["config"], source=str(ckpt))
+        cfg = _layer(config_file, sets, options, extra, saved)
+        changed = [k for k in diff(saved, cfg) if k not in SAFE_ON_RESUME]
+        if changed:
+            raise UsageError(f"cannot change {', '.join(changed)} when resuming",
+                             "only max_steps/max_epochs/max_time and eval/sample/checkpoint cadence may change; "
+                             "start a new run with --out instead")
+        run_dir = Path(out_dir) if out_dir is not None else ckpt.parent
+        corpus_path = corpus_path if corpus_path is not None else loaded.meta["corpus"]["path"]
+    else:
+        cfg = _layer(config_file, sets, options, extra, None)
+        corpus_path = Path(corpus_path) if corpus_path is not None else BUNDLED_CORPUS
+        run_dir = Path(out_dir) if out_dir is not None else Path("runs") / Path(corpus_path).stem
+        _check_run_dir(run_dir, force)
+    checkpoint.remove_stale_temps(run_dir)
+    corpus = load_corpus(corpus_path, cfg.data.encoding, cfg.data.errors, cache_dir=run_dir / "cache")
+    if loaded is not None:
+        if corpus.sha256 != loaded.meta["corpus"]["sha256"] or corpus.vocab != loaded.vocab:
+            raise UsageError(f"{corpus_path} is not the corpus this run was trained on",
+                             "resume with the original corpus, or start a new run with --out")
+        shape = (int(loaded.meta["batch"]["batch_size"]), int(loaded.meta["batch"]["seq_len"]))
+        warning = None
+        _trim_logs(run_dir, int(loaded.meta["progress"]["step"]))
+    else:
+        shape, warning = fit_shape(cfg, corpus)
+    save_config(cfg, run_dir / "config.yaml")
+    with Reporter(run_dir, total_steps=None, max_time=cfg.train.max_time or None, live=live, console=console,
+                  log_every=cfg.train.log_every, append=loaded is not None) as reporter:
+        if warning:
+            reporter.warn(warning)
+        trainer = Trainer(cfg, corpus, run_dir, reporter, shape)
+        if loaded is not None:
+            restore(trainer, loaded)
+        reporter.total_steps = trainer.total_steps
+        reporter.start(_header(trainer, corpus, run_dir, resumed=loaded is not None))
+        return trainer.run()
+
+
+def _header(tr, corpus, run_dir: Path, resumed: bool) -> dict[str, object]:
+    s = tr.model.shape
+    emb = f", embedding {s.embedding_size}" if s.embedding_size else ""
+    return {
+        "model": f"{s.cell.upper()} {s.num_layers}x{s.hidden_size}{emb}, dropout {tr.cfg.model.dropout}",
+        "parameters": len(tr.model.params),
+        "corpus": f"{corpus.path.name} ({corpus.n_chars:,} chars, vocab {corpus.vocab.size})",
+        "split": f"train {len(tr.train_data):,} / val {len(tr.val_data):,} chars",
+        "batch": f"{tr.B} streams x {tr.T} steps, {tr.batches.batches_per_epoch(0)} batches/epoch",
+        "optimizer": f"{tr.cfg.optim.optimizer}, lr {tr.cfg.optim.lr}, clip {tr.cfg.optim.grad_clip}",
+        "run dir": str(run_dir) + (f" (resumed at step {tr.step})" if resumed else ""),
+    }

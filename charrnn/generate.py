@@ -1,0 +1,265 @@
+"""Sampling text from a model, and evaluating a model's likelihood of a text.
+
+The sampling loop runs entirely inside one Numba kernel (charrnn.kernels.sampler.sample_chunk);
+this module validates options, warms the state with the prime, seeds the per-stream generators,
+and streams decoded text out chunk by chunk.
+
+Choices (documented here once, referred to from the docstrings below):
+
+* First character without a prime: the state starts at zero and the kernel is fed the newline
+  character '\\n' if the vocabulary has one (a natural document boundary), else the character of id
+  0 (the vocabulary's smallest code point). That seed character is not emitted.
+* With a prime: the state is the zero state after feeding every prime character but the last; the
+  first generated character is drawn after feeding the last prime character. The prime is not
+  part of the returned text (the CLI echoes it).
+* Random numbers: each stream has its own xoroshiro128++ generator. Stream i of a run with seed S
+  starts from outputs 2i+1 and 2i+2 of the splitmix64 sequence whose state starts at
+  splitmix64(S mod 2**64). So stream 0 of an N-stream run is byte for byte the 1-stream run with
+  the same seed, and streams i > 0 are independent continuations of the same prime. seed=None draws
+  S from os.urandom. The generated text depends on the seed only (not on `chunk`).
+* Greedy decoding (argmax=True or temperature == 0, or top_k == 1) uses no random numbers, so every
+  stream yields the same text.
+"""
+from __future__ import annotations
+
+import math
+import os
+import weakref
+from collections.abc import Callable
+
+import numpy as np
+
+from .data import Vocab
+from .errors import UsageError
+from .kernels import sampler as K
+from .model import Model, State
+from .params import GATES
+
+_MASK64 = (1 << 64) - 1
+_GOLDEN = 0x9E3779B97F4A7C15
+
+
+def _mix64(z):
+    """splitmix64's output function on uint64 numpy arrays (wrapping arithmetic)."""
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def seed_streams(seed: int, num_streams: int) -> np.ndarray:
+    """(num_streams, 2) uint64 xoroshiro128++ states: stream i gets outputs 2i+1 and 2i+2 of the
+    splitmix64 sequence whose state starts at splitmix64(seed mod 2**64) (see the module docstring)."""
+    s = seed & _MASK64
+    s = (s + _GOLDEN) & _MASK64
+    s = int(_mix64(np.array([s], dtype=np.uint64))[0])
+    k = np.arange(1, 2 * num_streams + 1, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        states = _mix64(np.uint64(s) + k * np.uint64(_GOLDEN)).reshape(num_streams, 2)
+    zero = (states == 0).all(axis=1)  # the all-zero state is xoroshiro's one fixed point
+    states[zero, 0] = np.uint64(_GOLDEN)
+    return np.ascontiguousarray(states)
+
+
+def layout_offsets(model: Model) -> np.ndarray:
+    """int64 start offset of every Shape.layout() entry in the flat buffer, in layout order."""
+    sizes = [int(np.prod(s)) for _, s in model.params.layout]
+    return np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+
+
+class Sampler:
+    """The sampling kernel bound to one model and a fixed number of streams.
+
+    Holds the per-stream state (h, c), the previous character `prev` (the one the next step feeds),
+    the generators and the small workspaces, so repeated calls neither allocate much nor recompile.
+    The model's weights are read from `model.params.flat` at every call, so a trainer sees its
+    current weights. Invariant: h/c are the state after consuming everything before `prev`.
+    """
+
+    def __init__(self, model: Model, num_streams: int = 1):
+        if num_streams < 1:
+            raise ValueError("num_streams must be >= 1")
+        shape = model.shape
+        self.model = model
+        self.num_streams = N = int(num_streams)
+        H, L, V, E = shape.hidden_size, shape.num_layers, shape.vocab_size, shape.embedding_size
+        G = GATES[shape.cell] * H
+        dt = model.dtype
+        self.cell_code = K.CELL_CODES[shape.cell]
+        self.E = int(E)
+        self.offsets = layout_offsets(model)
+        self.h = np.zeros((L, N, H), dt)
+        self.c = np.zeros((L, N, H), dt) if shape.cell == "lstm" else np.zeros((0, 0, 0), dt)
+        self.prev = np.zeros(N, np.int32)
+        self.rng = np.zeros((N, 2), np.uint64)
+        self._gx = np.zeros((N, G), dt)
+        self._gh = np.zeros((N, G), dt)
+        self._emb = np.zeros((N, max(E, 1)), dt)
+        self._logits = np.zeros((N, V), dt)
+        self._p = np.zeros(V, np.float64)
+        self._keys = np.zeros(V, np.float64)
+        self._order = np.zeros(V, np.int64)
+        self._tmp = np.zeros(1, np.int32)
+
+    @property
+    def state(self) -> State:
+        """A copy of the current state as a Model State (h (L, N, H), c for LSTM)."""
+        return State(self.h.copy(), self.c.copy() if self.model.cell == "lstm" else None)
+
+    def start_id(self, vocab: Vocab | None) -> int:
+        """The character fed first when there is no prime: '\\n' if in the vocabulary, else id 0."""
+        if vocab is not None and "\n" in vocab.chars:
+            return vocab.chars.index("\n")
+        return 0
+
+    def reset(self, prime_ids: np.ndarray | None = None, seed: int | None = 0, *, start: int = 0) -> None:
+        """Zero state; with a non-empty prime, feed all but its last id and make that last id `prev`;
+        without one, `prev` = start (see the module docstring). seed None leaves the generators alone."""
+        self.h[:] = 0
+        self.c[:] = 0
+        ids = np.asarray(prime_ids if prime_ids is not None else [], dtype=np.int32).reshape(-1)
+        V = self.model.vocab_size
+        if ids.size and (ids.min() < 0 or ids.max() >= V):
+            raise ValueError("prime ids outside the vocabulary")
+        if ids.size:
+            K.feed_prime(self.h, self.c, np.ascontiguousarray(ids[:-1]), self._flat(), self.offsets,
+                         self.cell_code, self.E, self._gx, self._gh, self._emb, self._tmp)
+            self.prev[:] = ids[-1]
+        else:
+            if not 0 <= start < V:
+                raise ValueError("start id outside the vocabulary")
+            self.prev[:] = start
+        if seed is not None:
+            self.rng[:] = seed_streams(int(seed), self.num_streams)
+
+    def _flat(self) -> np.ndarray:
+        flat = self.model.params.flat
+        if flat.shape[0] != self.offsets[-1] + int(np.prod(self.model.params.layout[-1][1])):
+            raise ValueError("the model's parameter layout changed under the sampler")
+        return flat
+
+    def run(self, n: int, *, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+            greedy: bool = False, out: np.ndarray | None = None) -> np.ndarray:
+        """Generate n ids per stream, (num_streams, n) int32, carrying state and generators."""
+        if out is None or out.shape != (self.num_streams, n):
+            out = np.empty((self.num_streams, n), np.int32)
+        greedy = bool(greedy) or temperature == 0
+        K.sample_chunk(out, self.h, self.c, self.prev, self._flat(), self.offsets, self.cell_code, self.E,
+                       float(temperature) if not greedy else 1.0, int(top_k), float(top_p), greedy,
+                       self.rng, self._gx, self._gh, self._emb, self._logits, self._p, self._order,
+                       self._keys)
+        return out
+
+
+_SAMPLERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def sampler_for(model: Model, num_streams: int = 1) -> Sampler:
+    """A cached Sampler for (model, num_streams): the trainer's periodic samples reuse its buffers.
+    Rebuilt if the model's shape or dtype changed. A few stream counts are kept per model."""
+    per_model = _SAMPLERS.setdefault(model, {})
+    s = per_model.get(num_streams)
+    if s is None or s.h.dtype != model.dtype or s.offsets.size != len(model.params.layout):
+        if len(per_model) >= 4:
+            per_model.clear()
+        s = per_model[num_streams] = Sampler(model, num_streams)
+    return s
+
+
+def _check_int(name: str, value, minimum: int, hint: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise UsageError(f"{name} must be an integer >= {minimum}, got {value!r}", hint)
+    return int(value)
+
+
+def _check_float(name: str, value) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(v):
+        raise UsageError(f"{name} must be a finite number, got {value!r}")
+    return v
+
+
+def sample(model: Model, vocab: Vocab, length: int, *, temperature: float = 1.0, prime: str = "",
+           top_k: int = 0, top_p: float = 1.0, argmax: bool = False, seed: int | None = None,
+           num_samples: int = 1, prime_unknown: str = "error",
+           on_text: Callable[[int, str], object] | None = None, chunk: int = 256) -> list[str]:
+    """num_samples continuations of `prime`, each `length` characters (the prime is not included).
+
+    temperature >= 0 (0 = greedy); top_k 0 (off) or >= 1 (keep the k most probable, ties by lower
+    id); 0 < top_p <= 1 (nucleus: keep the smallest most-probable set of cumulative probability
+    >= top_p after top-k, at least one); argmax: greedy decoding (no seed needed). Filtering is
+    applied to softmax(logits / temperature) and the kept probabilities are renormalised.
+    prime_unknown: 'error' (UsageError listing prime characters missing from the vocabulary) or
+    'skip' (drop them). seed: int for reproducible text, None for os.urandom. on_text(i, piece) is
+    called with stream i's newly generated text after every `chunk` characters (for streaming).
+    The first-character rule and the per-stream seed policy are in the module docstring.
+    """
+    length = _check_int("length", length, 1, "ask for at least one character")
+    temperature = _check_float("temperature", temperature)
+    if temperature < 0:
+        raise UsageError(f"temperature must be >= 0, got {temperature:g}", "use 0 for greedy decoding")
+    top_k = _check_int("top-k", top_k, 0, "use 0 to disable top-k filtering")
+    top_p = _check_float("top-p", top_p)
+    if not 0 < top_p <= 1:
+        raise UsageError(f"top-p must be in (0, 1], got {top_p:g}", "use 1 to disable nucleus filtering")
+    num_samples = _check_int("num-samples", num_samples, 1, "ask for at least one sample")
+    if prime_unknown not in ("error", "skip"):
+        raise UsageError(f"prime_unknown must be 'error' or 'skip', got {prime_unknown!r}")
+    chunk = _check_int("chunk", chunk, 1, "use a positive chunk size")
+    if vocab.size != model.vocab_size:
+        raise UsageError(f"the vocabulary has {vocab.size} characters but the model expects "
+                         f"{model.vocab_size}", "use the vocabulary saved with the checkpoint")
+    if prime and prime_unknown == "error":
+        bad = vocab.unknown_chars(prime)
+        if bad:
+            shown = ", ".join(repr(ch) for ch in bad[:10]) + (f" and {len(bad) - 10} more" if len(bad) > 10 else "")
+            raise UsageError(f"the prime has {len(bad)} character(s) not in the model's vocabulary: {shown}",
+                             "remove them from the prime or pass --prime-unknown skip")
+    prime_ids = vocab.encode(prime, unknown="skip") if prime else np.zeros(0, np.int32)
+
+    greedy = bool(argmax) or temperature == 0 or top_k == 1
+    if seed is None and not greedy:
+        seed = int.from_bytes(os.urandom(8), "little")
+    sm = sampler_for(model, num_samples)
+    sm.reset(prime_ids, 0 if seed is None else int(seed), start=sm.start_id(vocab))
+
+    pieces: list[list[str]] = [[] for _ in range(num_samples)]
+    buf = np.empty((num_samples, min(chunk, length)), np.int32)
+    done = 0
+    while done < length:
+        n = min(chunk, length - done)
+        out = sm.run(n, temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy,
+                     out=buf if n == buf.shape[1] else None)
+        text = vocab.decode(out)  # all streams at once, then split
+        for i in range(num_samples):
+            piece = text[i * n:(i + 1) * n]
+            pieces[i].append(piece)
+            if on_text is not None:
+                on_text(i, piece)
+        done += n
+    return ["".join(p) for p in pieces]
+
+
+def evaluate(model: Model, ids: np.ndarray, chunk: int = 4096) -> tuple[float, int]:
+    """(sum of the negative log-likelihood in nats, count) of ids read as one continuous stream
+    (B = 1) from a zero state: N ids give N-1 predictions (ids[t+1] from ids[:t+1]). Runs Model.loss
+    over chunks of `chunk` predictions, carrying the state; the chunk size does not change the result
+    beyond float rounding."""
+    ids = np.asarray(ids).reshape(-1)
+    if ids.size < 2:
+        raise UsageError(f"evaluation needs at least 2 characters, got {ids.size}",
+                         "evaluate a longer text")
+    if chunk < 1:
+        raise ValueError("chunk must be >= 1")
+    state = model.zero_state(1)
+    total = 0.0
+    n = ids.size - 1
+    for i in range(0, n, chunk):
+        T = min(chunk, n - i)
+        x = ids[i:i + T].reshape(1, T)
+        y = ids[i + 1:i + T + 1].reshape(1, T)
+        loss, state = model.loss(x, y, state)
+        total += float(loss)
+    return total, n

@@ -1,0 +1,263 @@
+"""The training loop: truncated BPTT over contiguous streams, evaluation, sampling, checkpoints, and
+everything an exact resume needs (weights, optimizer moments, step/epoch/cursor, carried state, RNG).
+
+One numpy Generator seeded from train.seed drives init, the per-epoch stream offset and dropout; the
+samples shown during training use seeds derived from (seed, step), so changing the sample cadence on
+resume cannot change the training numbers.
+"""
+import math
+import signal
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__, checkpoint, store
+from .config import Config
+from .data import Batches, Corpus, eval_batches, fit_batch_shape, split
+from .errors import CharrnnError
+from .model import Model
+from .optim import clip_grad_norm, clip_grad_value, lr_at, make_optimizer
+from .params import Shape, init_params
+
+EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+class Interrupted(CharrnnError):
+    """Training stopped by Ctrl-C / SIGTERM after writing a checkpoint."""
+
+
+class Trainer:
+    """Holds the run's whole state; `run()` trains until a stop condition and returns the best checkpoint."""
+
+    def __init__(self, cfg: Config, corpus: Corpus, run_dir: Path, reporter, batch_shape: tuple[int, int]):
+        self.cfg, self.corpus, self.run_dir, self.reporter = cfg, corpus, run_dir, reporter
+        m, t = cfg.model, cfg.train
+        self.train_data, self.val_data, _ = split(corpus.data, cfg.data.val_fraction, cfg.data.test_fraction)
+        self.B, self.T = batch_shape
+        self.batches = Batches(self.train_data, self.B, self.T)
+        val = self.val_data[: t.eval_max_chars + 1] if t.eval_max_chars else self.val_data
+        self.val_batches = eval_batches(val, self.B, self.T)
+        self.rng = np.random.default_rng(t.seed)
+        shape = Shape(m.cell, corpus.vocab.size, m.hidden_size, m.num_layers, m.embedding_size)
+        self.model = Model(shape)
+        init_params(self.model.params, self.rng, m.init_scale)
+        self.grads = self.model.params.zeros_like()
+        o = cfg.optim
+        self.opt = make_optimizer(o.optimizer, len(self.model.params), beta1=o.beta1, beta2=o.beta2, eps=o.eps,
+                                  momentum=o.momentum, alpha=o.alpha, weight_decay=o.weight_decay)
+        self.state = self.model.zero_state(self.B)
+        self.step = self.epoch = self.batch_index = self.offset = 0
+        self.elapsed_before = 0.0
+        self.bad_steps = self.bad_in_row = 0
+        self.best_val = math.inf
+        self.last_val: float | None = None
+        self.last_loss = math.nan
+        self.saved_step = -1
+        self.stop_signal: int | None = None
+
+    # -- sizes and limits ---------------------------------------------------------------------
+    @property
+    def total_steps(self) -> int | None:
+        t = self.cfg.train
+        by_epochs = t.max_epochs * self.batches.batches_per_epoch(0) if t.max_epochs else None
+        if t.max_steps and by_epochs:
+            return min(t.max_steps, by_epochs)
+        return t.max_steps or by_epochs
+
+    def lr(self) -> float:
+        o = self.cfg.optim
+        if o.schedule == "cosine" and self.total_steps is None:
+            raise CharrnnError("the cosine schedule needs train.max_steps or train.max_epochs", exit_code=2)
+        return lr_at(self.step, lr=o.lr, schedule=o.schedule, warmup_steps=o.warmup_steps,
+                     decay_rate=o.decay_rate, decay_every=o.decay_every, min_lr=o.min_lr,
+                     total_steps=self.total_steps)
+
+    # -- one step -------------------------------------------------------------------------------
+    def _next_batch(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The next (x, y), starting a new epoch (fresh state, new random offset) when one ends;
+        None when max_epochs is reached."""
+        if self.batch_index >= self.batches.batches_per_epoch(self.offset):
+            if self.cfg.train.max_epochs and self.epoch + 1 >= self.cfg.train.max_epochs:
+                return None
+            self.epoch += 1
+            self.batch_index = 0
+            # A new cut point each epoch so streams are not always split at the same characters.
+            room = self.batches.stream_len - self.T + 1
+            self.offset = int(self.rng.integers(min(self.T, room)))
+            self.state = self.model.zero_state(self.B)
+        return self.batches.batch(self.batch_index, self.offset)
+
+    def train_step(self, x: np.ndarray, y: np.ndarray) -> float:
+        """Forward, backward, clip, update. A non-finite loss or gradient never reaches the weights."""
+        c = self.cfg
+        masks = self.model.dropout_masks(self.rng, c.model.dropout, self.B, self.T)
+        loss, new_state = self.model.forward_backward(x, y, self.state, self.grads, masks)
+        norm = clip_grad_norm(self.grads.flat, c.optim.grad_clip)
+        if math.isfinite(loss) and math.isfinite(norm):
+            clip_grad_value(self.grads.flat, c.optim.grad_clip_value)
+            self.opt.step(self.model.params.flat, self.grads.flat, self.lr())
+            self.state = new_state
+            self.bad_in_row = 0
+        else:
+            self.bad_steps += 1
+            self.bad_in_row += 1
+            self.state = self.model.zero_state(self.B)
+            self.reporter.warn(f"step {self.step + 1}: non-finite loss or gradient, update skipped "
+                               f"({self.bad_in_row} in a row)")
+            if self.bad_in_row >= c.train.max_bad_steps:
+                raise CharrnnError(f"training diverged: {self.bad_in_row} non-finite steps in a row at step "
+                                   f"{self.step + 1}", "lower --lr or --grad-clip, then resume from best.npz")
+        self.step += 1
+        self.batch_index += 1
+        self.last_loss = loss
+        return loss
+
+    # -- evaluation, samples, checkpoints --------------------------------------------------------
+    def evaluate(self) -> float | None:
+        """Mean loss over the validation split, as B contiguous streams from a zero state."""
+        vb = self.val_batches
+        if vb is None:
+            return None
+        state, total, n = self.model.zero_state(vb.batch_size), 0.0, 0
+        for i in range(vb.batches_per_epoch()):
+            x, y = vb.batch(i)
+            s, state = self.model.loss(x, y, state)
+            total, n = total + s, n + x.size
+        return total / n
+
+    def sample_text(self) -> str:
+        from .generate import sample  # lazy: only needed when samples are shown
+        t = self.cfg.train
+        seed = int(np.random.default_rng([t.seed, self.step]).integers(2**63))
+        return sample(self.model, self.corpus.vocab, t.sample_length, temperature=t.temperature, seed=seed)[0]
+
+    def meta(self) -> dict:
+        return {
+            "charrnn_version": __version__,
+            "model": store.shape_meta(self.model.shape),
+            "vocab": self.corpus.vocab.chars,
+            "config": self.cfg.to_dict(),
+            "batch": {"batch_size": self.B, "seq_len": self.T},
+            "progress": {"step": self.step, "epoch": self.epoch, "batch_index": self.batch_index,
+                         "offset": self.offset, "elapsed_s": self.elapsed(), "bad_steps": self.bad_steps,
+                         "bad_in_row": self.bad_in_row},
+            "rng": self.rng.bit_generator.state,
+            "losses": {"train_loss": _finite_or_none(self.last_loss), "val_loss": self.last_val,
+                       "best_val_loss": _finite_or_none(self.best_val)},
+            "corpus": {"path": str(self.corpus.path), "sha256": self.corpus.sha256, "n_chars": self.corpus.n_chars},
+        }
+
+    def save(self, val_loss: float | None) -> Path | None:
+        """Write step{N}_val{loss}.npz atomically, refresh last.npz (and best.npz when val improved),
+        prune old ones. Never writes weights that are not finite."""
+        if not np.isfinite(self.model.params.flat).all():
+            self.reporter.warn(f"step {self.step}: weights are not finite; checkpoint not written")
+            return None
+        improved = val_loss is not None and val_loss < self.best_val
+        if improved:
+            self.best_val = val_loss
+        arrays = store.model_arrays(self.model) | self.opt.state_arrays() | store.state_arrays(self.state)
+        path = self.run_dir / checkpoint.checkpoint_name(self.step, val_loss)
+        checkpoint.save(path, arrays, self.meta())
+        checkpoint.publish(path, self.run_dir / "last.npz")
+        if improved or self.val_batches is None:  # without a val split, best is simply the newest
+            checkpoint.publish(path, self.run_dir / "best.npz")
+        checkpoint.prune(self.run_dir, self.cfg.train.keep_last)
+        self.saved_step = self.step
+        return path
+
+    # -- the loop ---------------------------------------------------------------------------------
+    def elapsed(self) -> float:
+        return self.elapsed_before + (time.perf_counter() - self._t0 if hasattr(self, "_t0") else 0.0)
+
+    def run(self) -> Path:
+        t = self.cfg.train
+        self._t0 = time.perf_counter()
+        chars = self.B * self.T
+        restore = self._install_signals()
+        try:
+            while not self._should_stop():
+                xy = self._next_batch()
+                if xy is None:
+                    break
+                t_step = time.perf_counter()
+                loss = self.train_step(*xy)
+                m = {"step": self.step, "epoch": self.epoch + 1, "train_loss": loss, "lr": self.lr(),
+                     "chars_per_sec": chars / max(time.perf_counter() - t_step, 1e-9),
+                     "elapsed_s": self.elapsed()}
+                evaluated = bool(t.eval_every) and self.step % t.eval_every == 0
+                if evaluated:
+                    self.last_val = m["val_loss"] = self.evaluate()
+                self.reporter.step(m)
+                if t.sample_every and self.step % t.sample_every == 0 and t.sample_length:
+                    self.reporter.sample(self.step, self.sample_text())
+                if evaluated or (t.checkpoint_every and self.step % t.checkpoint_every == 0):
+                    self.save(m.get("val_loss"))
+            if self.saved_step != self.step:
+                self.last_val = self.evaluate()
+                self.save(self.last_val)
+            if self.stop_signal is not None:
+                raise Interrupted(f"interrupted at step {self.step}; checkpoint saved in {self.run_dir}",
+                                  f"resume with: charrnn train --resume {self.run_dir}",
+                                  exit_code=EXIT_SIGNAL.get(self.stop_signal, 1))
+        finally:
+            restore()
+        best = self.run_dir / "best.npz"
+        return best if best.exists() else self.run_dir / "last.npz"
+
+    def _should_stop(self) -> bool:
+        t = self.cfg.train
+        return (self.stop_signal is not None or (t.max_steps and self.step >= t.max_steps)
+                or (t.max_time and self.elapsed() >= t.max_time))
+
+    def _install_signals(self):
+        """First Ctrl-C/SIGTERM: finish the step, checkpoint, exit 130/143. Second: stop at once
+        (checkpoints are written atomically, so nothing is left half-written)."""
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+        previous = {s: signal.getsignal(s) for s in EXIT_SIGNAL}
+
+        def handler(signum, frame):
+            if self.stop_signal is not None:
+                raise KeyboardInterrupt
+            self.stop_signal = signum
+            self.reporter.warn("stopping after this step and writing a checkpoint (again to quit at once)")
+
+        for s in EXIT_SIGNAL:
+            signal.signal(s, handler)
+
+        def restore():
+            for s, h in previous.items():
+                signal.signal(s, h)
+        return restore
+
+
+def _finite_or_none(x: float) -> float | None:
+    return x if x is not None and math.isfinite(x) else None
+
+
+def restore(trainer: Trainer, loaded: store.Loaded) -> None:
+    """Put a checkpoint's full training state back into a freshly built trainer (exact resume)."""
+    meta, arrays = loaded.meta, loaded.arrays
+    trainer.model.params.flat[:] = loaded.model.params.flat
+    trainer.opt.load_state(arrays)
+    trainer.state = store.load_state(arrays, trainer.model, trainer.B, loaded.path)
+    p = meta["progress"]
+    trainer.step, trainer.epoch = int(p["step"]), int(p["epoch"])
+    trainer.batch_index, trainer.offset = int(p["batch_index"]), int(p["offset"])
+    trainer.elapsed_before = float(p["elapsed_s"])
+    trainer.bad_steps, trainer.bad_in_row = int(p["bad_steps"]), int(p["bad_in_row"])
+    trainer.rng.bit_generator.state = meta["rng"]
+    losses = meta["losses"]
+    trainer.best_val = losses["best_val_loss"] if losses.get("best_val_loss") is not None else math.inf
+    trainer.last_val = losses.get("val_loss")
+    trainer.saved_step = trainer.step
+
+
+def fit_shape(cfg: Config, corpus: Corpus) -> tuple[tuple[int, int], str | None]:
+    train, _, _ = split(corpus.data, cfg.data.val_fraction, cfg.data.test_fraction)
+    B, T, warning = fit_batch_shape(len(train), cfg.train.batch_size, cfg.train.seq_len)
+    return (B, T), warning
+
