@@ -99,5 +99,146 @@ def train(corpus, config_file, out, sets, resume, force, encoding, errors, plain
     best = api_train(corpus, config_file, out, sets=sets, options=options, resume=resume, force=force,
                      live=False if plain else None, encoding=encoding, errors=errors)
     click.echo(f"best checkpoint: {best}")
+@main.command()
+@click.argument("checkpoint", type=click.Path())
+@click.option("--length", "-n", type=int, default=1000, show_default=True, help="Characters to generate.")
+@click.option("--temperature", "-t", type=float, default=1.0, show_default=True, help="Softmax temperature (0 = greedy).")
+@click.option("--prime", "-p", default="", help="Warm the state on this text first.")
+@click.option("--prime-file", type=click.Path(), help="Warm the state on this file's text first.")
+@click.option("--no-echo", is_flag=True, help="Do not print the prime before the continuation.")
+@click.option("--prime-unknown", type=click.Choice(["error", "skip"]), default="error", show_default=True,
+              help="Prime characters not in the vocabulary: refuse, or drop them.")
+@click.option("--top-k", type=int, help="Sample only from the K likeliest characters.")
+@click.option("--top-p", type=float, help="Sample only from the smallest set with probability >= P (nucleus).")
+@click.option("--argmax", is_flag=True, help="Greedy: always the likeliest character.")
+@click.option("--seed", type=int, help="Seed for reproducible text (default: random).")
+@click.option("--num-samples", "-N", type=int, default=1, show_default=True, help="Independent continuations, generated as one batch.")
+@click.option("--output", "-o", type=click.Path(), help="Write the text to FILE instead of stdout.")
+@friendly_errors
+def sample(checkpoint, length, temperature, prime, prime_file, no_echo, prime_unknown, top_k, top_p, argmax,
+           seed, num_samples, output):
+    """Generate text from CHECKPOINT (a .npz file, or a run directory meaning its best.npz)."""
+    from .errors import UsageError
+    if top_k is not None and top_k < 1:
+        raise UsageError(f"--top-k must be >= 1, got {top_k}", "omit it to sample from all characters")
+    if prime_file:
+        prime = prime + _read_text(prime_file)
+    from . import store
+    from .generate import sample as generate
+    loaded = store.load(checkpoint)
+    if prime and prime_unknown == "skip":
+        prime = "".join(c for c in prime if not loaded.vocab.unknown_chars(c))
+    echo = "" if no_echo else prime
+    stream = output is None and num_samples == 1 and sys.stdout.isatty()
+    on_text = None
+    if stream:
+        sys.stdout.write(echo)
+        sys.stdout.flush()
+        on_text = lambda i, piece: (sys.stdout.write(piece), sys.stdout.flush())  # noqa: E731
+    texts = generate(loaded.model, loaded.vocab, length, temperature=temperature, prime=prime, top_k=top_k or 0,
+                     top_p=1.0 if top_p is None else top_p, argmax=argmax, seed=seed, num_samples=num_samples,
+                     prime_unknown=prime_unknown, on_text=on_text)
+    if stream:
+        sys.stdout.write("\n")
+        return
+    if num_samples == 1:
+        out = echo + texts[0] + "\n"
+    else:
+        out = "".join(f"--- sample {i + 1} ---\n{echo}{t}\n" for i, t in enumerate(texts))
+    if output:
+        from .checkpoint import write_text_atomic
+        write_text_atomic(output, out)
+        _err_console().print(f"wrote {num_samples} sample(s) to {_escape(str(output))}")
+    else:
+        sys.stdout.write(out)
+
+
+def _read_text(path: str) -> str:
+    from .errors import UsageError
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise UsageError(f"file {path} does not exist") from None
+    except IsADirectoryError:
+        raise UsageError(f"{path} is a directory, expected a text file") from None
+    except UnicodeDecodeError as e:
+        raise UsageError(f"{path} is not valid UTF-8 (byte offset {e.start})", "convert it to UTF-8 first") from None
+
+
+@main.command("eval")
+@click.argument("checkpoint", type=click.Path())
+@click.argument("file", required=False, type=click.Path())
+@click.option("--split", "which", type=click.Choice(["val", "test"]), help="Evaluate on this split of the training corpus.")
+@click.option("--encoding", default="utf-8", show_default=True, help="FILE's text encoding.")
+@click.option("--unknown", type=click.Choice(["error", "skip"]), default="error", show_default=True,
+              help="Characters the model has never seen: refuse, or drop them.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object instead of a table.")
+@friendly_errors
+def eval_cmd(checkpoint, file, which, encoding, unknown, as_json):
+    """Average negative log-likelihood of FILE (one continuous stream from a zero state) under CHECKPOINT,
+    in nats/char, bits/char and perplexity."""
+    from . import store
+    from .errors import UsageError
+    from .inspect import eval_file, eval_split
+    if (file is None) == (which is None):
+        raise UsageError("give exactly one of FILE or --split val|test", "e.g. charrnn eval runs/x/best.npz my.txt")
+    loaded = store.load(checkpoint)
+    r = eval_file(loaded, file, encoding, unknown=unknown) if file else eval_split(loaded, which)
+    if as_json:
+        import json
+        click.echo(json.dumps(r))
+        return
+    from rich.console import Console
+    from rich.table import Table
+    table = Table(title=f"{file or which + ' split'} under {loaded.path}", show_header=False)
+    for label, value in [("loss (nats/char)", f"{r['loss']:.4f}"), ("bits/char", f"{r['bpc']:.4f}"),
+                         ("perplexity", f"{r['perplexity']:.3f}"), ("characters", f"{r['chars']:,}")]:
+        table.add_row(label, value)
+    Console().print(table)
+
+
+@main.command()
+@click.argument("checkpoint", type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object instead of tables.")
+@friendly_errors
+def info(checkpoint, as_json):
+    """Describe CHECKPOINT: model, vocabulary, training progress, config."""
+    from . import store
+    from .inspect import describe
+    d = describe(store.load(checkpoint))
+    if as_json:
+        import json
+        click.echo(json.dumps(d, ensure_ascii=False))
+        return
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+    m, v, t = d["model"], d["vocab"], d["training"]
+    table = Table(title=d["path"], show_header=False)
+    preview = v["chars"][:80]
+    rows = [("model", f"{m['cell'].upper()} {m['num_layers']}x{m['hidden_size']}"
+             + (f", embedding {m['embedding_size']}" if m["embedding_size"] else ", one-hot input")),
+            ("parameters", f"{m['parameters']:,}"),
+            ("vocabulary", f"{v['size']} chars: {preview!r}" + (" ..." if len(v["chars"]) > 80 else "")),
+            ("step / epoch", f"{t['step']} / {t['epoch']}"),
+            ("val loss (this checkpoint)", _fmt(t["val_loss"])), ("best val loss", _fmt(t["best_val_loss"])),
+            ("training time", f"{t['elapsed_s']:.0f} s" if t["elapsed_s"] is not None else "-"),
+            ("corpus", (d["corpus"] or {}).get("path", "-")), ("format version", str(d["format_version"]))]
+    for k, val in rows:
+        table.add_row(k, Text(val))
+    cfg = Table(title="config", show_header=False)
+    for section, values in (d["config"] or {}).items():
+        for k, val in values.items():
+            cfg.add_row(f"{section}.{k}", Text(str(val)))
+    console = Console()
+    console.print(table)
+    console.print(cfg)
+
+
+def _fmt(x) -> str:
+    return "-" if x is None else f"{x:.4f}"
+
+
 if __name__ == "__main__":
     main()

@@ -93,7 +93,7 @@ class Sampler:
         self.rng = np.zeros((N, 2), np.uint64)
         self._gx = np.zeros((N, G), dt)
         self._gh = np.zeros((N, G), dt)
-        self._emb = np.zeros((N, max(E, 1)), dt)
+        self._table = np.zeros((V, G), dt)
         self._logits = np.zeros((N, V), dt)
         self._p = np.zeros(V, np.float64)
         self._keys = np.zeros(V, np.float64)
@@ -122,7 +122,7 @@ class Sampler:
             raise ValueError("prime ids outside the vocabulary")
         if ids.size:
             K.feed_prime(self.h, self.c, np.ascontiguousarray(ids[:-1]), self._flat(), self.offsets,
-                         self.cell_code, self.E, self._gx, self._gh, self._emb, self._tmp)
+                         self.cell_code, self.E, self._table, self._gx, self._gh, self._tmp)
             self.prev[:] = ids[-1]
         else:
             if not 0 <= start < V:
@@ -145,7 +145,7 @@ class Sampler:
         greedy = bool(greedy) or temperature == 0
         K.sample_chunk(out, self.h, self.c, self.prev, self._flat(), self.offsets, self.cell_code, self.E,
                        float(temperature) if not greedy else 1.0, int(top_k), float(top_p), greedy,
-                       self.rng, self._gx, self._gh, self._emb, self._logits, self._p, self._order,
+                       self.rng, self._table, self._gx, self._gh, self._logits, self._p, self._order,
                        self._keys)
         return out
 

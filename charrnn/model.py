@@ -140,7 +140,8 @@ class Model:
         want = (self.num_layers, B, self.hidden_size)
         if state.h.shape != want or state.h.dtype != self.dtype:
             raise ValueError(f"state.h must be {want} {self.dtype}, got {state.h.shape} {state.h.dtype}")
-        if (self.cell == "lstm") != (state.c is not None) or (state.c is not None and state.c.shape != want):
+        if (self.cell == "lstm") != (state.c is not None) or (state.c is not None and (
+                state.c.shape != want or state.c.dtype != self.dtype)):
             raise ValueError("state.c must be given (L, B, H) for LSTM and only for LSTM")
         key = (B, T, masks is not None)
         w = self._work.get(key)

@@ -59,7 +59,7 @@ def _param_name(m, flat_index):
     for name, s in m.params.layout:
         n = int(np.prod(s))
         if flat_index < pos + n:
-            return f"{name}{np.unravel_index(flat_index - pos, s)}"
+            return f"{name}{tuple(int(i) for i in np.unravel_index(flat_index - pos, s))}"
         pos += n
     raise IndexError(flat_index)
 

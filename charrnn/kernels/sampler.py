@@ -60,22 +60,74 @@ def uniform(rng, s):
 
 
 @kernel
-def _matvec(out, flat, off, rows, cols, x, ns):
-    """out[s, r] = sum_j W[r, j] * x[s, j] for s < ns, W = flat[off:off + rows*cols] as (rows, cols)."""
-    for r in range(rows):
-        base = off + r * cols
+def _matvec(out, flat, off, rows, cols, x, ns, boff):
+    """out[s, r] = sum_j W[r, j] * x[s, j] + b[r] for s < ns, W = flat[off:off + rows*cols] viewed as
+    (rows, cols), b = flat[boff:boff + rows]. Four rows at a time share each load of x; slices of
+    flat (not flat[off + ...] indexing) let LLVM vectorize the reductions."""
+    zero = flat.dtype.type(0.0)
+    r = 0
+    while r + 4 <= rows:
+        r0 = flat[off + r * cols: off + (r + 1) * cols]
+        r1 = flat[off + (r + 1) * cols: off + (r + 2) * cols]
+        r2 = flat[off + (r + 2) * cols: off + (r + 3) * cols]
+        r3 = flat[off + (r + 3) * cols: off + (r + 4) * cols]
         for s in range(ns):
             xs = x[s]
-            acc = flat.dtype.type(0.0)
+            a0 = zero
+            a1 = zero
+            a2 = zero
+            a3 = zero
             for j in range(cols):
-                acc += flat[base + j] * xs[j]
-            out[s, r] = acc
+                xj = xs[j]
+                a0 += r0[j] * xj
+                a1 += r1[j] * xj
+                a2 += r2[j] * xj
+                a3 += r3[j] * xj
+            o = out[s]
+            o[r] = a0 + flat[boff + r]
+            o[r + 1] = a1 + flat[boff + r + 1]
+            o[r + 2] = a2 + flat[boff + r + 2]
+            o[r + 3] = a3 + flat[boff + r + 3]
+        r += 4
+    while r < rows:
+        row = flat[off + r * cols: off + (r + 1) * cols]
+        for s in range(ns):
+            xs = x[s]
+            acc = zero
+            for j in range(cols):
+                acc += row[j] * xs[j]
+            out[s, r] = acc + flat[boff + r]
+        r += 1
 
 
 @kernel
-def _layers_step(h, c, prev, flat, offsets, cell_code, E, gx, gh, emb, ns):
+def build_table(table, flat, offsets, E):
+    """table (V, G) = layer 0's input projection of every character plus bias_ih_l0: row v is column v
+    of weight_ih_l0 (one-hot input) or weight_ih_l0 @ encoder.weight[v] (embedding). Rebuilt at the
+    start of every kernel call, so the kernels always see the current weights."""
+    V, G = table.shape
+    if E > 0:
+        o_enc = offsets[0]
+        o_ih = offsets[1]
+        o_bih = offsets[3]
+        e = flat[o_enc: o_enc + V * E]
+        for v in range(V):
+            _matvec(table[v:v + 1], flat, o_ih, G, E, e[v * E: (v + 1) * E].reshape((1, E)), 1, o_bih)
+    else:
+        o_ih = offsets[0]
+        o_bih = offsets[2]
+        for g in range(G):
+            b = flat[o_bih + g]
+            row = flat[o_ih + g * V: o_ih + (g + 1) * V]
+            for v in range(V):
+                table[v, g] = row[v] + b
+
+
+@kernel
+def _layers_step(h, c, prev, flat, offsets, cell_code, E, table, gx, gh, ns):
     """Feed prev[s] (one id per stream) through all layers for streams s < ns; h, c updated in place.
-    gx, gh (N, G): workspaces for the input and recurrent pre-activations; emb (N, max(E, 1))."""
+    table (V, G): see build_table. gx, gh (N, G): workspaces for the input and recurrent
+    pre-activations (with bias_ih and bias_hh)."""
     L, N, H = h.shape
     G = gx.shape[1]
     base = 1 if E > 0 else 0
@@ -85,32 +137,18 @@ def _layers_step(h, c, prev, flat, offsets, cell_code, E, gx, gh, emb, ns):
         o_hh = offsets[base + 4 * k + 1]
         o_bih = offsets[base + 4 * k + 2]
         o_bhh = offsets[base + 4 * k + 3]
-        # input projection (without bias)
         if k == 0:
-            if E > 0:
-                o_enc = offsets[0]
-                for s in range(ns):
-                    row = o_enc + prev[s] * E
-                    e = emb[s]
-                    for j in range(E):
-                        e[j] = flat[row + j]
-                _matvec(gx, flat, o_ih, G, E, emb, ns)
-            else:
-                V = (o_hh - o_ih) // G  # weight_ih_l0 is (G, V): gather column prev[s]
-                for s in range(ns):
-                    x = prev[s]
-                    g_s = gx[s]
-                    for r in range(G):
-                        g_s[r] = flat[o_ih + r * V + x]
+            for s in range(ns):
+                row = table[prev[s]]
+                g_s = gx[s]
+                for r in range(G):
+                    g_s[r] = row[r]
         else:
-            _matvec(gx, flat, o_ih, G, H, h[k - 1], ns)
-        _matvec(gh, flat, o_hh, G, H, h[k], ns)
+            _matvec(gx, flat, o_ih, G, H, h[k - 1], ns, o_bih)
+        _matvec(gh, flat, o_hh, G, H, h[k], ns, o_bhh)
         for s in range(ns):
             xs = gx[s]
             hs = gh[s]
-            for r in range(G):
-                xs[r] += flat[o_bih + r]
-                hs[r] += flat[o_bhh + r]
             hk = h[k, s]
             if cell_code == 0:
                 ck = c[k, s]
@@ -170,12 +208,29 @@ def _draw(lg, p, order, keys, temperature, top_k, top_p, greedy, rng, s):
             if p[v] > 0.0:
                 return v
         return best
-    # sort by logit descending, ties by lower index (stable sort of the negated logits)
-    for v in range(V):
-        keys[v] = -np.float64(lg[v])
-    srt = np.argsort(keys, kind="mergesort")
-    for v in range(V):
-        order[v] = srt[v]
+    # order[:kk] = the kk largest logits, descending, ties by lower index
+    if kk <= 32 or V <= 128:
+        # bounded insertion sort, scanning ids in increasing order (so equal logits keep id order)
+        cnt = 0
+        for v in range(V):
+            x = lg[v]
+            if cnt == kk:
+                if not x > lg[order[kk - 1]]:
+                    continue
+                i = kk - 1
+            else:
+                i = cnt
+                cnt += 1
+            while i > 0 and lg[order[i - 1]] < x:
+                order[i] = order[i - 1]
+                i -= 1
+            order[i] = v
+    else:
+        for v in range(V):
+            keys[v] = -np.float64(lg[v])
+        srt = np.argsort(keys, kind="mergesort")  # stable: ties by lower index
+        for v in range(kk):
+            order[v] = srt[v]
     mm = kk
     if top_p < 1.0:
         total_k = 0.0
@@ -203,7 +258,7 @@ def _draw(lg, p, order, keys, temperature, top_k, top_p, greedy, rng, s):
 
 @kernel
 def sample_chunk(out, h, c, prev, flat, offsets, cell_code, E, temperature, top_k, top_p, greedy, rng,
-                 gx, gh, emb, logits, p, order, keys):
+                 table, gx, gh, logits, p, order, keys):
     """Generate n = out.shape[1] characters for each of N = out.shape[0] streams.
 
     Per step and stream: feed prev[s] through the layers (h, c (L, N, H) updated in place; c unused
@@ -211,34 +266,34 @@ def sample_chunk(out, h, c, prev, flat, offsets, cell_code, E, temperature, top_
     out (N, n) int32. prev (N) int32. flat: parameters. offsets (int64): layout starts.
     cell_code: 0 lstm, 1 gru, 2 rnn. E: embedding size (0 = one-hot). temperature > 0 unless greedy.
     top_k (0 = off), top_p (1 = off), greedy (bool). rng (N, 2) uint64 xoroshiro128++ states.
-    Workspaces: gx, gh (N, G), emb (N, max(E, 1)) all of flat's dtype; logits (N, V) of flat's dtype;
-    p, keys (V) float64; order (V) int64."""
+    Workspaces: table (V, G), gx, gh (N, G), logits (N, V), all of flat's dtype; p, keys (V) float64;
+    order (V) int64."""
     N, n = out.shape
     L, _, H = h.shape
     V = logits.shape[1]
     base = 1 if E > 0 else 0
     o_dw = offsets[base + 4 * L]
     o_db = offsets[base + 4 * L + 1]
+    build_table(table, flat, offsets, E)
     for t in range(n):
-        _layers_step(h, c, prev, flat, offsets, cell_code, E, gx, gh, emb, N)
-        _matvec(logits, flat, o_dw, V, H, h[L - 1], N)
+        _layers_step(h, c, prev, flat, offsets, cell_code, E, table, gx, gh, N)
+        _matvec(logits, flat, o_dw, V, H, h[L - 1], N, o_db)
         for s in range(N):
             lg = logits[s]
-            for v in range(V):
-                lg[v] += flat[o_db + v]
             nxt = _draw(lg, p, order, keys, temperature, top_k, top_p, greedy, rng, s)
             out[s, t] = nxt
             prev[s] = nxt
 
 
 @kernel
-def feed_prime(h, c, ids, flat, offsets, cell_code, E, gx, gh, emb, tmp):
+def feed_prime(h, c, ids, flat, offsets, cell_code, E, table, gx, gh, tmp):
     """Teacher forcing: feed ids (T) int32 through stream 0's state, then copy stream 0's h (and c)
-    to every stream (all streams share the prime). tmp (1) int32 workspace."""
+    to every stream (all streams share the prime). Workspaces as in sample_chunk; tmp (1) int32."""
     L, N, H = h.shape
+    build_table(table, flat, offsets, E)
     for t in range(ids.shape[0]):
         tmp[0] = ids[t]
-        _layers_step(h, c, tmp, flat, offsets, cell_code, E, gx, gh, emb, 1)
+        _layers_step(h, c, tmp, flat, offsets, cell_code, E, table, gx, gh, 1)
     for k in range(L):
         for s in range(1, N):
             for j in range(H):

@@ -1,0 +1,82 @@
+"""Evaluation and description of checkpoints: what `charrnn eval` and `charrnn info` report."""
+import math
+from pathlib import Path
+
+import numpy as np
+
+from . import store
+from .errors import UsageError
+
+
+def metrics(total: float, predictions: int, chars: int) -> dict:
+    """loss (nats/char), bits/char, perplexity from a summed negative log-likelihood."""
+    loss = total / predictions
+    return {"loss": loss, "bpc": loss / math.log(2), "perplexity": math.exp(min(loss, 700.0)),
+            "chars": chars, "predictions": predictions}
+
+
+def remap(ids: np.ndarray, from_chars: str, vocab, unknown: str = "error", source: str = "text") -> np.ndarray:
+    """Re-encode ids of one vocabulary (from_chars) into the model's vocabulary."""
+    missing = [c for c in from_chars if vocab.unknown_chars(c)]
+    if missing and unknown != "skip":
+        shown = ", ".join(repr(c) for c in missing[:10]) + (" ..." if len(missing) > 10 else "")
+        raise UsageError(f"{source} holds {len(missing)} character(s) the model has never seen: {shown}",
+                         "evaluate on text from the same alphabet, or pass --unknown skip to drop them")
+    table = np.array([vocab.encode(c, unknown="skip")[0] if c not in missing else -1 for c in from_chars],
+                     dtype=np.int64)
+    out = table[ids]
+    return out[out >= 0]
+
+
+def eval_file(loaded: store.Loaded, path: str | Path, encoding="utf-8", errors="strict", unknown="error") -> dict:
+    """The model's NLL on a text file read as one continuous stream from a zero state."""
+    from .data import load_corpus
+    from .generate import evaluate
+    corpus = load_corpus(path, encoding, errors)
+    ids = remap(corpus.data, corpus.vocab.chars, loaded.vocab, unknown, source=str(path))
+    if ids.size < 2:
+        raise UsageError(f"{path} has fewer than 2 characters to evaluate", "pass a longer text")
+    total, n = evaluate(loaded.model, ids)
+    return metrics(total, n, int(ids.size))
+
+
+def eval_split(loaded: store.Loaded, which: str) -> dict:
+    """The model's NLL on the val or test split of the corpus it was trained on."""
+    from .config import Config
+    from .data import load_corpus, split
+    from .generate import evaluate
+    meta = loaded.meta
+    if "corpus" not in meta or "config" not in meta:
+        raise UsageError(f"{loaded.path} does not record its training corpus", "pass a FILE to evaluate instead")
+    cfg = Config.from_dict(meta["config"], source=str(loaded.path))
+    corpus = load_corpus(meta["corpus"]["path"], cfg.data.encoding, cfg.data.errors)
+    if corpus.sha256 != meta["corpus"]["sha256"]:
+        raise UsageError(f"the training corpus {meta['corpus']['path']} has changed since training",
+                         "evaluate on a FILE instead")
+    _, val, test = split(corpus.data, cfg.data.val_fraction, cfg.data.test_fraction)
+    ids = val if which == "val" else test
+    if ids.size < 2:
+        raise UsageError(f"the {which} split is empty (data.{which}_fraction = "
+                         f"{getattr(cfg.data, which + '_fraction')})", "evaluate on a FILE instead")
+    total, n = evaluate(loaded.model, remap(ids, corpus.vocab.chars, loaded.vocab))
+    return metrics(total, n, int(ids.size))
+
+
+def describe(loaded: store.Loaded) -> dict:
+    """Everything `charrnn info` shows, as plain data."""
+    meta, s = loaded.meta, loaded.model.shape
+    progress, losses = meta.get("progress", {}), meta.get("losses", {})
+    return {
+        "path": str(loaded.path),
+        "model": {"cell": s.cell, "num_layers": s.num_layers, "hidden_size": s.hidden_size,
+                  "embedding_size": s.embedding_size, "parameters": len(loaded.model.params)},
+        "vocab": {"size": loaded.vocab.size, "chars": loaded.vocab.chars},
+        "training": {"step": progress.get("step"), "epoch": progress.get("epoch"),
+                     "elapsed_s": progress.get("elapsed_s"), "val_loss": losses.get("val_loss"),
+                     "best_val_loss": losses.get("best_val_loss"), "train_loss": losses.get("train_loss"),
+                     "skipped_steps": progress.get("bad_steps")},
+        "corpus": meta.get("corpus"),
+        "format_version": meta.get("format_version"),
+        "charrnn_version": meta.get("charrnn_version"),
+        "config": meta.get("config"),
+    }
