@@ -79,11 +79,12 @@ class Sampler:
         if num_streams < 1:
             raise ValueError("num_streams must be >= 1")
         shape = model.shape
-        self.model = model
+        self.shape = shape
+        self._model = weakref.ref(model)  # the module cache is keyed weakly by the model
         self.num_streams = N = int(num_streams)
         H, L, V, E = shape.hidden_size, shape.num_layers, shape.vocab_size, shape.embedding_size
         G = GATES[shape.cell] * H
-        dt = model.dtype
+        dt = model.params.dtype
         self.cell_code = K.CELL_CODES[shape.cell]
         self.E = int(E)
         self.offsets = layout_offsets(model)
@@ -101,9 +102,16 @@ class Sampler:
         self._tmp = np.zeros(1, np.int32)
 
     @property
+    def model(self) -> Model:
+        model = self._model()
+        if model is None:
+            raise ReferenceError("the sampler's model no longer exists")
+        return model
+
+    @property
     def state(self) -> State:
         """A copy of the current state as a Model State (h (L, N, H), c for LSTM)."""
-        return State(self.h.copy(), self.c.copy() if self.model.cell == "lstm" else None)
+        return State(self.h.copy(), self.c.copy() if self.shape.cell == "lstm" else None)
 
     def start_id(self, vocab: Vocab | None) -> int:
         """The character fed first when there is no prime: '\\n' if in the vocabulary, else id 0."""
@@ -117,7 +125,7 @@ class Sampler:
         self.h[:] = 0
         self.c[:] = 0
         ids = np.asarray(prime_ids if prime_ids is not None else [], dtype=np.int32).reshape(-1)
-        V = self.model.vocab_size
+        V = self.shape.vocab_size
         if ids.size and (ids.min() < 0 or ids.max() >= V):
             raise ValueError("prime ids outside the vocabulary")
         if ids.size:
@@ -132,10 +140,10 @@ class Sampler:
             self.rng[:] = seed_streams(int(seed), self.num_streams)
 
     def _flat(self) -> np.ndarray:
-        flat = self.model.params.flat
-        if flat.shape[0] != self.offsets[-1] + int(np.prod(self.model.params.layout[-1][1])):
+        params = self.model.params
+        if params.shape != self.shape or params.dtype != self.h.dtype:
             raise ValueError("the model's parameter layout changed under the sampler")
-        return flat
+        return params.flat
 
     def run(self, n: int, *, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
             greedy: bool = False, out: np.ndarray | None = None) -> np.ndarray:
@@ -158,7 +166,7 @@ def sampler_for(model: Model, num_streams: int = 1) -> Sampler:
     Rebuilt if the model's shape or dtype changed. A few stream counts are kept per model."""
     per_model = _SAMPLERS.setdefault(model, {})
     s = per_model.get(num_streams)
-    if s is None or s.h.dtype != model.dtype or s.offsets.size != len(model.params.layout):
+    if s is None or s.h.dtype != model.params.dtype or s.shape != model.params.shape:
         if len(per_model) >= 4:
             per_model.clear()
         s = per_model[num_streams] = Sampler(model, num_streams)

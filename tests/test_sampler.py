@@ -185,6 +185,18 @@ def test_sampler_is_reused_and_sees_current_weights():
         text.append(best)
 
 
+def test_sampler_cache_does_not_keep_the_model_alive():
+    import gc
+    import weakref
+
+    model = make_model("rnn")
+    gen.sample(model, VOCAB, 5, seed=1)
+    ref = weakref.ref(model)
+    del model
+    gc.collect()
+    assert ref() is None
+
+
 # -- validation -------------------------------------------------------------------------------------
 
 def test_unknown_prime_chars_are_listed_or_skipped():

@@ -9,7 +9,13 @@ every entry of `Shape.layout()` in layout order, so one compiled kernel serves a
   bias_ih (G), bias_hh (G); then decoder.weight (V, H), decoder.bias (V).
 Every matrix-vector product is a loop over contiguous weight rows with float32 accumulation (it
 vectorizes under the project's fastmath policy); the row loop is outermost so each weight row is
-read once per step for all N streams.
+read once per step for all N streams. Layer 0's input projection is a (V, G) table (build_table)
+rebuilt at the start of every call, so a step's layer-0 input is one contiguous row.
+
+Speed: the step is bound by streaming the weights, not by arithmetic. LSTM 2x256 reads ~3.1 MB of
+float32 weights per character, more than this machine's 2 MB L2, so three 1 MB matrix-vector products
+run at L3 bandwidth (~90 us per character, ~10k chars/s single-threaded); BLAS sgemv and a
+transposed axpy layout measured no faster.
 
 Cells (PyTorch convention), cell_code 0 = LSTM (i, f, g, o), 1 = GRU (r, z, n), 2 = tanh RNN.
 
