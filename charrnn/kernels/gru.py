@@ -27,16 +27,15 @@ def gru_forward(hs, gates, hn, hh, xproj, w_hh_t, b_hn):
             hn_b = hn[t, b]
             h_prev = hs[t, b]
             h_new = hs[t + 1, b]
+            for j in range(2 * H):  # short loops vectorize; see lstm.py
+                gt[j] = sigmoid(xp[j] + hb[j])
             for j in range(H):
-                r = sigmoid(xp[j] + hb[j])
-                z = sigmoid(xp[H + j] + hb[H + j])
-                hnj = hb[2 * H + j] + b_hn[j]
-                n = tanh(xp[2 * H + j] + r * hnj)
-                gt[j] = r
-                gt[H + j] = z
-                gt[2 * H + j] = n
-                hn_b[j] = hnj
-                h_new[j] = (one - z) * n + z * h_prev[j]
+                hn_b[j] = hb[2 * H + j] + b_hn[j]
+            for j in range(H):
+                gt[2 * H + j] = tanh(xp[2 * H + j] + gt[j] * hn_b[j])
+            for j in range(H):
+                z = gt[H + j]
+                h_new[j] = (one - z) * gt[2 * H + j] + z * h_prev[j]
 
 
 @kernel
@@ -58,19 +57,20 @@ def gru_backward(dgx, dgh, dh, dtmp, dhs, hs, gates, hn, w_hh):
             dhs_t = dhs[t, b]
             dh_b = dh[b]
             for j in range(H):
-                r = gt[j]
+                dh_b[j] += dhs_t[j]
+            for j in range(H):
                 z = gt[H + j]
                 n = gt[2 * H + j]
-                dhj = dhs_t[j] + dh_b[j]
-                dan = dhj * (one - z) * (one - n * n)
-                dar = dan * hn_b[j] * r * (one - r)
-                daz = dhj * (h_prev[j] - n) * z * (one - z)
-                gx[j] = dar
-                gx[H + j] = daz
+                dan = dh_b[j] * (one - z) * (one - n * n)
                 gx[2 * H + j] = dan
-                gh[j] = dar
-                gh[H + j] = daz
-                gh[2 * H + j] = dan * r
-                dh_b[j] = dhj * z
+                gh[2 * H + j] = dan * gt[j]
+                gx[H + j] = dh_b[j] * (h_prev[j] - n) * z * (one - z)
+            for j in range(H):
+                r = gt[j]
+                gx[j] = gx[2 * H + j] * hn_b[j] * r * (one - r)
+            for j in range(H):
+                gh[j] = gx[j]
+                gh[H + j] = gx[H + j]
+                dh_b[j] = dh_b[j] * gt[H + j]
         np.dot(dgh[t], w_hh, dtmp)
         dh += dtmp

@@ -30,18 +30,18 @@ def lstm_forward(hs, cs, gates, hh, xproj, w_hh_t):
             c_prev = cs[t, b]
             c_new = cs[t + 1, b]
             h_new = hs[t + 1, b]
+            # Short loops over few arrays: LLVM vectorizes these (one fused loop over six arrays ran 4.6x
+            # slower: it stayed scalar).
+            for j in range(2 * H):
+                gt[j] = sigmoid(xp[j] + hb[j])
+            for j in range(2 * H, 3 * H):
+                gt[j] = tanh(xp[j] + hb[j])
+            for j in range(3 * H, G):
+                gt[j] = sigmoid(xp[j] + hb[j])
             for j in range(H):
-                i = sigmoid(xp[j] + hb[j])
-                f = sigmoid(xp[H + j] + hb[H + j])
-                g = tanh(xp[2 * H + j] + hb[2 * H + j])
-                o = sigmoid(xp[3 * H + j] + hb[3 * H + j])
-                c = f * c_prev[j] + i * g
-                gt[j] = i
-                gt[H + j] = f
-                gt[2 * H + j] = g
-                gt[3 * H + j] = o
-                c_new[j] = c
-                h_new[j] = o * tanh(c)
+                c_new[j] = gt[H + j] * c_prev[j] + gt[j] * gt[2 * H + j]
+            for j in range(H):
+                h_new[j] = gt[3 * H + j] * tanh(c_new[j])
 
 
 @kernel
@@ -53,6 +53,7 @@ def lstm_backward(dgates, dh, dc, dhs, hs, cs, gates, w_hh):
     T, B, G = gates.shape
     H = G // 4
     one = hs.dtype.type(1.0)
+    tc = np.empty(H, hs.dtype)
     for t in range(T - 1, -1, -1):
         for b in range(B):
             gt = gates[t, b]
@@ -63,16 +64,20 @@ def lstm_backward(dgates, dh, dc, dhs, hs, cs, gates, w_hh):
             dh_b = dh[b]
             dc_b = dc[b]
             for j in range(H):
+                dh_b[j] += dhs_t[j]
+            for j in range(H):
+                tc[j] = tanh(c_cur[j])
+            for j in range(H):
+                o = gt[3 * H + j]
+                dg_[3 * H + j] = dh_b[j] * tc[j] * o * (one - o)
+                dc_b[j] += dh_b[j] * o * (one - tc[j] * tc[j])
+            for j in range(H):
                 i = gt[j]
                 f = gt[H + j]
                 g = gt[2 * H + j]
-                o = gt[3 * H + j]
-                tc = tanh(c_cur[j])
-                dhj = dhs_t[j] + dh_b[j]
-                dcj = dc_b[j] + dhj * o * (one - tc * tc)
+                dcj = dc_b[j]
                 dg_[j] = dcj * g * i * (one - i)
                 dg_[H + j] = dcj * c_prev[j] * f * (one - f)
                 dg_[2 * H + j] = dcj * i * (one - g * g)
-                dg_[3 * H + j] = dhj * tc * o * (one - o)
                 dc_b[j] = dcj * f
         np.dot(dgates[t], w_hh, dh)

@@ -36,6 +36,8 @@ def rnn_backward(dgates, dh, dhs, hs, w_hh):
             dhs_t = dhs[t, b]
             dh_b = dh[b]
             for j in range(H):
+                dh_b[j] += dhs_t[j]
+            for j in range(H):
                 h = h_cur[j]
-                dg_[j] = (dhs_t[j] + dh_b[j]) * (one - h * h)
+                dg_[j] = dh_b[j] * (one - h * h)
         np.dot(dgates[t], w_hh, dh)
