@@ -7,12 +7,14 @@ over all T*B rows through numpy; only the recurrent product runs per time step, 
 
 Sizes: B = streams, T = time steps, N = T*B rows, H = hidden, G = gates*H, V = vocab, E = embedding, L = layers.
 """
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
 from .kernels import gru, head, lstm, rnn
-from .kernels.blas import matmul
+from .kernels.blas import matmul, set_blas_threads
 from .params import GATES, Params, Shape
 
 
@@ -25,6 +27,30 @@ class State:
 
     def copy(self) -> "State":
         return State(self.h.copy(), None if self.c is None else self.c.copy())
+
+
+@dataclass
+class _Prepared:
+    table: np.ndarray          # (V, G) layer 0 input projection per character
+    bias: list[np.ndarray]     # (G) per layer, folded biases
+    w_hh_t: list[np.ndarray]   # (H, G) per layer, W_hh transposed for the per-step GEMM
+
+
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="charrnn")
+    return _POOL
+
+
+def _usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 class _LayerWork:
@@ -65,7 +91,8 @@ class Model:
         self.shape = shape
         self.params = params if params is not None else Params(shape, dtype)
         self.dtype = self.params.dtype
-        self._work: dict[tuple[int, int, bool], _Work] = {}
+        self._work: dict[tuple[int, int, bool, int], _Work] = {}
+        self._extra_grads: dict[int, Params] = {}
 
     # -- sizes ------------------------------------------------------------------------------------
     @property
@@ -101,55 +128,108 @@ class Model:
         """Mean cross-entropy of predicting y from x (both (B, T) ints) starting from `state`, and its
         gradient written into `grads` (overwritten, not accumulated: every parameter receives exactly
         one contribution per chunk). Returns (loss, state after the chunk)."""
-        ids, tgt, w = self._prepare(x, y, state, masks)
         if grads.flat.dtype != self.dtype or grads.shape != self.shape:
             raise ValueError("grads must have the model's layout and dtype")
-        top = self._forward(ids, state, masks, w)
-        loss_sum = head.softmax_xent_backward(w.logits, tgt, self.dtype.type(1.0 / tgt.size))
-        self._backward(ids, top, masks, w, grads)
-        return loss_sum / tgt.size, self._final_state(w)
+        total, new_state = self._run("train", x, y, state, masks, grads)
+        return total / np.asarray(x).size, new_state
 
     def loss(self, x, y, state: State) -> tuple[float, State]:
         """Sum (not mean) of the cross-entropy over all B*T predictions, no dropout, no gradients."""
-        ids, tgt, w = self._prepare(x, y, state, None)
-        self._forward(ids, state, None, w)
-        return head.softmax_xent_loss(w.logits, tgt), self._final_state(w)
+        return self._run("loss", x, y, state, None, None)
 
     def logits(self, x, state: State) -> tuple[np.ndarray, State]:
         """Decoder logits (B, T, V) for inputs x (B, T), no dropout."""
-        ids, _, w = self._prepare(x, None, state, None)
-        self._forward(ids, state, None, w)
-        B, T = x.shape
-        return w.logits.reshape(T, B, -1).transpose(1, 0, 2).copy(), self._final_state(w)
+        return self._run("logits", x, None, state, None, None)
 
     # -- internals --------------------------------------------------------------------------------
-    def _prepare(self, x, y, state: State, masks):
+    def _run(self, kind: str, x, y, state: State, masks, grads):
+        """One pass over a chunk, data-parallel over (at most) two fixed groups of streams.
+
+        The split is fixed (first half / second half of the streams), whatever the core count, so the
+        numbers never depend on the machine; with two cores the groups run at once on two threads, each
+        with single-threaded BLAS. Measured side by side against one group on 2-thread BLAS: GRU 2x256
+        B64 T100 197 vs 223 ms per step, LSTM 2x512 828 vs 887 ms, LSTM 2x128 B50 T50 on par; and no
+        idle BLAS worker spins against our own threads."""
+        x, y = self._check(x, y, state, masks)
+        B, T = x.shape
+        groups = [(0, B)] if B < 2 else [(0, (B + 1) // 2), ((B + 1) // 2, B)]
+        prep = self._prepare_weights()
+        scale = self.dtype.type(1.0 / x.size)
+        set_blas_threads(1)
+
+        def job(gi: int):
+            b0, b1 = groups[gi]
+            ids = np.ascontiguousarray(x[b0:b1].T, dtype=np.int32)
+            sub = State(state.h[:, b0:b1], None if state.c is None else state.c[:, b0:b1])
+            m = None if masks is None else [np.ascontiguousarray(mk[:, b0:b1]) for mk in masks]
+            w = self._workspace(b1 - b0, T, m is not None, gi)
+            top = self._forward(ids, sub, m, w, prep)
+            if kind == "logits":
+                return w.logits.reshape(T, b1 - b0, -1).transpose(1, 0, 2).copy(), w
+            tgt = np.ascontiguousarray(y[b0:b1].T, dtype=np.int32).reshape(-1)
+            if kind == "loss":
+                return head.softmax_xent_loss(w.logits, tgt), w
+            s = head.softmax_xent_backward(w.logits, tgt, scale)
+            self._backward(ids, top, m, w, grads if gi == 0 else self._group_grads(gi))
+            return s, w
+
+        if len(groups) > 1 and _usable_cores() > 1:
+            results = list(_pool().map(job, range(len(groups))))
+        else:
+            results = [job(gi) for gi in range(len(groups))]
+        states = [self._final_state(w) for _, w in results]
+        new_state = State(np.concatenate([s.h for s in states], axis=1),
+                          None if self.cell != "lstm" else np.concatenate([s.c for s in states], axis=1))
+        if kind == "logits":
+            return np.concatenate([r for r, _ in results], axis=0), new_state
+        if kind == "train":
+            for gi in range(1, len(groups)):
+                grads.flat += self._group_grads(gi).flat
+        return sum(r for r, _ in results), new_state
+
+    def _check(self, x, y, state: State, masks):
         x = np.asarray(x)
         if x.ndim != 2 or x.dtype.kind not in "iu":
             raise ValueError(f"x must be a (B, T) integer array, got {x.dtype} {x.shape}")
         B, T = x.shape
         if x.size and (x.min() < 0 or x.max() >= self.vocab_size):
             raise ValueError("x holds ids outside the vocabulary")
-        ids = np.ascontiguousarray(x.T, dtype=np.int32)
-        tgt = None
         if y is not None:
             y = np.asarray(y)
             if y.shape != x.shape or (y.size and (y.min() < 0 or y.max() >= self.vocab_size)):
                 raise ValueError("y must match x's shape and hold vocabulary ids")
-            tgt = np.ascontiguousarray(y.T, dtype=np.int32).reshape(-1)
         want = (self.num_layers, B, self.hidden_size)
         if state.h.shape != want or state.h.dtype != self.dtype:
             raise ValueError(f"state.h must be {want} {self.dtype}, got {state.h.shape} {state.h.dtype}")
         if (self.cell == "lstm") != (state.c is not None) or (state.c is not None and (
                 state.c.shape != want or state.c.dtype != self.dtype)):
             raise ValueError("state.c must be given (L, B, H) for LSTM and only for LSTM")
-        key = (B, T, masks is not None)
+        if masks is not None and (len(masks) != self.num_layers
+                                  or any(mk.shape != (T, B, self.hidden_size) for mk in masks)):
+            raise ValueError("masks must be one (T, B, H) array per layer")
+        return x, y
+
+    def _workspace(self, B: int, T: int, dropout: bool, group: int) -> _Work:
+        key = (B, T, dropout, group)
         w = self._work.get(key)
         if w is None:
-            if len(self._work) > 4:  # training, eval and sampling shapes; drop stale ones
+            if len(self._work) > 8:  # training, eval and sampling shapes, two groups each; drop stale ones
                 self._work.clear()
-            w = self._work[key] = _Work(self.shape, B, T, self.dtype, masks is not None)
-        return ids, tgt, w
+            w = self._work[key] = _Work(self.shape, B, T, self.dtype, dropout)
+        return w
+
+    def _group_grads(self, group: int) -> Params:
+        """A private gradient buffer for the second group, summed into the caller's after the pass."""
+        g = self._extra_grads.get(group)
+        if g is None:
+            g = self._extra_grads[group] = self.params.zeros_like()
+        return g
+
+    def _prepare_weights(self) -> "_Prepared":
+        """Arrays derived from the weights once per pass and shared by both groups."""
+        P, L = self.params, self.num_layers
+        return _Prepared(table=self._input_table(), bias=[self._layer_bias(k) for k in range(L)],
+                         w_hh_t=[np.ascontiguousarray(P[f"rnn.weight_hh_l{k}"].T) for k in range(L)])
 
     def _layer_bias(self, k: int) -> np.ndarray:
         """Both biases folded into the input projection; GRU keeps b_hn apart (r scales it)."""
@@ -169,20 +249,20 @@ class Model:
             return table
         return np.ascontiguousarray(w_ih.T)
 
-    def _forward(self, ids, state: State, masks, w: _Work) -> np.ndarray:
+    def _forward(self, ids, state: State, masks, w: _Work, prep: "_Prepared") -> np.ndarray:
         """Runs all layers and the decoder into w.logits; returns the decoder's input (T, B, H)."""
         P, T, B = self.params, ids.shape[0], ids.shape[1]
         inp = None
         for k, lw in enumerate(w.layers):
-            bias = self._layer_bias(k)
+            bias = prep.bias[k]
             if k == 0:
-                head.gather_rows(lw.xproj, self._input_table(), ids, bias)
+                head.gather_rows(lw.xproj, prep.table, ids, bias)
             else:
                 xp = lw.xproj.reshape(T * B, -1)
                 matmul(inp.reshape(T * B, -1), P[f"rnn.weight_ih_l{k}"].T, xp)
                 xp += bias
             lw.hs[0] = state.h[k]
-            w_hh_t = np.ascontiguousarray(P[f"rnn.weight_hh_l{k}"].T)
+            w_hh_t = prep.w_hh_t[k]
             if self.cell == "lstm":
                 lw.cs[0] = state.c[k]
                 lstm.lstm_forward(lw.hs, lw.cs, lw.gates, lw.hh, lw.xproj, w_hh_t)
