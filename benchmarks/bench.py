@@ -147,7 +147,10 @@ def make_trainer(row: Row, B: int, T: int, n_batches: int, seed: int = 0):
     """A real charrnn Trainer on a random corpus holding at least n_batches train batches of (B, T)."""
     from charrnn.config import Config
     from charrnn.data import Corpus, Vocab
-    from charrnn.train import Trainer
+    try:
+        from charrnn.trainer import Trainer
+    except ImportError:  # before the module was renamed from charrnn/train.py
+        from charrnn.train import Trainer
 
     cfg = Config.from_dict({
         "model": {"cell": row.cell, "hidden_size": row.hidden, "num_layers": row.layers},
@@ -659,7 +662,8 @@ def main(argv=None) -> int:
     except OSError:
         pass
     report(results, args.quick)
-    print(f"\ntotal {results['wall_s']:.1f}s")
+    print(f"\ntotal {results['wall_s']:.1f}s; load avg at start {header['loadavg_1_5_15']}, at end "
+          f"{header.get('loadavg_at_end')} (a busy machine makes every number here meaningless)")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1, default=float) + "\n", encoding="utf-8")
         print(f"saved {args.json}")

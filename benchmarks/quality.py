@@ -322,6 +322,8 @@ def main(argv=None) -> int:
         header["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     except OSError:
         pass
+    print(f"load avg at start {header['loadavg_1_5_15']}, at end {header.get('loadavg_at_end')} "
+          "(the two trainers ran one after the other; a busy machine skews the comparison)")
     if a.json:
         Path(a.json).write_text(json.dumps(results, indent=1, default=float) + "\n", encoding="utf-8")
         print(f"saved {a.json}")
