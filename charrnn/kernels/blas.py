@@ -1,9 +1,8 @@
-"""Every GEMM in charrnn goes through Numba's np.dot (scipy's OpenBLAS).
-
-Why not numpy's matmul for the large ones: numpy and scipy ship two separate OpenBLAS builds, each with
-its own thread pool whose workers spin after a call. Mixing them, the idle pool steals the second core
-from the busy one (measured: GRU 2x256 step 1.76 s mixed vs 0.36 s with one pool), and numpy's 2-thread
-build is itself pathological at 50x128x512 here (2 GFLOP/s vs 123 for scipy's). One pool, always.
+"""The large GEMMs (over all T*B rows) go through Numba's np.dot (scipy's OpenBLAS); the per-step
+recurrent ones through numpy's matmul (see kernels/lstm.py). Both BLAS builds run single-threaded
+(`set_blas_threads(1)`): charrnn parallelizes over two stream groups itself. With 2-thread pools,
+mixing the two libraries was a disaster here (the idle pool's spinning workers steal the core the busy
+one needs: GRU 2x256 step 1.76 s vs 0.36 s), and numpy's 2-thread build ran 50x128x512 at 2 GFLOP/s.
 """
 import numpy as np
 
@@ -21,14 +20,26 @@ _SET_THREADS = None
 _CURRENT: int | None = None
 
 
-def _find_setter():
-    """scipy's OpenBLAS `set_num_threads`, found among the loaded libraries (None if unavailable)."""
+def _find_setters():
+    """`set_num_threads` of scipy's OpenBLAS (np.dot in Numba) and numpy's (np.matmul), found among
+    the wheels' bundled libraries; empty if unavailable (e.g. another BLAS vendor)."""
     import ctypes
     import glob
     import os
 
     import scipy
-    libs = glob.glob(os.path.join(os.path.dirname(scipy.__file__), os.pardir, "scipy.libs", "*openblas*"))
+    found = []
+    for pkg in (scipy, np):
+        libs = glob.glob(os.path.join(os.path.dirname(pkg.__file__), os.pardir, pkg.__name__ + ".libs",
+                                      "*openblas*"))
+        fn = _setter_in(libs)
+        if fn is not None:
+            found.append(fn)
+    return found
+
+
+def _setter_in(libs):
+    import ctypes
     for path in libs:
         try:
             lib = ctypes.CDLL(path)
@@ -39,18 +50,19 @@ def _find_setter():
             fn = getattr(lib, name, None)
             if fn is not None:
                 return fn
-    return False
+    return None
 
 
 def set_blas_threads(n: int) -> None:
-    """Set the thread count of the BLAS behind np.dot in Numba (scipy's OpenBLAS). charrnn runs its two
-    stream groups on two threads of its own, each with single-threaded BLAS (faster here than one
-    2-thread BLAS call per step, and immune to idle BLAS workers spinning). No-op if not found."""
+    """Set the thread count of both OpenBLAS builds (scipy's behind np.dot in Numba, numpy's behind
+    np.matmul). charrnn runs its two stream groups on two threads of its own, each with
+    single-threaded BLAS: faster here than 2-thread BLAS calls per step, and single-threaded OpenBLAS
+    has no idle workers spinning against our threads. No-op where the libraries are not found."""
     global _SET_THREADS, _CURRENT
     if _CURRENT == n:
         return
     if _SET_THREADS is None:
-        _SET_THREADS = _find_setter()
-    if _SET_THREADS:
-        _SET_THREADS(int(n))
+        _SET_THREADS = _find_setters()
+    for fn in _SET_THREADS:
+        fn(int(n))
     _CURRENT = n

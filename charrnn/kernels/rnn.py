@@ -1,7 +1,8 @@
 """Vanilla tanh RNN forward/backward over a whole chunk: h' = tanh(x W_ih^T + b_ih + h W_hh^T + b_hh).
 
 Sizes: T = time steps, B = streams, H = hidden (G = H). `xproj` holds the input projection with both
-biases; the outputs hs double as the cache (tanh' = 1 - h^2).
+biases; the outputs hs double as the cache (tanh' = 1 - h^2). Loop over T in Python with numpy's BLAS,
+element-wise work jitted (see lstm.py for why).
 """
 import numpy as np
 
@@ -9,35 +10,43 @@ from .activations import tanh
 from .jit import kernel
 
 
-@kernel
 def rnn_forward(hs, hh, xproj, w_hh_t):
     """hs (T+1, B, H): [0] holds h0. hh (B, H): workspace. xproj (T, B, H). w_hh_t (H, H)."""
-    T, B, H = xproj.shape
-    for t in range(T):
-        np.dot(hs[t], w_hh_t, hh)
-        for b in range(B):
-            xp = xproj[t, b]
-            hb = hh[b]
-            h_new = hs[t + 1, b]
-            for j in range(H):
-                h_new[j] = tanh(xp[j] + hb[j])
+    for t in range(xproj.shape[0]):
+        np.matmul(hs[t], w_hh_t, out=hh)
+        _forward_step(hs[t + 1], hh, xproj[t])
 
 
-@kernel
 def rnn_backward(dgates, dh, dhs, hs, w_hh):
     """dgates (T, B, H): out, gradient w.r.t. the pre-activation. dh (B, H): in, gradient reaching the
     final h; out, gradient w.r.t. h0. dhs (T, B, H): gradient w.r.t. each output. w_hh (H, H)."""
-    T, B, H = dhs.shape
-    one = hs.dtype.type(1.0)
-    for t in range(T - 1, -1, -1):
-        for b in range(B):
-            h_cur = hs[t + 1, b]
-            dg_ = dgates[t, b]
-            dhs_t = dhs[t, b]
-            dh_b = dh[b]
-            for j in range(H):
-                dh_b[j] += dhs_t[j]
-            for j in range(H):
-                h = h_cur[j]
-                dg_[j] = dh_b[j] * (one - h * h)
-        np.dot(dgates[t], w_hh, dh)
+    for t in range(dhs.shape[0] - 1, -1, -1):
+        _backward_step(dgates[t], dh, dhs[t], hs[t + 1])
+        np.matmul(dgates[t], w_hh, out=dh)
+
+
+@kernel
+def _forward_step(h_new, hh, xp):
+    B, H = h_new.shape
+    for b in range(B):
+        x_ = xp[b]
+        hb = hh[b]
+        hn = h_new[b]
+        for j in range(H):
+            hn[j] = tanh(x_[j] + hb[j])
+
+
+@kernel
+def _backward_step(dg, dh, dhs_t, h_cur):
+    B, H = dh.shape
+    one = dh.dtype.type(1.0)
+    for b in range(B):
+        d_ = dg[b]
+        dhb = dh[b]
+        dht = dhs_t[b]
+        hc = h_cur[b]
+        for j in range(H):
+            dhb[j] += dht[j]
+        for j in range(H):
+            h = hc[j]
+            d_[j] = dhb[j] * (one - h * h)
