@@ -77,7 +77,7 @@ class TrainConfig:
     seed: int = 1
     log_every: int = 10
     eval_every: int = 200  # 0 = never
-    eval_max_chars: int = 0  # 0 = whole val split
+    eval_max_chars: int = 1_000_000  # cap per evaluation; 0 = whole val split
     sample_every: int = 500  # 0 = never
     sample_length: int = 300
     temperature: float = 0.8  # 0 = greedy
