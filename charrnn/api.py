@@ -9,11 +9,9 @@ import shutil
 from pathlib import Path
 from typing import Any, Mapping
 
-import numpy as np
-
 from . import checkpoint, store
 from .config import SAFE_ON_RESUME, Config, diff, resolve, save_config
-from .errors import CharrnnError, UsageError
+from .errors import UsageError
 
 BUNDLED_CORPUS = Path(__file__).parent / "_bundled" / "tinyshakespeare.txt"
 RUN_FILES = ("config.yaml", "metrics.jsonl", "samples.txt", "last.npz", "best.npz")
@@ -79,26 +77,53 @@ def _layer(config_file, sets, options, extra: Mapping | None, base: Config | Non
     return resolve(config_file, sets, options, base=base)
 
 
-def _check_run_dir(run_dir: Path, force: bool) -> None:
-    """Refuse to mix two runs in one directory; --force clears the old run's files first."""
+def _run_files(run_dir: Path) -> list[str]:
+    """Names of the files in run_dir that belong to a run (what --force would remove)."""
+    if not run_dir.is_dir():
+        return []
+    return [n for n in RUN_FILES if (run_dir / n).exists()] + sorted(p.name for p in run_dir.glob("step*.npz"))
+
+
+def _check_run_dir(run_dir: Path, force: bool) -> list[str]:
+    """Refuse to mix two runs in one directory; returns the old run's files that --force will remove
+    (only once the new run has passed every check, so a failed start never costs the old run)."""
     if run_dir.exists() and not run_dir.is_dir():
         raise UsageError(f"output path {run_dir} exists and is not a directory", "choose another --out")
-    present = [n for n in RUN_FILES if (run_dir / n).exists()] + sorted(p.name for p in run_dir.glob("step*.npz"))
+    present = _run_files(run_dir)
     if present and not force:
         raise UsageError(f"{run_dir} already holds a run ({present[0]})",
                          f"use --resume {run_dir} to continue it, --force to start over, or --out for a new directory")
+    return present
+
+
+def _make_run_dir(run_dir: Path) -> None:
+    """Create run_dir (and parents) and prove it is writable, as a UsageError if not."""
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         probe = run_dir / f".write-test-{os.getpid()}"
         probe.write_text("")
         probe.unlink()
     except OSError as e:
-        raise UsageError(f"cannot write to output directory {run_dir}: {e.strerror}",
+        raise UsageError(f"cannot write to output directory {run_dir}: {e.strerror or e}",
                          "choose a writable --out directory") from None
-    if force:
-        for name in present:
-            (run_dir / name).unlink(missing_ok=True)
-        shutil.rmtree(run_dir / "cache", ignore_errors=True)
+
+
+def _created_dirs(run_dir: Path) -> list[Path]:
+    """run_dir and those of its missing parents that mkdir would create, outermost first."""
+    missing, p = [], run_dir.absolute()
+    while not p.exists() and p != p.parent:
+        missing.append(p)
+        p = p.parent
+    return missing[::-1]
+
+
+def _republish_best(loaded: store.Loaded, no_val: bool, run_dir: Path) -> None:
+    """If the checkpoint resumed from was the run's best, make best.npz point at it again: a kill
+    between writing last.npz and best.npz would otherwise leave an older best.npz for good."""
+    losses = loaded.meta.get("losses", {})
+    val, best = losses.get("val_loss"), losses.get("best_val_loss")
+    if no_val or (val is not None and val == best):
+        checkpoint.publish(loaded.path, run_dir / "best.npz")
 
 
 def _trim_logs(run_dir: Path, step: int) -> None:
@@ -123,6 +148,27 @@ def _trim_logs(run_dir: Path, step: int) -> None:
             checkpoint.write_text_atomic(samples, text[:cut])
 
 
+def _resume_point(resume: str | os.PathLike) -> tuple[Path, store.Loaded]:
+    """The checkpoint --resume names (a run directory means its last.npz), loaded and verified."""
+    p = Path(resume)
+    ckpt = p / "last.npz" if p.is_dir() else p
+    if p.is_dir() and not ckpt.exists():
+        raise UsageError(f"{p} holds no last.npz to resume from",
+                         "pass a checkpoint file with --resume, or start a new run with --out")
+    loaded = store.load(ckpt)
+    meta = loaded.meta
+    try:  # touch every field the resume needs, so a bare weights file gets a clear message
+        for key in ("step", "epoch", "batch_index", "offset", "elapsed_s", "bad_steps", "bad_in_row"):
+            float(meta["progress"][key])
+        for section, key in (("rng", "state"), ("batch", "batch_size"), ("batch", "seq_len"),
+                             ("corpus", "sha256"), ("corpus", "path"), ("losses", "best_val_loss")):
+            meta[section][key]
+    except (KeyError, TypeError, ValueError):
+        raise UsageError(f"{ckpt} has no complete training state to resume",
+                         "resume from a checkpoint written by charrnn train") from None
+    return ckpt, loaded
+
+
 def train(corpus_path: str | os.PathLike | None = None, config: Any = None, out_dir: str | os.PathLike | None = None,
           *, sets=(), options: Mapping | None = None, resume: str | os.PathLike | None = None, force: bool = False,
           live: bool | None = None, console=None, encoding: str | None = None, errors: str | None = None) -> Path:
@@ -130,12 +176,11 @@ def train(corpus_path: str | os.PathLike | None = None, config: Any = None, out_
 
     corpus_path: a UTF-8 text file (default: the bundled tiny Shakespeare). config: a YAML path, a bundled
     config name ('tiny'), a dict of sections ({'model': {'hidden_size': 128}}) or a Config. out_dir: the
-    run directory (default runs/<corpus stem>). resume: a run directory or checkpoint to continue exactly.
+    run directory (default runs/<corpus stem>). resume: a run directory or checkpoint to continue exactly;
+    then only max_steps/max_epochs/max_time, log/eval/sample/checkpoint cadence may differ from the run's
+    config. Every check (config, corpus, run directory) runs before anything is written, and a failed
+    start removes the run directory it created.
     """
-    from .data import load_corpus
-    from .report import Reporter
-    from .train import Trainer, fit_shape, restore
-
     config_file, extra = _as_config_layers(config)
     options = dict(options or {})
     if encoding is not None:
@@ -143,47 +188,74 @@ def train(corpus_path: str | os.PathLike | None = None, config: Any = None, out_
     if errors is not None:
         options["data.errors"] = errors
     loaded = None
+    remove: list[str] = []
     if resume is not None:
-        ckpt = Path(resume) / "last.npz" if Path(resume).is_dir() else Path(resume)
-        loaded = store.load(ckpt)
-        if "progress" not in loaded.meta or "rng" not in loaded.meta:
-            raise UsageError(f"{ckpt} has no training state to resume", "resume from a checkpoint written by charrnn train")
+        ckpt, loaded = _resume_point(resume)
         saved = Config.from_dict(loaded.meta["config"], source=str(ckpt))
         cfg = _layer(config_file, sets, options, extra, saved)
         changed = [k for k in diff(saved, cfg) if k not in SAFE_ON_RESUME]
         if changed:
             raise UsageError(f"cannot change {', '.join(changed)} when resuming",
-                             "only max_steps/max_epochs/max_time and eval/sample/checkpoint cadence may change; "
-                             "start a new run with --out instead")
+                             "only max_steps/max_epochs/max_time and log/eval/sample/checkpoint cadence may "
+                             "change; start a new run with --out instead")
         run_dir = Path(out_dir) if out_dir is not None else ckpt.parent
+        if run_dir.resolve() != ckpt.parent.resolve():  # continuing into another directory
+            remove = _check_run_dir(run_dir, force)
         corpus_path = corpus_path if corpus_path is not None else loaded.meta["corpus"]["path"]
     else:
         cfg = _layer(config_file, sets, options, extra, None)
         corpus_path = Path(corpus_path) if corpus_path is not None else BUNDLED_CORPUS
         run_dir = Path(out_dir) if out_dir is not None else Path("runs") / Path(corpus_path).stem
-        _check_run_dir(run_dir, force)
-    checkpoint.remove_stale_temps(run_dir)
-    corpus = load_corpus(corpus_path, cfg.data.encoding, cfg.data.errors, cache_dir=run_dir / "cache")
+        remove = _check_run_dir(run_dir, force)
+    created = _created_dirs(run_dir)
+    try:
+        trainer, corpus, warning = _prepare(cfg, corpus_path, run_dir, loaded)
+    except BaseException:
+        if created:  # leave no trace of a run that never started
+            shutil.rmtree(created[0], ignore_errors=True)
+        raise
+    # Every check passed: only now touch the old run's files.
+    for name in remove:
+        (run_dir / name).unlink(missing_ok=True)
     if loaded is not None:
-        if corpus.sha256 != loaded.meta["corpus"]["sha256"] or corpus.vocab != loaded.vocab:
-            raise UsageError(f"{corpus_path} is not the corpus this run was trained on",
+        _trim_logs(run_dir, trainer.step)
+        _republish_best(loaded, trainer.val_batches is None, run_dir)
+    save_config(cfg, run_dir / "config.yaml")
+    from .report import Reporter
+    with Reporter(run_dir, total_steps=trainer.total_steps, max_time=cfg.train.max_time or None, live=live,
+                  console=console, log_every=cfg.train.log_every, append=loaded is not None) as reporter:
+        trainer.reporter = reporter
+        if loaded is not None:
+            reporter.smoothed_loss = loaded.meta["progress"].get("train_loss_smooth")
+        if warning:
+            reporter.warn(warning)
+        reporter.start(_header(trainer, corpus, run_dir, resumed=loaded is not None))
+        return trainer.run()
+
+
+def _prepare(cfg: Config, corpus_path, run_dir: Path, loaded: store.Loaded | None):
+    """Create the run directory, load the corpus and build (or restore) the trainer: (trainer, corpus,
+    warning). Writes nothing but the directory and the corpus cache; raises on any bad input."""
+    from .data import load_corpus
+    from .trainer import Trainer, fit_shape, restore
+    _make_run_dir(run_dir)
+    checkpoint.remove_stale_temps(run_dir)
+    expect = loaded.meta["corpus"]["sha256"] if loaded is not None else None
+    corpus = load_corpus(corpus_path, cfg.data.encoding, cfg.data.errors, cache_dir=run_dir / "cache",
+                         expect_sha256=expect)
+    if loaded is not None:
+        if corpus.sha256 != expect or corpus.vocab != loaded.vocab:
+            raise UsageError(f"{corpus_path} is not the corpus this run was trained on "
+                             f"(sha256 {corpus.sha256[:12]}, the run's is {expect[:12]})",
                              "resume with the original corpus, or start a new run with --out")
         shape = (int(loaded.meta["batch"]["batch_size"]), int(loaded.meta["batch"]["seq_len"]))
         warning = None
-        _trim_logs(run_dir, int(loaded.meta["progress"]["step"]))
     else:
         shape, warning = fit_shape(cfg, corpus)
-    save_config(cfg, run_dir / "config.yaml")
-    with Reporter(run_dir, total_steps=None, max_time=cfg.train.max_time or None, live=live, console=console,
-                  log_every=cfg.train.log_every, append=loaded is not None) as reporter:
-        if warning:
-            reporter.warn(warning)
-        trainer = Trainer(cfg, corpus, run_dir, reporter, shape)
-        if loaded is not None:
-            restore(trainer, loaded)
-        reporter.total_steps = trainer.total_steps
-        reporter.start(_header(trainer, corpus, run_dir, resumed=loaded is not None))
-        return trainer.run()
+    trainer = Trainer(cfg, corpus, run_dir, None, shape)
+    if loaded is not None:
+        restore(trainer, loaded)
+    return trainer, corpus, warning
 
 
 def _header(tr, corpus, run_dir: Path, resumed: bool) -> dict[str, object]:

@@ -147,7 +147,11 @@ def sample(checkpoint, length, temperature, prime, prime_file, no_echo, prime_un
         out = "".join(f"--- sample {i + 1} ---\n{echo}{t}\n" for i, t in enumerate(texts))
     if output:
         from .checkpoint import write_text_atomic
-        write_text_atomic(output, out)
+        from .errors import UsageError
+        try:
+            write_text_atomic(output, out)
+        except OSError as e:
+            raise UsageError(f"cannot write {output}: {e.strerror or e}", "choose a writable --output path") from None
         _err_console().print(f"wrote {num_samples} sample(s) to {_escape(str(output))}")
     else:
         sys.stdout.write(out)
@@ -171,11 +175,13 @@ def _read_text(path: str) -> str:
 @click.argument("file", required=False, type=click.Path())
 @click.option("--split", "which", type=click.Choice(["val", "test"]), help="Evaluate on this split of the training corpus.")
 @click.option("--encoding", default="utf-8", show_default=True, help="FILE's text encoding.")
+@click.option("--errors", type=click.Choice(["strict", "replace"]), default="strict", show_default=True,
+              help="On undecodable bytes in FILE: stop (strict) or replace.")
 @click.option("--unknown", type=click.Choice(["error", "skip"]), default="error", show_default=True,
               help="Characters the model has never seen: refuse, or drop them.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object instead of a table.")
 @friendly_errors
-def eval_cmd(checkpoint, file, which, encoding, unknown, as_json):
+def eval_cmd(checkpoint, file, which, encoding, errors, unknown, as_json):
     """Average negative log-likelihood of FILE (one continuous stream from a zero state) under CHECKPOINT,
     in nats/char, bits/char and perplexity."""
     from . import store
@@ -184,7 +190,7 @@ def eval_cmd(checkpoint, file, which, encoding, unknown, as_json):
     if (file is None) == (which is None):
         raise UsageError("give exactly one of FILE or --split val|test", "e.g. charrnn eval runs/x/best.npz my.txt")
     loaded = store.load(checkpoint)
-    r = eval_file(loaded, file, encoding, unknown=unknown) if file else eval_split(loaded, which)
+    r = eval_file(loaded, file, encoding, errors, unknown=unknown) if file else eval_split(loaded, which)
     if as_json:
         import json
         click.echo(json.dumps(r))
@@ -216,6 +222,8 @@ def info(checkpoint, as_json):
     from rich.text import Text
     m, v, t = d["model"], d["vocab"], d["training"]
     table = Table(title=d["path"], show_header=False)
+    table.add_column()
+    table.add_column(overflow="fold")  # long paths wrap instead of being cut off with "..."
     preview = v["chars"][:80]
     rows = [("model", f"{m['cell'].upper()} {m['num_layers']}x{m['hidden_size']}"
              + (f", embedding {m['embedding_size']}" if m["embedding_size"] else ", one-hot input")),

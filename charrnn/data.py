@@ -306,11 +306,13 @@ def _write_cache(cache_dir: Path, key: dict, corpus: Corpus) -> None:
 
 
 def load_corpus(path: str | os.PathLike, encoding: str = "utf-8", errors: str = "strict",
-                cache_dir: str | os.PathLike | None = None) -> Corpus:
+                cache_dir: str | os.PathLike | None = None, expect_sha256: str | None = None) -> Corpus:
     """Read and encode a text file, reusing cache_dir/corpus.{npy,json} when the file is unchanged.
 
     The cache is valid when the absolute path, size, mtime_ns, encoding and error handler all match.
     Bad input raises UsageError: missing, directory, empty, binary, undecodable, < 2 distinct chars.
+    expect_sha256 (on resume): a file whose bytes hash differently is returned but not cached, so a
+    refused resume with the wrong corpus leaves the run's cache as it was.
     """
     shown = os.fspath(path)
     codec, ascii_compatible = _resolve_codec(encoding, errors)
@@ -321,7 +323,7 @@ def load_corpus(path: str | os.PathLike, encoding: str = "utf-8", errors: str = 
     if cache_dir is not None and (cached := _read_cache(Path(cache_dir), key)) is not None:
         return cached
     corpus = _build(source, shown, codec, ascii_compatible, errors)
-    if cache_dir is not None:
+    if cache_dir is not None and expect_sha256 in (None, corpus.sha256):
         _write_cache(Path(cache_dir), key, corpus)
     return corpus
 

@@ -28,12 +28,42 @@ def remap(ids: np.ndarray, from_chars: str, vocab, unknown: str = "error", sourc
     return out[out >= 0]
 
 
+def read_text(path: str | Path, encoding: str = "utf-8", errors: str = "strict") -> str:
+    """A whole text file for evaluation. Unlike a training corpus, any text of 2+ characters will do
+    (one distinct character is fine here), so this does not go through data.load_corpus."""
+    import codecs
+    p = Path(path)
+    try:
+        codecs.lookup(encoding)
+        codecs.lookup_error(errors)
+    except LookupError as e:
+        raise UsageError(f"{e}", "use a Python codec such as utf-8 or latin-1, and errors strict or replace") from None
+    try:
+        raw = p.read_bytes()
+    except FileNotFoundError:
+        raise UsageError(f"file not found: {path}", "check the path") from None
+    except IsADirectoryError:
+        raise UsageError(f"{path} is a directory, not a text file", "pass the path of a text file") from None
+    except OSError as e:
+        raise UsageError(f"cannot read {path}: {e.strerror}", "check the path and its permissions") from None
+    try:
+        text = raw.decode(encoding, errors)
+    except UnicodeDecodeError as e:
+        raise UsageError(f"{path} is not valid {encoding}: {e.reason} at byte offset {e.start}",
+                         "use --encoding <codec> or --errors replace") from None
+    return text.removeprefix("\ufeff")
+
+
 def eval_file(loaded: store.Loaded, path: str | Path, encoding="utf-8", errors="strict", unknown="error") -> dict:
     """The model's NLL on a text file read as one continuous stream from a zero state."""
-    from .data import load_corpus
     from .generate import evaluate
-    corpus = load_corpus(path, encoding, errors)
-    ids = remap(corpus.data, corpus.vocab.chars, loaded.vocab, unknown, source=str(path))
+    text = read_text(path, encoding, errors)
+    missing = loaded.vocab.unknown_chars(text)
+    if missing and unknown != "skip":
+        shown = ", ".join(repr(c) for c in missing[:10]) + (" ..." if len(missing) > 10 else "")
+        raise UsageError(f"{path} holds {len(missing)} character(s) the model has never seen: {shown}",
+                         "evaluate on text from the same alphabet, or pass --unknown skip to drop them")
+    ids = loaded.vocab.encode(text, unknown="skip")
     if ids.size < 2:
         raise UsageError(f"{path} has fewer than 2 characters to evaluate", "pass a longer text")
     total, n = evaluate(loaded.model, ids)
@@ -71,7 +101,9 @@ def describe(loaded: store.Loaded) -> dict:
         "model": {"cell": s.cell, "num_layers": s.num_layers, "hidden_size": s.hidden_size,
                   "embedding_size": s.embedding_size, "parameters": len(loaded.model.params)},
         "vocab": {"size": loaded.vocab.size, "chars": loaded.vocab.chars},
-        "training": {"step": progress.get("step"), "epoch": progress.get("epoch"),
+        # epoch is 1-based here, as in metrics.jsonl (the checkpoint stores the 0-based cursor).
+        "training": {"step": progress.get("step"),
+                     "epoch": progress["epoch"] + 1 if isinstance(progress.get("epoch"), int) else None,
                      "elapsed_s": progress.get("elapsed_s"), "val_loss": losses.get("val_loss"),
                      "best_val_loss": losses.get("best_val_loss"), "train_loss": losses.get("train_loss"),
                      "skipped_steps": progress.get("bad_steps")},

@@ -16,7 +16,7 @@ import numpy as np
 from . import __version__, checkpoint, store
 from .config import Config
 from .data import Batches, Corpus, eval_batches, fit_batch_shape, split
-from .errors import CharrnnError
+from .errors import CharrnnError, UsageError
 from .model import Model
 from .optim import clip_grad_norm, clip_grad_value, lr_at, make_optimizer
 from .params import Shape, init_params
@@ -54,8 +54,13 @@ class Trainer:
         self.best_val = math.inf
         self.last_val: float | None = None
         self.last_loss = math.nan
+        self.last_lr = math.nan  # the rate the latest update used (what metrics.jsonl logs)
         self.saved_step = -1
         self.stop_signal: int | None = None
+        if cfg.optim.schedule == "cosine" and self.total_steps is None:
+            # Checked here, before any file is written, rather than at the first step.
+            raise UsageError("the cosine schedule needs train.max_steps or train.max_epochs",
+                             "set --max-steps or --max-epochs, or use another optim.schedule")
 
     # -- sizes and limits ---------------------------------------------------------------------
     @property
@@ -67,9 +72,9 @@ class Trainer:
         return t.max_steps or by_epochs
 
     def lr(self) -> float:
+        """The learning rate of the next update (0-based step self.step); a pure function of the step,
+        so a resumed run continues the schedule exactly."""
         o = self.cfg.optim
-        if o.schedule == "cosine" and self.total_steps is None:
-            raise CharrnnError("the cosine schedule needs train.max_steps or train.max_epochs", exit_code=2)
         return lr_at(self.step, lr=o.lr, schedule=o.schedule, warmup_steps=o.warmup_steps,
                      decay_rate=o.decay_rate, decay_every=o.decay_every, min_lr=o.min_lr,
                      total_steps=self.total_steps)
@@ -95,9 +100,10 @@ class Trainer:
         masks = self.model.dropout_masks(self.rng, c.model.dropout, self.B, self.T)
         loss, new_state = self.model.forward_backward(x, y, self.state, self.grads, masks)
         norm = clip_grad_norm(self.grads.flat, c.optim.grad_clip)
+        self.last_lr = lr = self.lr()
         if math.isfinite(loss) and math.isfinite(norm):
             clip_grad_value(self.grads.flat, c.optim.grad_clip_value)
-            self.opt.step(self.model.params.flat, self.grads.flat, self.lr())
+            self.opt.step(self.model.params.flat, self.grads.flat, lr)
             self.state = new_state
             self.bad_in_row = 0
         else:
@@ -107,8 +113,12 @@ class Trainer:
             self.reporter.warn(f"step {self.step + 1}: non-finite loss or gradient, update skipped "
                                f"({self.bad_in_row} in a row)")
             if self.bad_in_row >= c.train.max_bad_steps:
+                # No checkpoint is written: the weights are still the last good ones, and the files
+                # already on disk (best.npz, last.npz) hold finite weights.
                 raise CharrnnError(f"training diverged: {self.bad_in_row} non-finite steps in a row at step "
-                                   f"{self.step + 1}", "lower --lr or --grad-clip, then resume from best.npz")
+                                   f"{self.step + 1}; checkpoints in {self.run_dir} keep the last good weights",
+                                   "train again with a lower --lr or --grad-clip (--force to reuse the "
+                                   "directory), or raise train.max_bad_steps")
         self.step += 1
         self.batch_index += 1
         self.last_loss = loss
@@ -142,7 +152,9 @@ class Trainer:
             "batch": {"batch_size": self.B, "seq_len": self.T},
             "progress": {"step": self.step, "epoch": self.epoch, "batch_index": self.batch_index,
                          "offset": self.offset, "elapsed_s": self.elapsed(), "bad_steps": self.bad_steps,
-                         "bad_in_row": self.bad_in_row},
+                         "bad_in_row": self.bad_in_row,
+                         # so a resumed run's smoothed loss (metrics.jsonl, progress bar) continues too
+                         "train_loss_smooth": _finite_or_none(getattr(self.reporter, "smoothed_loss", None))},
             "rng": self.rng.bit_generator.state,
             "losses": {"train_loss": _finite_or_none(self.last_loss), "val_loss": self.last_val,
                        "best_val_loss": _finite_or_none(self.best_val)},
@@ -160,11 +172,15 @@ class Trainer:
             self.best_val = val_loss
         arrays = store.model_arrays(self.model) | self.opt.state_arrays() | store.state_arrays(self.state)
         path = self.run_dir / checkpoint.checkpoint_name(self.step, val_loss)
-        checkpoint.save(path, arrays, self.meta())
-        checkpoint.publish(path, self.run_dir / "last.npz")
-        if improved or self.val_batches is None:  # without a val split, best is simply the newest
-            checkpoint.publish(path, self.run_dir / "best.npz")
-        checkpoint.prune(self.run_dir, self.cfg.train.keep_last)
+        try:
+            checkpoint.save(path, arrays, self.meta())
+            checkpoint.publish(path, self.run_dir / "last.npz")
+            if improved or self.val_batches is None:  # without a val split, best is simply the newest
+                checkpoint.publish(path, self.run_dir / "best.npz")
+            checkpoint.prune(self.run_dir, self.cfg.train.keep_last)
+        except OSError as e:  # disk full, directory removed, ...: the files on disk are still whole
+            raise CharrnnError(f"cannot write checkpoint {path}: {e.strerror or e}",
+                               f"free disk space, then continue with: charrnn train --resume {self.run_dir}") from None
         self.saved_step = self.step
         return path
 
@@ -184,7 +200,7 @@ class Trainer:
                     break
                 t_step = time.perf_counter()
                 loss = self.train_step(*xy)
-                m = {"step": self.step, "epoch": self.epoch + 1, "train_loss": loss, "lr": self.lr(),
+                m = {"step": self.step, "epoch": self.epoch + 1, "train_loss": loss, "lr": self.last_lr,
                      "chars_per_sec": chars / max(time.perf_counter() - t_step, 1e-9),
                      "elapsed_s": self.elapsed()}
                 evaluated = bool(t.eval_every) and self.step % t.eval_every == 0
@@ -220,7 +236,9 @@ class Trainer:
         previous = {s: signal.getsignal(s) for s in EXIT_SIGNAL}
 
         def handler(signum, frame):
-            if self.stop_signal is not None:
+            if self.stop_signal is not None:  # the second one: out at once (writes are atomic)
+                if signum == signal.SIGTERM:
+                    raise SystemExit(EXIT_SIGNAL[signum])
                 raise KeyboardInterrupt
             self.stop_signal = signum
             self.reporter.warn("stopping after this step and writing a checkpoint (again to quit at once)")
@@ -239,20 +257,28 @@ def _finite_or_none(x: float) -> float | None:
 
 
 def restore(trainer: Trainer, loaded: store.Loaded) -> None:
-    """Put a checkpoint's full training state back into a freshly built trainer (exact resume)."""
+    """Put a checkpoint's full training state back into a freshly built trainer (exact resume):
+    weights, optimizer moments and t, carried state, step/epoch/batch cursor/offset, RNG, losses."""
     meta, arrays = loaded.meta, loaded.arrays
-    trainer.model.params.flat[:] = loaded.model.params.flat
-    trainer.opt.load_state(arrays)
-    trainer.state = store.load_state(arrays, trainer.model, trainer.B, loaded.path)
-    p = meta["progress"]
-    trainer.step, trainer.epoch = int(p["step"]), int(p["epoch"])
-    trainer.batch_index, trainer.offset = int(p["batch_index"]), int(p["offset"])
-    trainer.elapsed_before = float(p["elapsed_s"])
-    trainer.bad_steps, trainer.bad_in_row = int(p["bad_steps"]), int(p["bad_in_row"])
-    trainer.rng.bit_generator.state = meta["rng"]
-    losses = meta["losses"]
-    trainer.best_val = losses["best_val_loss"] if losses.get("best_val_loss") is not None else math.inf
-    trainer.last_val = losses.get("val_loss")
+    try:
+        trainer.model.params.flat[:] = loaded.model.params.flat
+        trainer.opt.load_state(arrays)
+        trainer.state = store.load_state(arrays, trainer.model, trainer.B, loaded.path)
+        p = meta["progress"]
+        trainer.step, trainer.epoch = int(p["step"]), int(p["epoch"])
+        trainer.batch_index, trainer.offset = int(p["batch_index"]), int(p["offset"])
+        trainer.batches.batches_per_epoch(trainer.offset)  # ValueError if the offset does not fit
+        trainer.elapsed_before = float(p["elapsed_s"])
+        trainer.bad_steps, trainer.bad_in_row = int(p["bad_steps"]), int(p["bad_in_row"])
+        trainer.rng.bit_generator.state = meta["rng"]
+        losses = meta["losses"]
+        trainer.best_val = losses["best_val_loss"] if losses.get("best_val_loss") is not None else math.inf
+        trainer.last_val = losses.get("val_loss")
+    except CharrnnError as e:
+        raise UsageError(f"cannot resume from {loaded.path}: {e.message}", e.hint) from None
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise UsageError(f"cannot resume from {loaded.path}: its training state is incomplete or corrupt ({e})",
+                         "resume from another checkpoint, e.g. an earlier step*.npz") from None
     trainer.saved_step = trainer.step
 
 
