@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .kernels import gru, head, lstm, rnn
-from .kernels.blas import matmul, set_blas_threads
+from .kernels.blas import matmul, single_threaded_blas
 from .params import GATES, Params, Shape
 
 
@@ -155,7 +155,6 @@ class Model:
         groups = [(0, B)] if B < 2 else [(0, (B + 1) // 2), ((B + 1) // 2, B)]
         prep = self._prepare_weights()
         scale = self.dtype.type(1.0 / x.size)
-        set_blas_threads(1)
 
         def job(gi: int):
             b0, b1 = groups[gi]
@@ -173,10 +172,11 @@ class Model:
             self._backward(ids, top, m, w, grads if gi == 0 else self._group_grads(gi))
             return s, w
 
-        if len(groups) > 1 and _usable_cores() > 1:
-            results = list(_pool().map(job, range(len(groups))))
-        else:
-            results = [job(gi) for gi in range(len(groups))]
+        with single_threaded_blas():
+            if len(groups) > 1 and _usable_cores() > 1:
+                results = list(_pool().map(job, range(len(groups))))
+            else:
+                results = [job(gi) for gi in range(len(groups))]
         states = [self._final_state(w) for _, w in results]
         new_state = State(np.concatenate([s.h for s in states], axis=1),
                           None if self.cell != "lstm" else np.concatenate([s.c for s in states], axis=1))

@@ -407,3 +407,22 @@ def test_state_chaining(cell, dtype):
     lg2, s2 = m.logits(x[:, h:], s1)
     np.testing.assert_allclose(np.concatenate([lg1, lg2], axis=1), lg_full, rtol=0, atol=tol)
     np.testing.assert_allclose(s2.h, st_full.h, rtol=0, atol=tol)
+
+
+def test_model_pass_restores_the_callers_blas_threads():
+    """A pass pins numpy's OpenBLAS to one thread (charrnn threads over stream groups itself) and
+    gives the caller's setting back, so other numpy work in the process keeps its speed."""
+    from charrnn.kernels.blas import _numpy_openblas
+    lib = _numpy_openblas()
+    if not lib:
+        pytest.skip("numpy is not linked to a bundled OpenBLAS here")
+    get, put = lib
+    before = get()
+    try:
+        put(2)
+        m = Model(Shape("lstm", 5, 8, 2), dtype=np.float32)
+        init_params(m.params, np.random.default_rng(0))
+        m.loss(np.zeros((4, 6), int), np.ones((4, 6), int), m.zero_state(4))
+        assert get() == 2
+    finally:
+        put(before)

@@ -2,11 +2,13 @@
 
 Measured side by side on this machine (AVX-512 Xeon, 2 cores): numpy's OpenBLAS beat scipy's (the one
 behind np.dot inside Numba) at every shape we use, per-step 32x512x2048 84 vs 54 GFLOP/s, and a whole
-LSTM 2x512 step 569 vs 678 ms with the large GEMMs on numpy's. Both builds are pinned to one thread
-(`set_blas_threads(1)`) because charrnn runs its two stream groups on two threads of its own; with
+LSTM 2x512 step 569 vs 678 ms with the large GEMMs on numpy's. BLAS is pinned to one thread during a pass
+(`single_threaded_blas`) because charrnn runs its two stream groups on two threads of its own; with
 2-thread pools the idle pool's spinning workers steal the core the busy one needs (GRU 2x256 step
 1.76 s vs 0.36 s), and numpy's 2-thread build ran 50x128x512 at 2 GFLOP/s.
 """
+from contextlib import contextmanager
+
 import numpy as np
 
 
@@ -17,53 +19,47 @@ def matmul(a, b, out):
     np.matmul(a, b, out=out)
 
 
-_SET_THREADS = None
-_CURRENT: int | None = None
+_OPENBLAS = None  # (get_num_threads, set_num_threads) of numpy's OpenBLAS; False if not found
 
 
-def _find_setters():
-    """`set_num_threads` of scipy's OpenBLAS (np.dot in Numba) and numpy's (np.matmul), found among
-    the wheels' bundled libraries; empty if unavailable (e.g. another BLAS vendor)."""
-    import ctypes
-    import glob
-    import os
-
-    import scipy
-    found = []
-    for pkg in (scipy, np):
-        libs = glob.glob(os.path.join(os.path.dirname(pkg.__file__), os.pardir, pkg.__name__ + ".libs",
-                                      "*openblas*"))
-        fn = _setter_in(libs)
-        if fn is not None:
-            found.append(fn)
-    return found
-
-
-def _setter_in(libs):
-    import ctypes
-    for path in libs:
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for name in ("scipy_openblas_set_num_threads", "openblas_set_num_threads",
-                     "scipy_openblas_set_num_threads64_", "openblas_set_num_threads64_"):
-            fn = getattr(lib, name, None)
-            if fn is not None:
-                return fn
-    return None
+def _numpy_openblas():
+    """numpy wheels bundle OpenBLAS as libscipy_openblas64_ with suffixed symbol names; other builds
+    (MKL, system BLAS) are left alone."""
+    global _OPENBLAS
+    if _OPENBLAS is None:
+        import ctypes
+        import glob
+        import os
+        _OPENBLAS = False
+        libdir = os.path.join(os.path.dirname(np.__file__), os.pardir, "numpy.libs")
+        for path in glob.glob(os.path.join(libdir, "*openblas*")):
+            try:
+                lib = ctypes.CDLL(path)
+            except OSError:
+                continue
+            for suffix in ("64_", ""):
+                for prefix in ("scipy_openblas", "openblas"):
+                    get = getattr(lib, f"{prefix}_get_num_threads{suffix}", None)
+                    put = getattr(lib, f"{prefix}_set_num_threads{suffix}", None)
+                    if get is not None and put is not None:
+                        _OPENBLAS = (get, put)
+                        return _OPENBLAS
+    return _OPENBLAS
 
 
-def set_blas_threads(n: int) -> None:
-    """Set the thread count of both OpenBLAS builds (scipy's behind np.dot in Numba, numpy's behind
-    np.matmul). charrnn runs its two stream groups on two threads of its own, each with
-    single-threaded BLAS: faster here than 2-thread BLAS calls per step, and single-threaded OpenBLAS
-    has no idle workers spinning against our threads. No-op where the libraries are not found."""
-    global _SET_THREADS, _CURRENT
-    if _CURRENT == n:
-        return
-    if _SET_THREADS is None:
-        _SET_THREADS = _find_setters()
-    for fn in _SET_THREADS:
-        fn(int(n))
-    _CURRENT = n
+@contextmanager
+def single_threaded_blas():
+    """Run a model pass with numpy's OpenBLAS on one thread, then restore the caller's setting.
+
+    charrnn runs its two stream groups on two threads of its own, each with single-threaded BLAS:
+    faster here than 2-thread BLAS calls per step, and a single-threaded OpenBLAS has no idle workers
+    spinning against our threads. Restoring keeps other numpy code in the same process at full speed."""
+    lib = _numpy_openblas()
+    previous = lib[0]() if lib else 1
+    if previous != 1:
+        lib[1](1)
+    try:
+        yield
+    finally:
+        if previous != 1:
+            lib[1](previous)
