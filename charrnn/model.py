@@ -147,9 +147,10 @@ class Model:
 
         The split is fixed (first half / second half of the streams), whatever the core count, so the
         numbers never depend on the machine; with two cores the groups run at once on two threads, each
-        with single-threaded BLAS. Measured side by side against one group on 2-thread BLAS: GRU 2x256
-        B64 T100 197 vs 223 ms per step, LSTM 2x512 828 vs 887 ms, LSTM 2x128 B50 T50 on par; and no
-        idle BLAS worker spins against our own threads."""
+        with single-threaded BLAS. Measured side by side against one group on 2-thread BLAS (when the
+        per-step GEMMs still ran inside Numba): GRU 2x256 B64 T100 197 vs 223 ms per step, LSTM 2x512
+        828 vs 887 ms, LSTM 2x128 B50 T50 on par; and no idle BLAS worker spins against our threads,
+        which keeps a busy machine from collapsing the step time."""
         x, y = self._check(x, y, state, masks)
         B, T = x.shape
         groups = [(0, B)] if B < 2 else [(0, (B + 1) // 2), ((B + 1) // 2, B)]
