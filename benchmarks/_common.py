@@ -145,7 +145,7 @@ def print_header(h: dict, title: str) -> None:
           f"torch {h['torch'] or 'not installed'}")
     env = ", ".join(f"{k}={v}" for k, v in h["env"].items()) or "no thread env vars set"
     print(f"threads   torch {h['torch_threads'] if h['torch'] else '-'} (set_num_threads), numba "
-          f"{h['numba_threads']}, charrnn GEMMs: scipy's OpenBLAS default pool; {env}")
+          f"{h['numba_threads']}, charrnn: 2 stream-group threads, numpy's OpenBLAS at 1 thread each; {env}")
 
 
 # -- plain-text table ------------------------------------------------------------------------------------
