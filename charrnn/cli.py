@@ -94,11 +94,21 @@ def train(corpus, config_file, out, sets, resume, force, encoding, errors, plain
     Settings come from defaults < --config < --set < the options below. The run directory gets
     config.yaml, metrics.jsonl, samples.txt and checkpoints (step*_val*.npz, best.npz, last.npz).
     """
+    import signal
+    import threading
+
     from .api import train as api_train
+    # Outside the trainer's own handler (before training starts, or between its checkpoint-and-stop
+    # and process exit) a SIGTERM still ends the command with 143 and no traceback; files are only
+    # ever replaced atomically, so stopping anywhere is safe.
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
     options = {TRAIN_OPTIONS[k]: v for k, v in opts.items() if v is not None}
     best = api_train(corpus, config_file, out, sets=sets, options=options, resume=resume, force=force,
                      live=False if plain else None, encoding=encoding, errors=errors)
     click.echo(f"best checkpoint: {best}")
+
+
 @main.command()
 @click.argument("checkpoint", type=click.Path())
 @click.option("--length", "-n", type=int, default=1000, show_default=True, help="Characters to generate.")
