@@ -166,3 +166,19 @@ def print_table(headers: list[str], rows: list[list[str]], right: set[int] | Non
 
 def fmt_num(x, spec: str = ",.0f", none: str = "-") -> str:
     return none if x is None else format(x, spec)
+
+
+def note_load_at_end(header: dict) -> None:
+    """Record the load average after the measurements (a busy machine makes them meaningless)."""
+    try:
+        header["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        pass
+
+
+def save_json(results: dict, path: str | None) -> None:
+    """Write the results as JSON when --json was given."""
+    if path:
+        import json
+        Path(path).write_text(json.dumps(results, indent=1, default=float) + "\n", encoding="utf-8")
+        print(f"saved {path}")

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import pty
 import resource
@@ -38,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (ROOT, SilentReporter, fmt_num, forward_flops_per_char, import_torch,  # noqa: E402
+from _common import (ROOT, SilentReporter, fmt_num, note_load_at_end, save_json, forward_flops_per_char, import_torch,  # noqa: E402
                      machine_header, print_header, print_table, train_flops_per_char)
 
 import numpy as np  # noqa: E402
@@ -240,7 +239,7 @@ class TorchTrainSide:
         self.chars = B * T
 
     def step(self) -> float:
-        torch, nn = self.torch, self.torch.nn
+        nn = self.torch.nn
         x, y = self.batches[self.i % len(self.batches)]
         self.i += 1
         self.opt.zero_grad()
@@ -663,16 +662,11 @@ def main(argv=None) -> int:
     results["peaks"]["best"] = {k: max((run[k] for run in results["peaks"]["runs"] if run.get(k) is not None),
                                        default=None) for k in results["peaks"]["runs"][0]}
     results["wall_s"] = time.perf_counter() - t_start
-    try:
-        header["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        pass
+    note_load_at_end(header)
     report(results, args.quick)
     print(f"\ntotal {results['wall_s']:.1f}s; load avg at start {header['loadavg_1_5_15']}, at end "
           f"{header.get('loadavg_at_end')} (a busy machine makes every number here meaningless)")
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1, default=float) + "\n", encoding="utf-8")
-        print(f"saved {args.json}")
+    save_json(results, args.json)
     return 0
 
 

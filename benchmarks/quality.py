@@ -30,7 +30,6 @@ import argparse
 import io
 import json
 import math
-import os
 import shutil
 import sys
 import tempfile
@@ -38,7 +37,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, fmt_num, import_torch, machine_header, print_header, print_table  # noqa: E402
+from _common import (ROOT, fmt_num, import_torch, machine_header, note_load_at_end, print_header,  # noqa: E402
+                     print_table, save_json)
 
 import numpy as np  # noqa: E402
 
@@ -318,15 +318,10 @@ def main(argv=None) -> int:
             print("warning: charrnn's own evaluation and the torch evaluator disagree on the same weights")
     if a.out:
         print(f"charrnn run kept in {run_dir}")
-    try:
-        header["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        pass
+    note_load_at_end(header)
     print(f"load avg at start {header['loadavg_1_5_15']}, at end {header.get('loadavg_at_end')} "
           "(the two trainers ran one after the other; a busy machine skews the comparison)")
-    if a.json:
-        Path(a.json).write_text(json.dumps(results, indent=1, default=float) + "\n", encoding="utf-8")
-        print(f"saved {a.json}")
+    save_json(results, a.json)
     return 0
 
 

@@ -5,8 +5,6 @@ Sizes: N = rows (T*B), V = vocabulary, G = gate width of layer 0.
 """
 import math
 
-import numpy as np
-
 from .jit import kernel
 
 
