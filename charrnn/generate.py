@@ -129,7 +129,9 @@ class Sampler:
         if ids.size and (ids.min() < 0 or ids.max() >= V):
             raise ValueError("prime ids outside the vocabulary")
         if ids.size:
-            K.feed_prime(self.h, self.c, np.ascontiguousarray(ids[:-1]), self._flat(), self.offsets,
+            flat = self._flat()
+            self._refresh_table()
+            K.feed_prime(self.h, self.c, np.ascontiguousarray(ids[:-1]), flat, self.offsets,
                          self.cell_code, self.E, self._table, self._gx, self._gh, self._tmp)
             self.prev[:] = ids[-1]
         else:
@@ -138,6 +140,11 @@ class Sampler:
             self.prev[:] = start
         if seed is not None:
             self.rng[:] = seed_streams(int(seed), self.num_streams)
+
+    def _refresh_table(self) -> None:
+        """Layer 0's projection of every character plus bias_ih_l0, from the model's current weights."""
+        model = self.model
+        np.add(model.input_table(), model.params["rnn.bias_ih_l0"], out=self._table)
 
     def _flat(self) -> np.ndarray:
         params = self.model.params
@@ -151,7 +158,9 @@ class Sampler:
         if out is None or out.shape != (self.num_streams, n):
             out = np.empty((self.num_streams, n), np.int32)
         greedy = bool(greedy) or temperature == 0
-        K.sample_chunk(out, self.h, self.c, self.prev, self._flat(), self.offsets, self.cell_code, self.E,
+        flat = self._flat()
+        self._refresh_table()
+        K.sample_chunk(out, self.h, self.c, self.prev, flat, self.offsets, self.cell_code, self.E,
                        float(temperature) if not greedy else 1.0, int(top_k), float(top_p), greedy,
                        self.rng, self._table, self._gx, self._gh, self._logits, self._p, self._order,
                        self._keys)

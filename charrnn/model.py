@@ -229,7 +229,7 @@ class Model:
     def _prepare_weights(self) -> "_Prepared":
         """Arrays derived from the weights once per pass and shared by both groups."""
         P, L = self.params, self.num_layers
-        return _Prepared(table=self._input_table(), bias=[self._layer_bias(k) for k in range(L)],
+        return _Prepared(table=self.input_table(), bias=[self._layer_bias(k) for k in range(L)],
                          w_hh_t=[np.ascontiguousarray(P[f"rnn.weight_hh_l{k}"].T) for k in range(L)])
 
     def _layer_bias(self, k: int) -> np.ndarray:
@@ -240,9 +240,10 @@ class Model:
             bias[2 * H:] = P[f"rnn.bias_ih_l{k}"][2 * H:]
         return bias
 
-    def _input_table(self) -> np.ndarray:
-        """(V, G): row c is layer 0's input projection of character c (a one-hot input makes the input
-        GEMM a row gather; an embedding folds into the same table)."""
+    def input_table(self) -> np.ndarray:
+        """(V, G): row c is layer 0's input projection of character c, without biases (a one-hot input
+        makes the input GEMM a row gather; an embedding folds into the same table). The training passes
+        and the sampler both read layer 0 through this table."""
         w_ih = self.params["rnn.weight_ih_l0"]
         if self.shape.embedding_size > 0:
             table = np.empty((self.vocab_size, w_ih.shape[0]), self.dtype)

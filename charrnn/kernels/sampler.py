@@ -9,8 +9,9 @@ every entry of `Shape.layout()` in layout order, so one compiled kernel serves a
   bias_ih (G), bias_hh (G); then decoder.weight (V, H), decoder.bias (V).
 Every matrix-vector product is a loop over contiguous weight rows with float32 accumulation (it
 vectorizes under the project's fastmath policy); the row loop is outermost so each weight row is
-read once per step for all N streams. Layer 0's input projection is a (V, G) table (build_table)
-rebuilt at the start of every call, so a step's layer-0 input is one contiguous row.
+read once per step for all N streams. Layer 0's input projection is a (V, G) table passed in by the
+caller (Model.input_table + bias_ih_l0, from the current weights), so a step's layer-0 input is one
+contiguous row and training and sampling share one definition of it.
 
 Speed: the step is bound by streaming the weights, not by arithmetic. LSTM 2x256 reads ~3.1 MB of
 float32 weights per character, more than this machine's 2 MB L2, so three 1 MB matrix-vector products
@@ -107,32 +108,9 @@ def _matvec(out, flat, off, rows, cols, x, ns, boff):
 
 
 @kernel
-def build_table(table, flat, offsets, E):
-    """table (V, G) = layer 0's input projection of every character plus bias_ih_l0: row v is column v
-    of weight_ih_l0 (one-hot input) or weight_ih_l0 @ encoder.weight[v] (embedding). Rebuilt at the
-    start of every kernel call, so the kernels always see the current weights."""
-    V, G = table.shape
-    if E > 0:
-        o_enc = offsets[0]
-        o_ih = offsets[1]
-        o_bih = offsets[3]
-        e = flat[o_enc: o_enc + V * E]
-        for v in range(V):
-            _matvec(table[v:v + 1], flat, o_ih, G, E, e[v * E: (v + 1) * E].reshape((1, E)), 1, o_bih)
-    else:
-        o_ih = offsets[0]
-        o_bih = offsets[2]
-        for g in range(G):
-            b = flat[o_bih + g]
-            row = flat[o_ih + g * V: o_ih + (g + 1) * V]
-            for v in range(V):
-                table[v, g] = row[v] + b
-
-
-@kernel
 def _layers_step(h, c, prev, flat, offsets, cell_code, E, table, gx, gh, ns):
     """Feed prev[s] (one id per stream) through all layers for streams s < ns; h, c updated in place.
-    table (V, G): see build_table. gx, gh (N, G): workspaces for the input and recurrent
+    table (V, G): see sample_chunk. gx, gh (N, G): workspaces for the input and recurrent
     pre-activations (with bias_ih and bias_hh)."""
     L, N, H = h.shape
     G = gx.shape[1]
@@ -272,15 +250,14 @@ def sample_chunk(out, h, c, prev, flat, offsets, cell_code, E, temperature, top_
     out (N, n) int32. prev (N) int32. flat: parameters. offsets (int64): layout starts.
     cell_code: 0 lstm, 1 gru, 2 rnn. E: embedding size (0 = one-hot). temperature > 0 unless greedy.
     top_k (0 = off), top_p (1 = off), greedy (bool). rng (N, 2) uint64 xoroshiro128++ states.
-    Workspaces: table (V, G), gx, gh (N, G), logits (N, V), all of flat's dtype; p, keys (V) float64;
-    order (V) int64."""
+    table (V, G): layer 0's input projection of each character plus bias_ih_l0 (Model.input_table).
+    Workspaces: gx, gh (N, G), logits (N, V), all of flat's dtype; p, keys (V) float64; order (V) int64."""
     N, n = out.shape
     L, _, H = h.shape
     V = logits.shape[1]
     base = 1 if E > 0 else 0
     o_dw = offsets[base + 4 * L]
     o_db = offsets[base + 4 * L + 1]
-    build_table(table, flat, offsets, E)
     for t in range(n):
         _layers_step(h, c, prev, flat, offsets, cell_code, E, table, gx, gh, N)
         _matvec(logits, flat, o_dw, V, H, h[L - 1], N, o_db)
@@ -294,9 +271,8 @@ def sample_chunk(out, h, c, prev, flat, offsets, cell_code, E, temperature, top_
 @kernel
 def feed_prime(h, c, ids, flat, offsets, cell_code, E, table, gx, gh, tmp):
     """Teacher forcing: feed ids (T) int32 through stream 0's state, then copy stream 0's h (and c)
-    to every stream (all streams share the prime). Workspaces as in sample_chunk; tmp (1) int32."""
+    to every stream (all streams share the prime). table and workspaces as in sample_chunk; tmp (1) int32."""
     L, N, H = h.shape
-    build_table(table, flat, offsets, E)
     for t in range(ids.shape[0]):
         tmp[0] = ids[t]
         _layers_step(h, c, tmp, flat, offsets, cell_code, E, table, gx, gh, 1)
