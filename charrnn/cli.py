@@ -132,7 +132,8 @@ def sample(checkpoint, length, temperature, prime, prime_file, no_echo, prime_un
     if top_k is not None and top_k < 1:
         raise UsageError(f"--top-k must be >= 1, got {top_k}", "omit it to sample from all characters")
     if prime_file:
-        prime = prime + _read_text(prime_file)
+        from .inspect import read_text
+        prime = prime + read_text(prime_file)
     from . import store
     from .generate import sample as generate
     loaded = store.load(checkpoint)
@@ -165,19 +166,6 @@ def sample(checkpoint, length, temperature, prime, prime_file, no_echo, prime_un
         _err_console().print(f"wrote {num_samples} sample(s) to {_escape(str(output))}")
     else:
         sys.stdout.write(out)
-
-
-def _read_text(path: str) -> str:
-    from .errors import UsageError
-    try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
-    except FileNotFoundError:
-        raise UsageError(f"file {path} does not exist") from None
-    except IsADirectoryError:
-        raise UsageError(f"{path} is a directory, expected a text file") from None
-    except UnicodeDecodeError as e:
-        raise UsageError(f"{path} is not valid UTF-8 (byte offset {e.start})", "convert it to UTF-8 first") from None
 
 
 @main.command("eval")

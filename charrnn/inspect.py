@@ -15,13 +15,18 @@ def metrics(total: float, predictions: int, chars: int) -> dict:
             "chars": chars, "predictions": predictions}
 
 
+def _refuse_unknown(missing: list[str], source: str) -> None:
+    """One line listing characters outside the model's vocabulary (up to ten of them)."""
+    shown = ", ".join(repr(c) for c in missing[:10]) + (" ..." if len(missing) > 10 else "")
+    raise UsageError(f"{source} holds {len(missing)} character(s) the model has never seen: {shown}",
+                     "evaluate on text from the same alphabet, or pass --unknown skip to drop them")
+
+
 def remap(ids: np.ndarray, from_chars: str, vocab, unknown: str = "error", source: str = "text") -> np.ndarray:
     """Re-encode ids of one vocabulary (from_chars) into the model's vocabulary."""
     missing = [c for c in from_chars if vocab.unknown_chars(c)]
     if missing and unknown != "skip":
-        shown = ", ".join(repr(c) for c in missing[:10]) + (" ..." if len(missing) > 10 else "")
-        raise UsageError(f"{source} holds {len(missing)} character(s) the model has never seen: {shown}",
-                         "evaluate on text from the same alphabet, or pass --unknown skip to drop them")
+        _refuse_unknown(missing, source)
     table = np.array([vocab.encode(c, unknown="skip")[0] if c not in missing else -1 for c in from_chars],
                      dtype=np.int64)
     out = table[ids]
@@ -29,7 +34,7 @@ def remap(ids: np.ndarray, from_chars: str, vocab, unknown: str = "error", sourc
 
 
 def read_text(path: str | Path, encoding: str = "utf-8", errors: str = "strict") -> str:
-    """A whole text file for evaluation. Unlike a training corpus, any text of 2+ characters will do
+    """A whole text file (a file to evaluate, a prime file). Unlike a training corpus, any text will do
     (one distinct character is fine here), so this does not go through data.load_corpus."""
     import codecs
     p = Path(path)
@@ -41,7 +46,7 @@ def read_text(path: str | Path, encoding: str = "utf-8", errors: str = "strict")
     try:
         raw = p.read_bytes()
     except FileNotFoundError:
-        raise UsageError(f"file not found: {path}", "check the path") from None
+        raise UsageError(f"{path} does not exist (file not found)", "check the path") from None
     except IsADirectoryError:
         raise UsageError(f"{path} is a directory, not a text file", "pass the path of a text file") from None
     except OSError as e:
@@ -60,9 +65,7 @@ def eval_file(loaded: store.Loaded, path: str | Path, encoding="utf-8", errors="
     text = read_text(path, encoding, errors)
     missing = loaded.vocab.unknown_chars(text)
     if missing and unknown != "skip":
-        shown = ", ".join(repr(c) for c in missing[:10]) + (" ..." if len(missing) > 10 else "")
-        raise UsageError(f"{path} holds {len(missing)} character(s) the model has never seen: {shown}",
-                         "evaluate on text from the same alphabet, or pass --unknown skip to drop them")
+        _refuse_unknown(missing, str(path))
     ids = loaded.vocab.encode(text, unknown="skip")
     if ids.size < 2:
         raise UsageError(f"{path} has fewer than 2 characters to evaluate", "pass a longer text")
