@@ -417,6 +417,23 @@ def model_loss_state_grads(params, cell, x_ids, y_ids, h0, c0, masks=None):
 # --------------------------------------------------------------------------
 
 
+def fd_grad(f, arr, eps=1e-6):
+    """Central differences of the scalar f() w.r.t. every element of arr (perturbed in place and
+    restored): the slow, obvious gradient every other gradient in the tests is checked against."""
+    g = np.zeros_like(arr)
+    it = np.nditer(arr, flags=["multi_index"])
+    for _ in it:
+        idx = it.multi_index
+        old = arr[idx]
+        arr[idx] = old + eps
+        fp = f()
+        arr[idx] = old - eps
+        fm = f()
+        arr[idx] = old
+        g[idx] = (fp - fm) / (2 * eps)
+    return g
+
+
 def init_params(cell, V, H, L, E=0, rng=None, scale=0.5):
     """Random float64 params, uniform in [-scale, scale], PyTorch names.
 

@@ -96,15 +96,7 @@ def test_forward_backward_matches_finite_differences(cell, E, L, p):
     def f():
         return m.forward_backward(x, y, _state(h0, c0), scratch, masks)[0]
 
-    fd = np.empty_like(flat)
-    for i in range(flat.size):
-        old = flat[i]
-        flat[i] = old + EPS
-        fp = f()
-        flat[i] = old - EPS
-        fm = f()
-        flat[i] = old
-        fd[i] = (fp - fm) / (2 * EPS)
+    fd = ref.fd_grad(f, flat, EPS)
 
     diff = np.abs(analytic - fd)
     bad = diff > ATOL + RTOL * np.abs(fd)

@@ -45,22 +45,6 @@ def _assert_close(name, analytic, numeric, atol=ATOL, rtol=RTOL):
     )
 
 
-def _fd_grad(f, arr):
-    """Central differences of scalar f() w.r.t. every element of arr (in place)."""
-    g = np.zeros_like(arr)
-    it = np.nditer(arr, flags=["multi_index"])
-    for _ in it:
-        idx = it.multi_index
-        old = arr[idx]
-        arr[idx] = old + EPS
-        fp = f()
-        arr[idx] = old - EPS
-        fm = f()
-        arr[idx] = old
-        g[idx] = (fp - fm) / (2 * EPS)
-    return g
-
-
 # --------------------------------------------------------------------------
 # shapes / naming
 # --------------------------------------------------------------------------
@@ -143,12 +127,12 @@ def test_model_loss_finite_differences(cell, E, dropout):
 
     for name in sorted(p):
         assert grads[name].shape == p[name].shape
-        _assert_close(name, grads[name], _fd_grad(f, p[name]))
+        _assert_close(name, grads[name], ref.fd_grad(f, p[name]))
 
     # state gradients (h0, c0 are constants for training, but checkable)
-    _assert_close("h0", dh0, _fd_grad(f, h0))
+    _assert_close("h0", dh0, ref.fd_grad(f, h0))
     if cell == "lstm":
-        _assert_close("c0", dc0, _fd_grad(f, c0))
+        _assert_close("c0", dc0, ref.fd_grad(f, c0))
     else:
         assert dc0 is None
 
@@ -171,7 +155,7 @@ def test_repeated_ids_accumulate_in_embedding_grad():
     def f():
         return ref.model_loss(p, cell, x, y, h0, None)[0]
 
-    _assert_close("encoder.weight", grads["encoder.weight"], _fd_grad(f, p["encoder.weight"]))
+    _assert_close("encoder.weight", grads["encoder.weight"], ref.fd_grad(f, p["encoder.weight"]))
 
 
 # --------------------------------------------------------------------------
@@ -215,9 +199,9 @@ def test_cell_backward_finite_differences(cell):
         ("b_ih", db_ih, b_ih),
         ("b_hh", db_hh, b_hh),
     ]:
-        _assert_close(name, analytic, _fd_grad(f, arr))
+        _assert_close(name, analytic, ref.fd_grad(f, arr))
     if cell == "lstm":
-        _assert_close("c0", dc0, _fd_grad(f, c0))
+        _assert_close("c0", dc0, ref.fd_grad(f, c0))
     else:
         assert cT is None and dc0 is None
 
