@@ -3,7 +3,8 @@ decoder to vocabulary logits, softmax cross-entropy averaged per character.
 
 This file validates shapes and dtypes once, owns preallocated workspaces, and calls the private kernels.
 Big GEMMs (input projections of layers > 0, all weight gradients, the decoder) run once per chunk
-over all T*B rows through numpy; only the recurrent product runs per time step, inside the kernels.
+over all T*B rows through numpy; only the recurrent product runs per time step, inside the cell
+functions of kernels/ (a Python loop over T around jitted gate kernels).
 
 Sizes: B = streams, T = time steps, N = T*B rows, H = hidden, G = gates*H, V = vocab, E = embedding, L = layers.
 """
