@@ -26,12 +26,14 @@ import math
 import os
 import weakref
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from .data import Vocab
 from .errors import UsageError
 from .kernels import sampler as K
+from .kernels.sync import STRIDE
 from .model import Model, State
 from .params import GATES
 
@@ -66,40 +68,92 @@ def layout_offsets(model: Model) -> np.ndarray:
     return np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
 
 
+# The hidden units are split into this many parts (charrnn.kernels.sampler explains the layout). A
+# constant, not the core count: with one thread or two, the same per-part arithmetic gives the same text.
+SAMPLE_PARTS = 2
+# Below this many weight bytes per character the barriers cost more than a second core saves.
+THREADS_MIN_BYTES = 256 * 1024
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(max_workers=SAMPLE_PARTS - 1, thread_name_prefix="charrnn-sampler")
+    return _POOL
+
+
+def _usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 class Sampler:
     """The sampling kernel bound to one model and a fixed number of streams.
 
-    Holds the per-stream state (h, c), the previous character `prev` (the one the next step feeds),
-    the generators and the small workspaces, so repeated calls neither allocate much nor recompile.
-    The model's weights are read from `model.params.flat` at every call, so a trainer sees its
-    current weights. Invariant: h/c are the state after consuming everything before `prev`.
+    Holds the per-stream state, the previous character `prev` (the one the next step feeds), the
+    generators, the workspaces, and a copy of the weights packed per part of the hidden units
+    (refreshed by every reset(), so a trainer's samples use its current weights). Repeated calls
+    neither allocate much nor recompile. Invariant: the state is the one after consuming everything
+    before `prev`.
+
+    threads: None = two threads when the machine has two usable cores and the model is big enough
+    to gain (THREADS_MIN_BYTES), else 1 or 2 as given. The text never depends on it.
     """
 
-    def __init__(self, model: Model, num_streams: int = 1):
+    def __init__(self, model: Model, num_streams: int = 1, threads: int | None = None):
         if num_streams < 1:
             raise ValueError("num_streams must be >= 1")
+        if threads not in (None, 1, SAMPLE_PARTS):
+            raise ValueError(f"threads must be None, 1 or {SAMPLE_PARTS}")
         shape = model.shape
         self.shape = shape
         self._model = weakref.ref(model)  # the module cache is keyed weakly by the model
         self.num_streams = N = int(num_streams)
-        H, L, V, E = shape.hidden_size, shape.num_layers, shape.vocab_size, shape.embedding_size
-        G = GATES[shape.cell] * H
+        self.threads = threads
+        H, L, V = shape.hidden_size, shape.num_layers, shape.vocab_size
+        P, g = SAMPLE_PARTS, GATES[shape.cell]
         dt = model.params.dtype
         self.cell_code = K.CELL_CODES[shape.cell]
-        self.E = int(E)
-        self.offsets = layout_offsets(model)
-        self.h = np.zeros((L, N, H), dt)
+        self._gates = g
+        offsets = layout_offsets(model)
+        base = 1 if shape.embedding_size > 0 else 0
+        self._o_dw, self._o_db = int(offsets[base + 4 * L]), int(offsets[base + 4 * L + 1])
+        # part p owns hidden units lo[p]:hi[p]; its packed rows start at poff[p, k] (kernels/sampler.py)
+        cuts = [(H * i + P - 1) // P for i in range(P + 1)]
+        self._lo = np.array(cuts[:-1], np.int64)
+        self._hi = np.array(cuts[1:], np.int64)
+        self._rows = [(np.arange(g)[:, None] * H + np.arange(a, b)[None, :]).reshape(-1)
+                      for a, b in zip(cuts[:-1], cuts[1:])]
+        Gmax = max(r.size for r in self._rows)
+        self._poff = np.full((P, L, 4), -1, np.int64)
+        size = 0
+        for p, rows in enumerate(self._rows):
+            off = 0
+            for k in range(L):
+                for j, n in enumerate((rows.size * H if k else 0, rows.size * H, rows.size, rows.size)):
+                    self._poff[p, k, j] = off
+                    off += n
+            size = max(size, off)
+        self._pk = np.zeros((P, size), dt)
+        self._tab = np.zeros((P, V, Gmax), dt)
+        self._packed = False
+        self._step_bytes = (self._pk[0].nbytes * P + V * H * dt.itemsize)
+        self._hb = np.zeros((2, L, N, H), dt)
+        self._q = 0  # the current state is _hb[_q]
         self.c = np.zeros((L, N, H), dt) if shape.cell == "lstm" else np.zeros((0, 0, 0), dt)
-        self.prev = np.zeros(N, np.int32)
-        self.rng = np.zeros((N, 2), np.uint64)
-        self._gx = np.zeros((N, G), dt)
-        self._gh = np.zeros((N, G), dt)
-        self._table = np.zeros((V, G), dt)
-        self._logits = np.zeros((N, V), dt)
-        self._p = np.zeros(V, np.float64)
-        self._keys = np.zeros(V, np.float64)
-        self._order = np.zeros(V, np.int64)
-        self._tmp = np.zeros(1, np.int32)
+        self._flags = np.zeros(P * STRIDE, np.int64)
+        # per thread: its own copy of prev and the generators (every thread draws the same) + workspaces
+        self._prevs = np.zeros((P, N), np.int32)
+        self._rngs = np.zeros((P, N, 2), np.uint64)
+        self._logits = np.zeros((P, N, V), dt)
+        self._p = np.zeros((P, V), np.float64)
+        self._keys = np.zeros((P, V), np.float64)
+        self._order = np.zeros((P, V), np.int64)
+        self._gx = np.zeros((P, N, Gmax), dt)
+        self._gh = np.zeros((P, N, Gmax), dt)
 
     @property
     def model(self) -> Model:
@@ -109,9 +163,19 @@ class Sampler:
         return model
 
     @property
+    def prev(self) -> np.ndarray:
+        """(N) int32: the id each stream feeds next."""
+        return self._prevs[0]
+
+    @property
+    def rng(self) -> np.ndarray:
+        """(N, 2) uint64: the xoroshiro128++ state of each stream."""
+        return self._rngs[0]
+
+    @property
     def state(self) -> State:
         """A copy of the current state as a Model State (h (L, N, H), c for LSTM)."""
-        return State(self.h.copy(), self.c.copy() if self.shape.cell == "lstm" else None)
+        return State(self._hb[self._q].copy(), self.c.copy() if self.shape.cell == "lstm" else None)
 
     def start_id(self, vocab: Vocab | None) -> int:
         """The character fed first when there is no prime: '\\n' if in the vocabulary, else id 0."""
@@ -120,50 +184,90 @@ class Sampler:
         return 0
 
     def reset(self, prime_ids: np.ndarray | None = None, seed: int | None = 0, *, start: int = 0) -> None:
-        """Zero state; with a non-empty prime, feed all but its last id and make that last id `prev`;
-        without one, `prev` = start (see the module docstring). seed None leaves the generators alone."""
-        self.h[:] = 0
-        self.c[:] = 0
+        """Re-read the model's weights; zero state; with a non-empty prime, feed all but its last id
+        and make that last id `prev`; without one, `prev` = start (see the module docstring).
+        seed None leaves the generators alone."""
         ids = np.asarray(prime_ids if prime_ids is not None else [], dtype=np.int32).reshape(-1)
         V = self.shape.vocab_size
         if ids.size and (ids.min() < 0 or ids.max() >= V):
             raise ValueError("prime ids outside the vocabulary")
-        if ids.size:
-            flat = self._flat()
-            self._refresh_table()
-            K.feed_prime(self.h, self.c, np.ascontiguousarray(ids[:-1]), flat, self.offsets,
-                         self.cell_code, self.E, self._table, self._gx, self._gh, self._tmp)
-            self.prev[:] = ids[-1]
-        else:
-            if not 0 <= start < V:
-                raise ValueError("start id outside the vocabulary")
-            self.prev[:] = start
+        if not ids.size and not 0 <= start < V:
+            raise ValueError("start id outside the vocabulary")
+        self._pack()
+        self._hb[:] = 0
+        self._q = 0
+        self.c[:] = 0
+        if ids.size > 1:
+            self._launch(np.empty((self.num_streams, 0), np.int32), np.ascontiguousarray(ids[:-1]),
+                         1.0, 0, 1.0, True)
+        self.prev[:] = ids[-1] if ids.size else start
         if seed is not None:
             self.rng[:] = seed_streams(int(seed), self.num_streams)
 
-    def _refresh_table(self) -> None:
-        """Layer 0's projection of every character plus bias_ih_l0, from the model's current weights."""
+    def _pack(self) -> None:
+        """Copy each part's weight rows (and its columns of layer 0's input table) from the model."""
         model = self.model
-        np.add(model.input_table(), model.params["rnn.bias_ih_l0"], out=self._table)
-
-    def _flat(self) -> np.ndarray:
-        params = self.model.params
-        if params.shape != self.shape or params.dtype != self.h.dtype:
+        params = model.params
+        if params.shape != self.shape or params.dtype != self._hb.dtype:
             raise ValueError("the model's parameter layout changed under the sampler")
-        return params.flat
+        table = model.input_table() + params["rnn.bias_ih_l0"]
+        for p, rows in enumerate(self._rows):
+            self._tab[p, :, :rows.size] = table[:, rows]
+            for k in range(self.shape.num_layers):
+                names = (f"rnn.weight_ih_l{k}", f"rnn.weight_hh_l{k}", f"rnn.bias_ih_l{k}", f"rnn.bias_hh_l{k}")
+                for j, name in enumerate(names):
+                    if k == 0 and j in (0, 2):
+                        continue  # layer 0's input side lives in the table
+                    part = params[name][rows].reshape(-1)
+                    o = self._poff[p, k, j]
+                    self._pk[p, o:o + part.size] = part
+        self._packed = True
+
+    def _nthreads(self, steps: int) -> int:
+        if self.threads is not None:
+            return self.threads
+        if steps < 8 or self._step_bytes < THREADS_MIN_BYTES or _usable_cpus() < SAMPLE_PARTS:
+            return 1
+        return SAMPLE_PARTS
+
+    def _launch(self, out: np.ndarray, forced: np.ndarray, temperature: float, top_k: int, top_p: float,
+                greedy: bool) -> None:
+        """Run kernels.sampler.run_steps on one thread or one per part (this thread is thread 0)."""
+        steps = forced.shape[0] + out.shape[1]
+        nthreads = self._nthreads(steps)
+        flat = self.model.params.flat
+        self._flags[:] = 0
+        self._prevs[1:] = self._prevs[0]
+        self._rngs[1:] = self._rngs[0]
+
+        def run(me: int) -> None:
+            K.run_steps(me, nthreads, self._flags, out, forced, self._hb, self._q, self.c, self._prevs[me],
+                        self._rngs[me], self._pk, self._poff, self._tab, self._lo, self._hi, self._gates,
+                        flat, self._o_dw, self._o_db, self.cell_code, temperature, top_k, top_p, greedy,
+                        self._gx, self._gh, self._logits[me], self._p[me], self._order[me], self._keys[me])
+
+        if nthreads == 1:
+            run(0)
+        else:
+            # the helpers spin at the first barrier until thread 0 arrives, and vice versa
+            futures = [_pool().submit(run, me) for me in range(1, nthreads)]
+            try:
+                run(0)
+            finally:
+                for f in futures:
+                    f.result()
+        self._q ^= steps & 1
 
     def run(self, n: int, *, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
             greedy: bool = False, out: np.ndarray | None = None) -> np.ndarray:
         """Generate n ids per stream, (num_streams, n) int32, carrying state and generators."""
         if out is None or out.shape != (self.num_streams, n):
             out = np.empty((self.num_streams, n), np.int32)
+        if not self._packed:
+            self._pack()
         greedy = bool(greedy) or temperature == 0
-        flat = self._flat()
-        self._refresh_table()
-        K.sample_chunk(out, self.h, self.c, self.prev, flat, self.offsets, self.cell_code, self.E,
-                       float(temperature) if not greedy else 1.0, int(top_k), float(top_p), greedy,
-                       self.rng, self._table, self._gx, self._gh, self._logits, self._p, self._order,
-                       self._keys)
+        self._launch(out, np.zeros(0, np.int32), float(temperature) if not greedy else 1.0, int(top_k),
+                     float(top_p), greedy)
         return out
 
 
@@ -175,7 +279,7 @@ def sampler_for(model: Model, num_streams: int = 1) -> Sampler:
     Rebuilt if the model's shape or dtype changed. A few stream counts are kept per model."""
     per_model = _SAMPLERS.setdefault(model, {})
     s = per_model.get(num_streams)
-    if s is None or s.h.dtype != model.params.dtype or s.shape != model.params.shape:
+    if s is None or s.c.dtype != model.params.dtype or s.shape != model.params.shape:
         if len(per_model) >= 4:
             per_model.clear()
         s = per_model[num_streams] = Sampler(model, num_streams)

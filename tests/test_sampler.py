@@ -197,6 +197,51 @@ def test_sampler_cache_does_not_keep_the_model_alive():
     assert ref() is None
 
 
+# -- one thread or two: the same numbers --------------------------------------------------------------
+
+def _run_sampler(model, threads, prime, n, **opts):
+    sm = gen.Sampler(model, num_streams=3, threads=threads)
+    sm.reset(np.array(prime, np.int32), seed=11)
+    outs = [sm.run(k, **opts).copy() for k in (n // 3, n - n // 3)]  # two calls: state carried across
+    st = sm.state
+    return np.concatenate(outs, axis=1), st, sm.prev.copy(), sm.rng.copy()
+
+
+@pytest.mark.parametrize("hidden,layers", [(16, 2), (7, 3), (1, 1), (5, 1)])
+@pytest.mark.parametrize("cell,E", CONFIGS, ids=IDS)
+def test_two_threads_equal_one_thread_bit_for_bit(cell, E, hidden, layers):
+    """The hidden units are split in two parts whatever the thread count; two threads run one part
+    each (with spin barriers), one thread runs both: text, state and generators must be identical.
+    Odd sizes give unequal parts, hidden=1 an empty second part."""
+    shape = Shape(cell, V, hidden, layers, E)
+    p = Params(shape)
+    init_params(p, np.random.default_rng(3), scale=0.8)
+    model = Model(shape, p)
+    prime = enc("abc ja\nbe")
+    opts = dict(temperature=0.9, top_k=6, top_p=0.95)
+    out1, st1, prev1, rng1 = _run_sampler(model, 1, prime, 61, **opts)
+    out2, st2, prev2, rng2 = _run_sampler(model, 2, prime, 61, **opts)
+    np.testing.assert_array_equal(out1, out2)
+    np.testing.assert_array_equal(st1.h, st2.h)
+    if cell == "lstm":
+        np.testing.assert_array_equal(st1.c, st2.c)
+    np.testing.assert_array_equal(prev1, prev2)
+    np.testing.assert_array_equal(rng1, rng2)
+    assert len({tuple(r) for r in out1}) == 3  # the streams really differ
+    # and the state after the prime is the model's own (training forward path)
+    sm = gen.Sampler(model, num_streams=1, threads=2)
+    sm.reset(np.array(prime, np.int32), seed=1)
+    _, want = model.logits(np.array(prime[:-1]).reshape(1, -1), model.zero_state(1))
+    np.testing.assert_allclose(sm.state.h, want.h, atol=2e-5)
+
+
+def test_sampler_threads_argument():
+    model = make_model("lstm")
+    with pytest.raises(ValueError):
+        gen.Sampler(model, threads=3)
+    assert gen.Sampler(model)._nthreads(1000) == 1  # a 16-unit model is below THREADS_MIN_BYTES
+
+
 # -- validation -------------------------------------------------------------------------------------
 
 def test_unknown_prime_chars_are_listed_or_skipped():

@@ -30,6 +30,7 @@ import numpy as np
 
 from .activations import sigmoid, tanh
 from .jit import kernel
+from .sync import arrive, wait
 
 LSTM, GRU, RNN = 0, 1, 2
 CELL_CODES = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
@@ -105,54 +106,6 @@ def _matvec(out, flat, off, rows, cols, x, ns, boff):
                 acc += row[j] * xs[j]
             out[s, r] = acc + flat[boff + r]
         r += 1
-
-
-@kernel
-def _layers_step(h, c, prev, flat, offsets, cell_code, E, table, gx, gh, ns):
-    """Feed prev[s] (one id per stream) through all layers for streams s < ns; h, c updated in place.
-    table (V, G): see sample_chunk. gx, gh (N, G): workspaces for the input and recurrent
-    pre-activations (with bias_ih and bias_hh)."""
-    L, N, H = h.shape
-    G = gx.shape[1]
-    base = 1 if E > 0 else 0
-    one = flat.dtype.type(1.0)
-    for k in range(L):
-        o_ih = offsets[base + 4 * k]
-        o_hh = offsets[base + 4 * k + 1]
-        o_bih = offsets[base + 4 * k + 2]
-        o_bhh = offsets[base + 4 * k + 3]
-        if k == 0:
-            for s in range(ns):
-                row = table[prev[s]]
-                g_s = gx[s]
-                for r in range(G):
-                    g_s[r] = row[r]
-        else:
-            _matvec(gx, flat, o_ih, G, H, h[k - 1], ns, o_bih)
-        _matvec(gh, flat, o_hh, G, H, h[k], ns, o_bhh)
-        for s in range(ns):
-            xs = gx[s]
-            hs = gh[s]
-            hk = h[k, s]
-            if cell_code == 0:
-                ck = c[k, s]
-                for j in range(H):
-                    i = sigmoid(xs[j] + hs[j])
-                    f = sigmoid(xs[H + j] + hs[H + j])
-                    g = tanh(xs[2 * H + j] + hs[2 * H + j])
-                    o = sigmoid(xs[3 * H + j] + hs[3 * H + j])
-                    cj = f * ck[j] + i * g
-                    ck[j] = cj
-                    hk[j] = o * tanh(cj)
-            elif cell_code == 1:
-                for j in range(H):
-                    r_ = sigmoid(xs[j] + hs[j])
-                    z = sigmoid(xs[H + j] + hs[H + j])
-                    n = tanh(xs[2 * H + j] + r_ * hs[2 * H + j])
-                    hk[j] = (one - z) * n + z * hk[j]
-            else:
-                for j in range(H):
-                    hk[j] = tanh(xs[j] + hs[j])
 
 
 @kernel
@@ -240,45 +193,140 @@ def _draw(lg, p, order, keys, temperature, top_k, top_p, greedy, rng, s):
     return order[mm - 1] if p[order[mm - 1]] > 0.0 else best
 
 
-@kernel
-def sample_chunk(out, h, c, prev, flat, offsets, cell_code, E, temperature, top_k, top_p, greedy, rng,
-                 table, gx, gh, logits, p, order, keys):
-    """Generate n = out.shape[1] characters for each of N = out.shape[0] streams.
+# -- the recurrent step, split into parts ----------------------------------------------------------
+#
+# The hidden units are split into P parts (generate.SAMPLE_PARTS, a constant: the numbers never depend
+# on the core count). Part p owns units lo[p]:hi[p] of every layer and keeps, packed contiguously in
+# pk[p], the weight rows of its units for every gate (gate-major: rows g*Hp + u, Hp = hi[p] - lo[p]):
+#   per layer k, at poff[p, k]: [W_ih rows (Gp, H), k > 0 only] [W_hh rows (Gp, H)] [b_ih (Gp)] [b_hh (Gp)]
+# and tab[p] (V, Gp) is its columns of layer 0's input table (Model.input_table + bias_ih_l0).
+# One part's rows of the three 2x256 LSTM matrices are 1.5 MB and stay in one core's 2 MB L2, which is
+# why two threads run more than 2x faster than one (which streams 3.1 MB from L3 per character).
+#
+# The state is double-buffered, hb (2, L, N, H): a step reads hb[q] and writes hb[1 - q], so one
+# thread can still read the whole previous h while the other writes its units of the new one.
 
-    Per step and stream: feed prev[s] through the layers (h, c (L, N, H) updated in place; c unused
-    unless LSTM), decoder logits, then draw (see _draw) into out[s, t] and prev[s].
-    out (N, n) int32. prev (N) int32. flat: parameters. offsets (int64): layout starts.
-    cell_code: 0 lstm, 1 gru, 2 rnn. E: embedding size (0 = one-hot). temperature > 0 unless greedy.
-    top_k (0 = off), top_p (1 = off), greedy (bool). rng (N, 2) uint64 xoroshiro128++ states.
-    table (V, G): layer 0's input projection of each character plus bias_ih_l0 (Model.input_table).
-    Workspaces: gx, gh (N, G), logits (N, V), all of flat's dtype; p, keys (V) float64; order (V) int64."""
+
+@kernel
+def _part_recurrent(p, k, gh, pk, poff, hsrc, ns, Gp):
+    """gh[p, s] = W_hh_k rows of part p @ hsrc[k, s] + b_hh for s < ns."""
+    H = hsrc.shape[2]
+    _matvec(gh[p], pk[p], poff[p, k, 1], Gp, H, hsrc[k], ns, poff[p, k, 3])
+
+
+@kernel
+def _part_input(p, k, gx, pk, poff, tab, ids, hnew, ns, Gp):
+    """gx[p, s] = layer k's input pre-activation (with b_ih) for part p: a row of tab[p] for k == 0,
+    else W_ih_k rows @ hnew[k - 1, s]."""
+    if k == 0:
+        for s in range(ns):
+            row = tab[p, ids[s]]
+            g_s = gx[p, s]
+            for r in range(Gp):
+                g_s[r] = row[r]
+    else:
+        H = hnew.shape[2]
+        _matvec(gx[p], pk[p], poff[p, k, 0], Gp, H, hnew[k - 1], ns, poff[p, k, 2])
+
+
+@kernel
+def _part_update(p, k, cell_code, gx, gh, hprev, hnew, c, lo, hi, ns):
+    """The cell's gate arithmetic for part p's units of layer k: hnew[k, s, lo:hi] (and c in place)."""
+    Hp = hi - lo
+    one = gx.dtype.type(1.0)
+    for s in range(ns):
+        xs = gx[p, s]
+        hs = gh[p, s]
+        hn = hnew[k, s, lo:hi]
+        if cell_code == 0:
+            ck = c[k, s, lo:hi]
+            for j in range(Hp):
+                i = sigmoid(xs[j] + hs[j])
+                f = sigmoid(xs[Hp + j] + hs[Hp + j])
+                g = tanh(xs[2 * Hp + j] + hs[2 * Hp + j])
+                o = sigmoid(xs[3 * Hp + j] + hs[3 * Hp + j])
+                cj = f * ck[j] + i * g
+                ck[j] = cj
+                hn[j] = o * tanh(cj)
+        elif cell_code == 1:
+            hp = hprev[k, s, lo:hi]
+            for j in range(Hp):
+                r_ = sigmoid(xs[j] + hs[j])
+                z = sigmoid(xs[Hp + j] + hs[Hp + j])
+                n = tanh(xs[2 * Hp + j] + r_ * hs[2 * Hp + j])
+                hn[j] = (one - z) * n + z * hp[j]
+        else:
+            for j in range(Hp):
+                hn[j] = tanh(xs[j] + hs[j])
+
+
+@kernel
+def run_steps(me, nthreads, flags, out, forced, hb, q, c, prev, rng, pk, poff, tab, lo, hi, gates,
+              flat, o_dw, o_db, cell_code, temperature, top_k, top_p, greedy, gx, gh, logits, p, order,
+              keys):
+    """Feed forced (nf) ids to every stream, then generate n = out.shape[1] ids per stream.
+
+    Runs as thread `me` of `nthreads` (1, or P with one part each; every thread must be started with
+    the same arguments except me, prev, rng and the draw workspaces, and the spin barriers in `flags`
+    (int64, zeroed, sync.STRIDE * nthreads) keep them in step). With nthreads == 1 the one thread does
+    every part in turn: the same per-part arithmetic, so the same numbers either way.
+
+    hb (2, L, N, H): state, step 0 reads hb[q]; after nf + n steps the state is in hb[q ^ ((nf+n) & 1)].
+    c (L, N, H) (LSTM; units are owned by parts). prev (N) int32: the id fed next, updated with each
+    draw (generation steps feed prev, forced steps feed forced[t]). out (N, n) int32, written by
+    thread 0. rng (N, 2), logits (N, V), p, keys (V) float64, order (V) int64: this thread's own copies
+    (every thread makes the same draws, so no barrier is needed before the next step's input).
+    lo, hi (P) int64 part units; gates: gates per unit. pk, poff, tab: the packed parts (see above).
+    flat, o_dw, o_db: the decoder in the model's flat buffer. The draw options as in _draw.
+
+    Per step each thread does its parts of layer 0, arrives at a barrier, computes the next layer's
+    recurrent product (which needs only the previous state) while the other thread finishes, waits,
+    and so on up the layers; then both threads decode and draw the same character."""
+    nf = forced.shape[0]
     N, n = out.shape
-    L, _, H = h.shape
-    V = logits.shape[1]
-    base = 1 if E > 0 else 0
-    o_dw = offsets[base + 4 * L]
-    o_db = offsets[base + 4 * L + 1]
-    for t in range(n):
-        _layers_step(h, c, prev, flat, offsets, cell_code, E, table, gx, gh, N)
-        _matvec(logits, flat, o_dw, V, H, h[L - 1], N, o_db)
-        for s in range(N):
-            lg = logits[s]
-            nxt = _draw(lg, p, order, keys, temperature, top_k, top_p, greedy, rng, s)
-            out[s, t] = nxt
-            prev[s] = nxt
-
-
-@kernel
-def feed_prime(h, c, ids, flat, offsets, cell_code, E, table, gx, gh, tmp):
-    """Teacher forcing: feed ids (T) int32 through stream 0's state, then copy stream 0's h (and c)
-    to every stream (all streams share the prime). table and workspaces as in sample_chunk; tmp (1) int32."""
-    L, N, H = h.shape
-    for t in range(ids.shape[0]):
-        tmp[0] = ids[t]
-        _layers_step(h, c, tmp, flat, offsets, cell_code, E, table, gx, gh, 1)
-    for k in range(L):
-        for s in range(1, N):
-            for j in range(H):
-                h[k, s, j] = h[k, 0, j]
-                if cell_code == 0:
-                    c[k, s, j] = c[k, 0, j]
+    L = hb.shape[1]
+    P = lo.shape[0]
+    plo = 0 if nthreads == 1 else me
+    phi = P if nthreads == 1 else me + 1
+    cnt = 0
+    total = nf + n
+    if total == 0:
+        return
+    for pp in range(plo, phi):
+        _part_recurrent(pp, 0, gh, pk, poff, hb[q], N, gates * (hi[pp] - lo[pp]))
+    for t in range(total):
+        hp = hb[q]
+        hn = hb[1 - q]
+        if t < nf:
+            for s in range(N):
+                prev[s] = forced[t]
+        for k in range(L):
+            for pp in range(plo, phi):
+                Gp = gates * (hi[pp] - lo[pp])
+                _part_input(pp, k, gx, pk, poff, tab, prev, hn, N, Gp)
+                _part_update(pp, k, cell_code, gx, gh, hp, hn, c, lo[pp], hi[pp], N)
+            if nthreads > 1:
+                cnt += 1
+                arrive(flags, me, cnt)
+            # overlap the wait with a product that needs only state already complete
+            if k + 1 < L:
+                for pp in range(plo, phi):
+                    _part_recurrent(pp, k + 1, gh, pk, poff, hp, N, gates * (hi[pp] - lo[pp]))
+            elif L > 1 and t + 1 < total:  # hn[0] is complete: we passed the barrier after layer 0
+                for pp in range(plo, phi):
+                    _part_recurrent(pp, 0, gh, pk, poff, hn, N, gates * (hi[pp] - lo[pp]))
+            if nthreads > 1:
+                wait(flags, me, nthreads, cnt)
+        if L == 1 and t + 1 < total:
+            for pp in range(plo, phi):
+                _part_recurrent(pp, 0, gh, pk, poff, hn, N, gates * (hi[pp] - lo[pp]))
+        if t >= nf:
+            H = hb.shape[3]
+            V = logits.shape[1]
+            _matvec(logits, flat, o_dw, V, H, hn[L - 1], N, o_db)
+            for s in range(N):
+                nxt = _draw(logits[s], p, order, keys, temperature, top_k, top_p, greedy, rng, s)
+                prev[s] = nxt
+                if me == 0:
+                    out[s, t - nf] = nxt
+        q = 1 - q
