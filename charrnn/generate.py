@@ -83,6 +83,22 @@ def _pool() -> ThreadPoolExecutor:
     return _POOL
 
 
+def _page_aligned_rows(rows: int, cols: int, dtype) -> np.ndarray:
+    """A zeroed C-contiguous (rows, cols') array, cols' >= cols, whose rows each start on a 2 MB
+    boundary when a row is big (>= 256 KB). Such an allocation is >= 4 MB, which numpy marks for
+    transparent huge pages on Linux: each part's weights then sit in physically contiguous memory
+    and spread evenly over the L2 cache's sets, instead of colliding where random 4 KB pages happen
+    to share sets (measured +5-10 % sampling speed at 2x256, within the run-to-run noise here)."""
+    item = np.dtype(dtype).itemsize
+    if cols * item < (256 << 10):
+        return np.zeros((rows, cols), dtype)
+    huge = (2 << 20) // item
+    stride = -(-cols // huge) * huge
+    buf = np.zeros(rows * stride + huge, dtype)
+    start = (-buf.ctypes.data % (2 << 20)) // item
+    return buf[start:start + rows * stride].reshape(rows, stride)  # a view: keeps buf alive
+
+
 def _usable_cpus() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -137,10 +153,10 @@ class Sampler:
                     self._poff[p, k, j] = off
                     off += n
             size = max(size, off)
-        self._pk = np.zeros((P, size), dt)
+        self._pk = _page_aligned_rows(P, size, dt)
         self._tab = np.zeros((P, V, Gmax), dt)
         self._packed = False
-        self._step_bytes = (self._pk[0].nbytes * P + V * H * dt.itemsize)
+        self._step_bytes = (size * P + V * H) * dt.itemsize  # weights read per character
         self._hb = np.zeros((2, L, N, H), dt)
         self._q = 0  # the current state is _hb[_q]
         self.c = np.zeros((L, N, H), dt) if shape.cell == "lstm" else np.zeros((0, 0, 0), dt)
