@@ -26,7 +26,6 @@ import math
 import os
 import weakref
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -36,6 +35,7 @@ from .kernels import sampler as K
 from .kernels.sync import STRIDE
 from .model import Model, State
 from .params import GATES
+from .threads import pool, usable_cores
 
 _MASK64 = (1 << 64) - 1
 _GOLDEN = 0x9E3779B97F4A7C15
@@ -73,16 +73,6 @@ def layout_offsets(model: Model) -> np.ndarray:
 SAMPLE_PARTS = 2
 # Below this many weight bytes per character the barriers cost more than a second core saves.
 THREADS_MIN_BYTES = 256 * 1024
-_POOL: ThreadPoolExecutor | None = None
-
-
-def _pool() -> ThreadPoolExecutor:
-    global _POOL
-    if _POOL is None:
-        _POOL = ThreadPoolExecutor(max_workers=SAMPLE_PARTS - 1, thread_name_prefix="charrnn-sampler")
-    return _POOL
-
-
 def _page_aligned_rows(rows: int, cols: int, dtype) -> np.ndarray:
     """A zeroed C-contiguous (rows, cols') array, cols' >= cols, whose rows each start on a 2 MB
     boundary when a row is big (>= 256 KB). Such an allocation is >= 4 MB, which numpy marks for
@@ -99,13 +89,6 @@ def _page_aligned_rows(rows: int, cols: int, dtype) -> np.ndarray:
     return buf[start:start + rows * stride].reshape(rows, stride)  # a view: keeps buf alive
 
 
-def _usable_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
 class Sampler:
     """The sampling kernel bound to one model and a fixed number of streams.
 
@@ -116,7 +99,8 @@ class Sampler:
     before `prev`.
 
     threads: None = two threads when the machine has two usable cores and the model is big enough
-    to gain (THREADS_MIN_BYTES), else 1 or 2 as given. The text never depends on it.
+    to gain (THREADS_MIN_BYTES), else 1 or 2 as given. The text never depends on it. After a call
+    that raised (e.g. KeyboardInterrupt), the state is undefined until the next reset().
     """
 
     def __init__(self, model: Model, num_streams: int = 1, threads: int | None = None):
@@ -242,7 +226,7 @@ class Sampler:
     def _nthreads(self, steps: int) -> int:
         if self.threads is not None:
             return self.threads
-        if steps < 8 or self._step_bytes < THREADS_MIN_BYTES or _usable_cpus() < SAMPLE_PARTS:
+        if steps < 8 or self._step_bytes < THREADS_MIN_BYTES or usable_cores() < SAMPLE_PARTS:
             return 1
         return SAMPLE_PARTS
 
@@ -257,16 +241,22 @@ class Sampler:
         self._rngs[1:] = self._rngs[0]
 
         def run(me: int) -> None:
-            K.run_steps(me, nthreads, self._flags, out, forced, self._hb, self._q, self.c, self._prevs[me],
-                        self._rngs[me], self._pk, self._poff, self._tab, self._lo, self._hi, self._gates,
-                        flat, self._o_dw, self._o_db, self.cell_code, temperature, top_k, top_p, greedy,
-                        self._gx, self._gh, self._logits[me], self._p[me], self._order[me], self._keys[me])
+            try:
+                K.run_steps(me, nthreads, self._flags, out, forced, self._hb, self._q, self.c, self._prevs[me],
+                            self._rngs[me], self._pk, self._poff, self._tab, self._lo, self._hi, self._gates,
+                            flat, self._o_dw, self._o_db, self.cell_code, temperature, top_k, top_p, greedy,
+                            self._gx, self._gh, self._logits[me], self._p[me], self._order[me],
+                            self._keys[me])
+            except BaseException:
+                # never leave the other threads spinning at a barrier this one will not reach (e.g. a
+                # KeyboardInterrupt before the kernel started): they run to the end on stale data
+                self._flags[me * STRIDE] = np.iinfo(np.int64).max
+                raise
 
         if nthreads == 1:
             run(0)
         else:
-            # the helpers spin at the first barrier until thread 0 arrives, and vice versa
-            futures = [_pool().submit(run, me) for me in range(1, nthreads)]
+            futures = [pool().submit(run, me) for me in range(1, nthreads)]
             try:
                 run(0)
             finally:

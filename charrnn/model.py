@@ -8,8 +8,6 @@ functions of kernels/ (a Python loop over T around jitted gate kernels).
 
 Sizes: B = streams, T = time steps, N = T*B rows, H = hidden, G = gates*H, V = vocab, E = embedding, L = layers.
 """
-import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,6 +15,7 @@ import numpy as np
 from .kernels import gru, head, lstm, rnn
 from .kernels.blas import matmul, single_threaded_blas
 from .params import GATES, Params, Shape
+from .threads import pool, usable_cores
 
 
 @dataclass
@@ -35,23 +34,6 @@ class _Prepared:
     table: np.ndarray          # (V, G) layer 0 input projection per character
     bias: list[np.ndarray]     # (G) per layer, folded biases
     w_hh_t: list[np.ndarray]   # (H, G) per layer, W_hh transposed for the per-step GEMM
-
-
-_POOL: ThreadPoolExecutor | None = None
-
-
-def _pool() -> ThreadPoolExecutor:
-    global _POOL
-    if _POOL is None:
-        _POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="charrnn")
-    return _POOL
-
-
-def _usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 class _LayerWork:
@@ -175,8 +157,8 @@ class Model:
             return s, w
 
         with single_threaded_blas():
-            if len(groups) > 1 and _usable_cores() > 1:
-                results = list(_pool().map(job, range(len(groups))))
+            if len(groups) > 1 and usable_cores() > 1:
+                results = list(pool().map(job, range(len(groups))))
             else:
                 results = [job(gi) for gi in range(len(groups))]
         states = [self._final_state(w) for _, w in results]

@@ -4,6 +4,8 @@ The independent reference throughout is Model.logits / Model.loss (the training 
 GEMMs and the chunk kernels), never the sampling kernel itself.
 """
 import math
+import os
+import time
 
 import numpy as np
 import pytest
@@ -233,6 +235,80 @@ def test_two_threads_equal_one_thread_bit_for_bit(cell, E, hidden, layers):
     sm.reset(np.array(prime, np.int32), seed=1)
     _, want = model.logits(np.array(prime[:-1]).reshape(1, -1), model.zero_state(1))
     np.testing.assert_allclose(sm.state.h, want.h, atol=2e-5)
+
+
+def _big_model(cell="lstm", hidden=16):
+    shape = Shape(cell, V, hidden, 2)
+    p = Params(shape)
+    init_params(p, np.random.default_rng(5), scale=0.5)
+    return Model(shape, p)
+
+
+@pytest.mark.parametrize("failing", [0, 1])
+def test_a_thread_that_fails_does_not_leave_the_other_spinning(monkeypatch, failing):
+    """If one of the two threads raises before reaching its kernel (a KeyboardInterrupt in the calling
+    thread, say), the other must not wait forever at the first barrier: the call raises, promptly."""
+    import threading
+
+    model = _big_model()
+    sm = gen.Sampler(model, num_streams=1, threads=2)
+    sm.reset(None, seed=1)
+    real = gen.K.run_steps
+
+    def flaky(me, *args):
+        if me == failing:
+            raise KeyboardInterrupt
+        return real(me, *args)
+
+    monkeypatch.setattr(gen.K, "run_steps", flaky)
+    caught = []
+
+    def call():
+        try:
+            sm.run(500)
+        except BaseException as e:  # noqa: BLE001 - the test wants to see exactly what escaped
+            caught.append(e)
+
+    t = threading.Thread(target=call, daemon=True)
+    t.start()
+    t.join(60)
+    assert not t.is_alive(), "the sampler hung after a thread failed"
+    assert len(caught) == 1 and isinstance(caught[0], KeyboardInterrupt)
+    monkeypatch.setattr(gen.K, "run_steps", real)
+    sm.reset(None, seed=1)  # usable again after a reset
+    assert sm.run(20).shape == (1, 20)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_two_thread_sampling_works_in_a_forked_child():
+    """The helper thread lives in a pool; a forked child must get its own pool (the parent's worker
+    does not exist there), or its first two-thread call would spin forever."""
+    model = _big_model()
+    want = gen.sample(model, VOCAB, 100, seed=2)[0]
+    gen._SAMPLERS.pop(model, None)
+    gen._SAMPLERS[model] = {1: gen.Sampler(model, 1, threads=2)}
+    assert gen.sample(model, VOCAB, 100, seed=2)[0] == want  # the pool now exists in the parent
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: sample with two threads, report, leave without running pytest's atexit
+        try:
+            os.write(w, gen.sample(model, VOCAB, 100, seed=2)[0].encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child hung in two-thread sampling")
+    got = os.read(r, 1 << 16).decode()
+    os.close(r)
+    assert got == want
 
 
 def test_sampler_threads_argument():
