@@ -310,7 +310,7 @@ def run_train_row(row: Row, args, torch) -> dict:
 # -- sampling row ------------------------------------------------------------------------------------------
 def run_sample_row(row: Row, args, torch) -> dict:
     from charrnn.data import Vocab
-    from charrnn.generate import sample
+    from charrnn.generate import sample, sampler_for
     from charrnn.model import Model
     from charrnn.params import Shape, init_params
 
@@ -334,6 +334,7 @@ def run_sample_row(row: Row, args, torch) -> dict:
     t0 = time.perf_counter()
     sample(model, vocab, 300, temperature=TEMPERATURE, seed=0)  # warm-up at the real shape
     res["charrnn_first_call_s"] = time.perf_counter() - t0
+    res["charrnn_threads"] = sampler_for(model, 1).threads_for(n_c)
     res["charrnn_numpy_peak_mb"] = tracemalloc.get_traced_memory()[1] / 2**20
     tracemalloc.stop()
 
@@ -510,7 +511,9 @@ def run_startup(args) -> dict:
 def row_label(r: dict) -> str:
     if r["kind"] == "train":
         return f"{r['cell'].upper()} {r['layers']}x{r['hidden']} B{r['B']} T{r['T']}"
-    return f"sample {r['cell'].upper()} {r['layers']}x{r['hidden']}, 1 stream, t={r['temperature']}"
+    threads = r.get("charrnn_threads")
+    return (f"sample {r['cell'].upper()} {r['layers']}x{r['hidden']}, 1 stream, t={r['temperature']}"
+            + (f", {threads} thr" if threads else ""))
 
 
 def judge(r: dict, peaks: dict) -> tuple[str, bool | None]:

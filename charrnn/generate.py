@@ -1,8 +1,10 @@
 """Sampling text from a model, and evaluating a model's likelihood of a text.
 
-The sampling loop runs entirely inside one Numba kernel (charrnn.kernels.sampler.sample_chunk);
-this module validates options, warms the state with the prime, seeds the per-stream generators,
-and streams decoded text out chunk by chunk.
+The sampling loop runs entirely inside one Numba kernel (charrnn.kernels.sampler.run_steps), on
+one thread or, for models big enough to gain, on two (the calling thread and one helper, each owning
+half of the hidden units, in step through spin barriers); the text is the same either way. This
+module packs the weights per part, validates options, warms the state with the prime, seeds the
+per-stream generators, and streams decoded text out chunk by chunk.
 
 Choices (documented here once, referred to from the docstrings below):
 
@@ -71,8 +73,9 @@ def layout_offsets(model: Model) -> np.ndarray:
 # The hidden units are split into this many parts (charrnn.kernels.sampler explains the layout). A
 # constant, not the core count: with one thread or two, the same per-part arithmetic gives the same text.
 SAMPLE_PARTS = 2
-# Below this many weight bytes per character the barriers cost more than a second core saves.
-THREADS_MIN_BYTES = 256 * 1024
+# Below this many weight bytes per character the barriers cost more than a second core saves (measured
+# crossover 350-450 KB: LSTM 1x128 at 292 KB is faster on one thread, LSTM 2x96 at 462 KB on two).
+THREADS_MIN_BYTES = 384 * 1024
 def _page_aligned_rows(rows: int, cols: int, dtype) -> np.ndarray:
     """A zeroed C-contiguous (rows, cols') array, cols' >= cols, whose rows each start on a 2 MB
     boundary when a row is big (>= 256 KB). Such an allocation is >= 4 MB, which numpy marks for
@@ -223,7 +226,8 @@ class Sampler:
                     self._pk[p, o:o + part.size] = part
         self._packed = True
 
-    def _nthreads(self, steps: int) -> int:
+    def threads_for(self, steps: int) -> int:
+        """How many threads a call of `steps` characters runs on (see the class docstring)."""
         if self.threads is not None:
             return self.threads
         if steps < 8 or self._step_bytes < THREADS_MIN_BYTES or usable_cores() < SAMPLE_PARTS:
@@ -234,7 +238,7 @@ class Sampler:
                 greedy: bool) -> None:
         """Run kernels.sampler.run_steps on one thread or one per part (this thread is thread 0)."""
         steps = forced.shape[0] + out.shape[1]
-        nthreads = self._nthreads(steps)
+        nthreads = self.threads_for(steps)
         flat = self.model.params.flat
         self._flags[:] = 0
         self._prevs[1:] = self._prevs[0]

@@ -315,7 +315,7 @@ def test_sampler_threads_argument():
     model = make_model("lstm")
     with pytest.raises(ValueError):
         gen.Sampler(model, threads=3)
-    assert gen.Sampler(model)._nthreads(1000) == 1  # a 16-unit model is below THREADS_MIN_BYTES
+    assert gen.Sampler(model).threads_for(1000) == 1  # a 16-unit model is below THREADS_MIN_BYTES
 
 
 # -- validation -------------------------------------------------------------------------------------

@@ -3,20 +3,22 @@
 Sizes: N = independent streams, n = characters per call, L = layers, H = hidden, G = gates*H,
 V = vocabulary, E = embedding (0 = one-hot input).
 
-Weights are read straight from the model's flat float32 buffer: `offsets` (int64) holds the start of
-every entry of `Shape.layout()` in layout order, so one compiled kernel serves any depth and width:
-  [encoder.weight (V, E) if E > 0], then per layer k: weight_ih (G, in), weight_hh (G, H),
-  bias_ih (G), bias_hh (G); then decoder.weight (V, H), decoder.bias (V).
-Every matrix-vector product is a loop over contiguous weight rows with float32 accumulation (it
-vectorizes under the project's fastmath policy); the row loop is outermost so each weight row is
-read once per step for all N streams. Layer 0's input projection is a (V, G) table passed in by the
-caller (Model.input_table + bias_ih_l0, from the current weights), so a step's layer-0 input is one
-contiguous row and training and sampling share one definition of it.
+Weights: the recurrent layers are read from a per-part packed copy (see "the recurrent step, split
+into parts" below; built by charrnn.generate.Sampler), the decoder straight from the model's flat
+float32 buffer (o_dw, o_db: offsets of decoder.weight (V, H) and decoder.bias (V)). Every
+matrix-vector product is a loop over contiguous weight rows with float32 accumulation (it vectorizes
+under the project's fastmath policy); the row loop is outermost so each weight row is read once per
+step for all N streams. Layer 0's input projection is a (V, G) table (Model.input_table +
+bias_ih_l0, from the current weights), so a step's layer-0 input is one contiguous row and training
+and sampling share one definition of it.
 
-Speed: the step is bound by streaming the weights, not by arithmetic. LSTM 2x256 reads ~3.1 MB of
-float32 weights per character, more than this machine's 2 MB L2, so three 1 MB matrix-vector products
-run at L3 bandwidth (~90 us per character, ~10k chars/s single-threaded); BLAS sgemv and a
-transposed axpy layout measured no faster.
+Speed: a step is bound by streaming the weights, not by arithmetic. LSTM 2x256 reads ~3.1 MB of
+float32 weights per character, more than one core's 2 MB L2, so on one thread three 1 MB
+matrix-vector products run at L3 bandwidth (~100 us per character, ~9-10k chars/s). Split over two
+threads, each core reads only its part's 1.5 MB, which (mostly) stays in its own L2: 24-40k chars/s
+here, depending on how much of the L2 the machine's other tenants leave (GRU 2x256, 1.15 MB per
+part, ~50k). BLAS sgemv, a transposed axpy layout, 8-row blocks, software prefetch and sweeping the
+rows back and forth on alternate steps all measured no faster.
 
 Cells (PyTorch convention), cell_code 0 = LSTM (i, f, g, o), 1 = GRU (r, z, n), 2 = tanh RNN.
 
