@@ -237,6 +237,21 @@ def test_two_threads_equal_one_thread_bit_for_bit(cell, E, hidden, layers):
     np.testing.assert_allclose(sm.state.h, want.h, atol=2e-5)
 
 
+@pytest.mark.parametrize("cell,hidden,layers", [("lstm", 40, 1), ("gru", 33, 2)])
+def test_two_threads_equal_one_thread_over_a_long_run(cell, hidden, layers):
+    """Thousands of steps through the barriers: a race on any shared buffer shows up as a changed
+    character or state bit somewhere."""
+    shape = Shape(cell, V, hidden, layers)
+    p = Params(shape)
+    init_params(p, np.random.default_rng(8), scale=0.9)
+    model = Model(shape, p)
+    out1, st1, _, rng1 = _run_sampler(model, 1, enc("ab"), 3000)
+    out2, st2, _, rng2 = _run_sampler(model, 2, enc("ab"), 3000)
+    np.testing.assert_array_equal(out1, out2)
+    np.testing.assert_array_equal(st1.h, st2.h)
+    np.testing.assert_array_equal(rng1, rng2)
+
+
 def _big_model(cell="lstm", hidden=16):
     shape = Shape(cell, V, hidden, 2)
     p = Params(shape)
