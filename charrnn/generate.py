@@ -64,18 +64,14 @@ def seed_streams(seed: int, num_streams: int) -> np.ndarray:
     return np.ascontiguousarray(states)
 
 
-def layout_offsets(model: Model) -> np.ndarray:
-    """int64 start offset of every Shape.layout() entry in the flat buffer, in layout order."""
-    sizes = [int(np.prod(s)) for _, s in model.params.layout]
-    return np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
-
-
 # The hidden units are split into this many parts (charrnn.kernels.sampler explains the layout). A
 # constant, not the core count: with one thread or two, the same per-part arithmetic gives the same text.
 SAMPLE_PARTS = 2
 # Below this many weight bytes per character the barriers cost more than a second core saves (measured
 # crossover 350-450 KB: LSTM 1x128 at 292 KB is faster on one thread, LSTM 2x96 at 462 KB on two).
 THREADS_MIN_BYTES = 384 * 1024
+
+
 def _page_aligned_rows(rows: int, cols: int, dtype) -> np.ndarray:
     """A zeroed C-contiguous (rows, cols') array, cols' >= cols, whose rows each start on a 2 MB
     boundary when a row is big (>= 256 KB). Such an allocation is >= 4 MB, which numpy marks for
@@ -121,9 +117,6 @@ class Sampler:
         dt = model.params.dtype
         self.cell_code = K.CELL_CODES[shape.cell]
         self._gates = g
-        offsets = layout_offsets(model)
-        base = 1 if shape.embedding_size > 0 else 0
-        self._o_dw, self._o_db = int(offsets[base + 4 * L]), int(offsets[base + 4 * L + 1])
         # part p owns hidden units lo[p]:hi[p]; its packed rows start at poff[p, k] (kernels/sampler.py)
         cuts = [(H * i + P - 1) // P for i in range(P + 1)]
         self._lo = np.array(cuts[:-1], np.int64)
@@ -142,6 +135,7 @@ class Sampler:
             size = max(size, off)
         self._pk = _page_aligned_rows(P, size, dt)
         self._tab = np.zeros((P, V, Gmax), dt)
+        self._dec = np.zeros(V * H + V, dt)  # decoder.weight (V, H) then decoder.bias (V)
         self._packed = False
         self._step_bytes = (size * P + V * H) * dt.itemsize  # weights read per character
         self._hb = np.zeros((2, L, N, H), dt)
@@ -208,7 +202,8 @@ class Sampler:
             self.rng[:] = seed_streams(int(seed), self.num_streams)
 
     def _pack(self) -> None:
-        """Copy each part's weight rows (and its columns of layer 0's input table) from the model."""
+        """Copy each part's weight rows (and its columns of layer 0's input table) and the decoder from
+        the model: a call samples from the weights of the last reset(), whatever happened since."""
         model = self.model
         params = model.params
         if params.shape != self.shape or params.dtype != self._hb.dtype:
@@ -224,6 +219,9 @@ class Sampler:
                     part = params[name][rows].reshape(-1)
                     o = self._poff[p, k, j]
                     self._pk[p, o:o + part.size] = part
+        nd = params["decoder.weight"].size
+        self._dec[:nd] = params["decoder.weight"].reshape(-1)
+        self._dec[nd:] = params["decoder.bias"]
         self._packed = True
 
     def threads_for(self, steps: int) -> int:
@@ -239,7 +237,6 @@ class Sampler:
         """Run kernels.sampler.run_steps on one thread or one per part (this thread is thread 0)."""
         steps = forced.shape[0] + out.shape[1]
         nthreads = self.threads_for(steps)
-        flat = self.model.params.flat
         self._flags[:] = 0
         self._prevs[1:] = self._prevs[0]
         self._rngs[1:] = self._rngs[0]
@@ -248,7 +245,7 @@ class Sampler:
             try:
                 K.run_steps(me, nthreads, self._flags, out, forced, self._hb, self._q, self.c, self._prevs[me],
                             self._rngs[me], self._pk, self._poff, self._tab, self._lo, self._hi, self._gates,
-                            flat, self._o_dw, self._o_db, self.cell_code, temperature, top_k, top_p, greedy,
+                            self._dec, 0, self._dec.size - self.shape.vocab_size, self.cell_code, temperature, top_k, top_p, greedy,
                             self._gx, self._gh, self._logits[me], self._p[me], self._order[me],
                             self._keys[me])
             except BaseException:

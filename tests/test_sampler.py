@@ -187,6 +187,18 @@ def test_sampler_is_reused_and_sees_current_weights():
         text.append(best)
 
 
+def test_a_sampler_uses_the_weights_of_its_last_reset():
+    """All weights (recurrent parts, input table and decoder) are copied at reset(): changing the
+    model afterwards changes nothing until the next reset."""
+    model = make_model("lstm", 6)
+    sm = gen.Sampler(model, 2)
+    sm.reset(np.array(enc("ab")), seed=3)
+    want = sm.run(40).copy()
+    sm.reset(np.array(enc("ab")), seed=3)
+    model.params.flat[:] = 0.0
+    np.testing.assert_array_equal(sm.run(40), want)
+
+
 def test_sampler_cache_does_not_keep_the_model_alive():
     import gc
     import weakref

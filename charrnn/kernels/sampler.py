@@ -4,8 +4,8 @@ Sizes: N = independent streams, n = characters per call, L = layers, H = hidden,
 V = vocabulary, E = embedding (0 = one-hot input).
 
 Weights: the recurrent layers are read from a per-part packed copy (see "the recurrent step, split
-into parts" below; built by charrnn.generate.Sampler), the decoder straight from the model's flat
-float32 buffer (o_dw, o_db: offsets of decoder.weight (V, H) and decoder.bias (V)). Every
+into parts" below), the decoder from a flat buffer (o_dw, o_db: offsets of decoder.weight (V, H)
+and decoder.bias (V)); charrnn.generate.Sampler copies both from the model at reset(). Every
 matrix-vector product is a loop over contiguous weight rows with float32 accumulation (it vectorizes
 under the project's fastmath policy); the row loop is outermost so each weight row is read once per
 step for all N streams. Layer 0's input projection is a (V, G) table (Model.input_table +
@@ -279,7 +279,7 @@ def run_steps(me, nthreads, flags, out, forced, hb, q, c, prev, rng, pk, poff, t
     thread 0. rng (N, 2), logits (N, V), p, keys (V) float64, order (V) int64: this thread's own copies
     (every thread makes the same draws, so no barrier is needed before the next step's input).
     lo, hi (P) int64 part units; gates: gates per unit. pk, poff, tab: the packed parts (see above).
-    flat, o_dw, o_db: the decoder in the model's flat buffer. The draw options as in _draw.
+    flat, o_dw, o_db: the decoder's weight (V, H) and bias in a flat buffer. The draw options as in _draw.
 
     Per step each thread does its parts of layer 0, arrives at a barrier, computes the next layer's
     recurrent product (which needs only the previous state) while the other thread finishes, waits,
