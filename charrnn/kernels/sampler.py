@@ -202,7 +202,7 @@ def _draw(lg, p, order, keys, temperature, top_k, top_p, greedy, rng, s):
 # pk[p], the weight rows of its units for every gate (gate-major: rows g*Hp + u, Hp = hi[p] - lo[p]):
 #   per layer k, at poff[p, k]: [W_ih rows (Gp, H), k > 0 only] [W_hh rows (Gp, H)] [b_ih (Gp)] [b_hh (Gp)]
 # and tab[p] (V, Gp) is its columns of layer 0's input table (Model.input_table + bias_ih_l0).
-# One part's rows of the three 2x256 LSTM matrices are 1.5 MB and stay in one core's 2 MB L2, which is
+# One part's rows of the three 2x256 LSTM matrices are 1.5 MB and mostly stay in one core's 2 MB L2, which is
 # why two threads run more than 2x faster than one (which streams 3.1 MB from L3 per character).
 #
 # The state is double-buffered, hb (2, L, N, H): a step reads hb[q] and writes hb[1 - q], so one
