@@ -36,14 +36,27 @@ def friendly_errors(fn):
         try:
             return fn(*args, **kwargs)
         except CharrnnError as e:
+            _deaf()
             _err_console().print(f"[bold red]error:[/] {_escape(e.one_line())}")
             sys.exit(e.exit_code)
         except KeyboardInterrupt:
+            _deaf()
             _err_console().print("[bold red]interrupted[/]")
             sys.exit(130)
         except BrokenPipeError:
             sys.exit(0)
     return wrapper
+
+
+def _deaf():
+    """Ignore further Ctrl-C/SIGTERM while a failed or interrupted command leaves: the process is
+    exiting anyway, and a signal landing in the message or while Python joins its worker threads at
+    shutdown would print a traceback."""
+    import signal
+    import threading
+    if threading.current_thread() is threading.main_thread():
+        for s in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(s, signal.SIG_IGN)
 
 
 def _escape(text: str) -> str:

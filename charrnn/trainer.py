@@ -57,6 +57,8 @@ class Trainer:
         self.last_lr = math.nan  # the rate the latest update used (what metrics.jsonl logs)
         self.saved_step = -1
         self.stop_signal: int | None = None
+        self._writing = False  # inside save(): a second signal waits for the write to finish
+        self._quit_signal: int | None = None
         if cfg.optim.schedule == "cosine" and self.total_steps is None:
             # Checked here, before any file is written, rather than at the first step.
             raise UsageError("the cosine schedule needs train.max_steps or train.max_epochs",
@@ -172,6 +174,7 @@ class Trainer:
             self.best_val = val_loss
         arrays = store.model_arrays(self.model) | self.opt.state_arrays() | store.state_arrays(self.state)
         path = self.run_dir / checkpoint.checkpoint_name(self.step, val_loss)
+        self._writing = True
         try:
             checkpoint.save(path, arrays, self.meta())
             checkpoint.publish(path, self.run_dir / "last.npz")
@@ -181,6 +184,10 @@ class Trainer:
         except OSError as e:  # disk full, directory removed, ...: the files on disk are still whole
             raise CharrnnError(f"cannot write checkpoint {path}: {e.strerror or e}",
                                f"free disk space, then continue with: charrnn train --resume {self.run_dir}") from None
+        finally:
+            self._writing = False
+        if self._quit_signal is not None:
+            _quit(self._quit_signal)
         self.saved_step = self.step
         return path
 
@@ -237,9 +244,12 @@ class Trainer:
 
         def handler(signum, frame):
             if self.stop_signal is not None:  # the second one: out at once (writes are atomic)
-                if signum == signal.SIGTERM:
-                    raise SystemExit(EXIT_SIGNAL[signum])
-                raise KeyboardInterrupt
+                if self._writing:
+                    # an exception raised inside numpy's zip writer can surface as another error
+                    # (ValueError from zipfile's cleanup): leave right after this write instead
+                    self._quit_signal = signum
+                    return
+                _quit(signum)
             self.stop_signal = signum
             self.reporter.warn("stopping after this step and writing a checkpoint (again to quit at once)")
 
@@ -250,6 +260,13 @@ class Trainer:
             for s, h in previous.items():
                 signal.signal(s, h)
         return restore
+
+
+def _quit(signum: int):
+    """Leave at once on a second signal: SystemExit(143) for SIGTERM, KeyboardInterrupt otherwise."""
+    if signum == signal.SIGTERM:
+        raise SystemExit(EXIT_SIGNAL[signum])
+    raise KeyboardInterrupt
 
 
 def _finite_or_none(x: float) -> float | None:

@@ -6,6 +6,7 @@ Everything is sized for 2 shared cores: hidden 16, one layer, 4 streams x 16 ste
 import hashlib
 import os
 import random
+import signal
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,17 @@ VIETNAMESE_LINES = [
     "Trải qua một cuộc bể dâu, những điều trông thấy mà đau đớn lòng.",
     "Lạ gì bỉ sắc tư phong, trời xanh quen thói má hồng đánh ghen.",
 ]
+@pytest.fixture(autouse=True)
+def _keep_signal_handlers():
+    """In-process CLI runs change the process's SIGINT/SIGTERM handlers the way a real `charrnn` process
+    would (the train command's SIGTERM exit, deaf-on-exit after an error); put them back after each
+    test so Ctrl-C still stops pytest."""
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for s, h in saved.items():
+        signal.signal(s, h)
+
+
 # Small model, small batches: every CLI train in the tests uses these unless it says otherwise.
 TINY = ["--hidden", "16", "--layers", "1", "--batch-size", "4", "--seq-len", "16", "--plain",
         "--sample-length", "20"]
