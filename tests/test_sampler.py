@@ -25,8 +25,8 @@ IDS = [f"{c}-E{e}" for c, e in CONFIGS]
 P_MIN = 1e-4  # chi-square p-value threshold (fixed seeds: deterministic)
 
 
-def make_model(cell="lstm", E=0, seed=0, scale=0.5) -> Model:
-    shape = Shape(cell, V, H, L, E)
+def make_model(cell="lstm", E=0, seed=0, scale=0.5, hidden=H, layers=L) -> Model:
+    shape = Shape(cell, V, hidden, layers, E)
     p = Params(shape)
     init_params(p, np.random.default_rng(seed), scale=scale)
     return Model(shape, p)
@@ -227,10 +227,7 @@ def test_two_threads_equal_one_thread_bit_for_bit(cell, E, hidden, layers):
     """The hidden units are split in two parts whatever the thread count; two threads run one part
     each (with spin barriers), one thread runs both: text, state and generators must be identical.
     Odd sizes give unequal parts, hidden=1 an empty second part."""
-    shape = Shape(cell, V, hidden, layers, E)
-    p = Params(shape)
-    init_params(p, np.random.default_rng(3), scale=0.8)
-    model = Model(shape, p)
+    model = make_model(cell, E, seed=3, scale=0.8, hidden=hidden, layers=layers)
     prime = enc("abc ja\nbe")
     opts = dict(temperature=0.9, top_k=6, top_p=0.95)
     out1, st1, prev1, rng1 = _run_sampler(model, 1, prime, 61, **opts)
@@ -253,22 +250,12 @@ def test_two_threads_equal_one_thread_bit_for_bit(cell, E, hidden, layers):
 def test_two_threads_equal_one_thread_over_a_long_run(cell, hidden, layers):
     """Thousands of steps through the barriers: a race on any shared buffer shows up as a changed
     character or state bit somewhere."""
-    shape = Shape(cell, V, hidden, layers)
-    p = Params(shape)
-    init_params(p, np.random.default_rng(8), scale=0.9)
-    model = Model(shape, p)
+    model = make_model(cell, seed=8, scale=0.9, hidden=hidden, layers=layers)
     out1, st1, _, rng1 = _run_sampler(model, 1, enc("ab"), 3000)
     out2, st2, _, rng2 = _run_sampler(model, 2, enc("ab"), 3000)
     np.testing.assert_array_equal(out1, out2)
     np.testing.assert_array_equal(st1.h, st2.h)
     np.testing.assert_array_equal(rng1, rng2)
-
-
-def _big_model(cell="lstm", hidden=16):
-    shape = Shape(cell, V, hidden, 2)
-    p = Params(shape)
-    init_params(p, np.random.default_rng(5), scale=0.5)
-    return Model(shape, p)
 
 
 @pytest.mark.parametrize("failing", [0, 1])
@@ -277,7 +264,7 @@ def test_a_thread_that_fails_does_not_leave_the_other_spinning(monkeypatch, fail
     thread, say), the other must not wait forever at the first barrier: the call raises, promptly."""
     import threading
 
-    model = _big_model()
+    model = make_model(seed=5)
     sm = gen.Sampler(model, num_streams=1, threads=2)
     sm.reset(None, seed=1)
     real = gen.K.run_steps
@@ -310,7 +297,7 @@ def test_a_thread_that_fails_does_not_leave_the_other_spinning(monkeypatch, fail
 def test_two_thread_sampling_works_in_a_forked_child():
     """The helper thread lives in a pool; a forked child must get its own pool (the parent's worker
     does not exist there), or its first two-thread call would spin forever."""
-    model = _big_model()
+    model = make_model(seed=5)
     want = gen.sample(model, VOCAB, 100, seed=2)[0]
     gen._SAMPLERS.pop(model, None)
     gen._SAMPLERS[model] = {1: gen.Sampler(model, 1, threads=2)}
