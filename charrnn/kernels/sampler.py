@@ -294,8 +294,9 @@ def run_steps(me, nthreads, flags, out, forced, hb, q, c, prev, rng, pk, poff, t
     total = nf + n
     if total == 0:
         return
+    rows = gates * (hi - lo)  # weight rows of each part per matrix
     for pp in range(plo, phi):
-        _part_recurrent(pp, 0, gh, pk, poff, hb[q], N, gates * (hi[pp] - lo[pp]))
+        _part_recurrent(pp, 0, gh, pk, poff, hb[q], N, rows[pp])
     for t in range(total):
         hp = hb[q]
         hn = hb[1 - q]
@@ -304,8 +305,7 @@ def run_steps(me, nthreads, flags, out, forced, hb, q, c, prev, rng, pk, poff, t
                 prev[s] = forced[t]
         for k in range(L):
             for pp in range(plo, phi):
-                Gp = gates * (hi[pp] - lo[pp])
-                _part_input(pp, k, gx, pk, poff, tab, prev, hn, N, Gp)
+                _part_input(pp, k, gx, pk, poff, tab, prev, hn, N, rows[pp])
                 _part_update(pp, k, cell_code, gx, gh, hp, hn, c, lo[pp], hi[pp], N)
             if nthreads > 1:
                 cnt += 1
@@ -313,15 +313,15 @@ def run_steps(me, nthreads, flags, out, forced, hb, q, c, prev, rng, pk, poff, t
             # overlap the wait with a product that needs only state already complete
             if k + 1 < L:
                 for pp in range(plo, phi):
-                    _part_recurrent(pp, k + 1, gh, pk, poff, hp, N, gates * (hi[pp] - lo[pp]))
+                    _part_recurrent(pp, k + 1, gh, pk, poff, hp, N, rows[pp])
             elif L > 1 and t + 1 < total:  # hn[0] is complete: we passed the barrier after layer 0
                 for pp in range(plo, phi):
-                    _part_recurrent(pp, 0, gh, pk, poff, hn, N, gates * (hi[pp] - lo[pp]))
+                    _part_recurrent(pp, 0, gh, pk, poff, hn, N, rows[pp])
             if nthreads > 1:
                 wait(flags, me, nthreads, cnt)
         if L == 1 and t + 1 < total:
             for pp in range(plo, phi):
-                _part_recurrent(pp, 0, gh, pk, poff, hn, N, gates * (hi[pp] - lo[pp]))
+                _part_recurrent(pp, 0, gh, pk, poff, hn, N, rows[pp])
         if t >= nf:
             H = hb.shape[3]
             V = logits.shape[1]
