@@ -45,6 +45,8 @@ class Model:
     def loss(self, text: str) -> float:
         """Mean negative log-likelihood (nats/char) of `text` read as one stream from a zero state."""
         from .generate import evaluate
+        if not isinstance(text, str):
+            raise UsageError(f"text must be a str, got {type(text).__name__}", "decode bytes first, e.g. b.decode()")
         total, n = evaluate(self.net, self.vocab.encode(text))
         return total / n
 
@@ -181,6 +183,9 @@ def train(corpus_path: str | os.PathLike | None = None, config: Any = None, out_
     config. Every check (config, corpus, run directory) runs before anything is written, and a failed
     start removes the run directory it created.
     """
+    for name, value in (("corpus_path", corpus_path), ("out_dir", out_dir), ("resume", resume)):
+        if value is not None and not isinstance(value, (str, os.PathLike)):
+            raise UsageError(f"{name} must be a path (str or os.PathLike), got {type(value).__name__}")
     config_file, extra = _as_config_layers(config)
     options = dict(options or {})
     if encoding is not None:

@@ -14,13 +14,16 @@ Loading never unpickles, so a checkpoint cannot execute code.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
+import io
 import json
 import math
 import os
 import re
 import secrets
 import shutil
+import stat
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Any
@@ -38,6 +41,7 @@ __all__ = [
     "checkpoint_name",
     "prune",
     "write_text_atomic",
+    "write_user_file",
     "remove_stale_temps",
 ]
 
@@ -84,8 +88,9 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def _atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> None:
-    """Call write(f) on a temp file, fsync it, and rename it onto path; clean up on failure."""
+def _atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None], mode: int | None = None) -> None:
+    """Call write(f) on a temp file, fsync it, and rename it onto path; clean up on failure.
+    mode: permission bits for the new file (default: what open() gives under the umask)."""
     target = Path(path)
     tmp = _temp_path(target)
     # Open outside the try: if "x" mode fails the name belongs to someone else; don't unlink it.
@@ -95,6 +100,8 @@ def _atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        if mode is not None:
+            os.chmod(tmp, mode)
         os.replace(tmp, target)
     except BaseException:  # includes KeyboardInterrupt: still clean up, then re-raise
         with contextlib.suppress(OSError):
@@ -107,6 +114,63 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     """Atomically replace path with text (UTF-8), e.g. config.yaml next to the checkpoints."""
     data = text.encode("utf-8")
     _atomic_write(path, lambda f: f.write(data))
+
+
+def _through_dev_or_proc(p: Path) -> bool:
+    """Whether p, or any hop of the symlinks it leads through, lies under /dev or /proc."""
+    for _ in range(40):
+        p = Path(os.path.abspath(p))
+        if p.parts[1:2] in (("dev",), ("proc",)):
+            return True
+        if not p.is_symlink():
+            return False
+        p = p.parent / os.readlink(p)
+    return False
+
+
+def _own_fd(p: Path) -> int | None:
+    """N when p names this process's descriptor N (/dev/stdin|stdout|stderr, /dev/fd/N, /proc/self/fd/N)."""
+    names = {"/dev/stdin": 0, "/dev/stdout": 1, "/dev/stderr": 2}
+    a = os.path.abspath(p)
+    if a in names:
+        return names[a]
+    m = re.fullmatch(rf"/dev/fd/(\d+)|/proc/(?:self|{os.getpid()})/fd/(\d+)", a)
+    return int(m.group(1) or m.group(2)) if m else None
+
+
+def write_user_file(path: str | os.PathLike, text: str) -> None:
+    """Write text (UTF-8) where a user asked for it (`charrnn sample --output`).
+
+    A regular file, or a path that does not exist yet, is replaced atomically (through a symlink: its
+    target is replaced and the link kept), keeping an existing file's permission bits; a read-only file
+    is refused (PermissionError). Anything else that exists -- a FIFO, a device, and whatever a path
+    through /dev or /proc names (/dev/stdout, the /dev/fd/N of a shell's process substitution, even when
+    it is a regular file) -- is written in place, through this process's own descriptor for /dev/stdout
+    and /dev/fd/N, else opened for appending: renaming over it would replace the stream with a plain file. OSError on any
+    problem (IsADirectoryError for a directory)."""
+    p = Path(path)
+    try:
+        st = os.stat(p)  # follows symlinks
+    except FileNotFoundError:
+        st = None
+    if st is not None and stat.S_ISDIR(st.st_mode):
+        raise IsADirectoryError(errno.EISDIR, "it is a directory")
+    if st is not None and (not stat.S_ISREG(st.st_mode) or _through_dev_or_proc(p)):
+        data = text.encode("utf-8")
+        fd = _own_fd(p)
+        if fd is not None:  # /dev/stdout, /dev/fd/N: write to the open descriptor, at its own offset
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            return
+        with open(p, "ab") as f:
+            f.write(data)
+        return
+    if st is not None and not st.st_mode & 0o222:
+        raise PermissionError(errno.EACCES, "the file is read-only")
+    target = Path(os.path.realpath(p)) if p.is_symlink() else p
+    data = text.encode("utf-8")
+    _atomic_write(target, lambda f: f.write(data), None if st is None else stat.S_IMODE(st.st_mode))
 
 
 # --------------------------------------------------------------------------- save
@@ -172,12 +236,13 @@ def _reason(e: BaseException) -> str:
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
-def _read_npz(path: Path) -> dict[str, np.ndarray]:
-    """Read every member of the npz into memory, turning loader failures into CharrnnError."""
+def _read_npz(source: Path | io.BytesIO, path: Path) -> dict[str, np.ndarray]:
+    """Read every member of the npz (at path, or already in memory) into memory, turning loader
+    failures into CharrnnError."""
     arrays: dict[str, np.ndarray] = {}
     name = None
     try:
-        with np.load(path, allow_pickle=False) as npz:
+        with np.load(source, allow_pickle=False) as npz:
             for name in npz.files:
                 value = npz[name]
                 if not isinstance(value, np.ndarray):  # a zip member that is not a .npy
@@ -224,9 +289,14 @@ def load(path: str | os.PathLike, verify: bool = True) -> tuple[dict[str, np.nda
     p = Path(path)
     if p.is_dir():
         raise _bad(f"checkpoint {p} is a directory, not a file", f"pass a file inside it, e.g. {p / 'best.npz'}")
+    source: Path | io.BytesIO = p
     try:
         with open(p, "rb") as f:
-            magic = f.read(6)
+            if stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                magic = f.read(6)
+            else:  # a pipe, e.g. a shell's <(...): not seekable, which the zip reader needs
+                source = io.BytesIO(f.read())
+                magic = source.getvalue()[:6]
     except FileNotFoundError:
         raise _bad(f"checkpoint {p} does not exist",
                    "check the path; a run directory holds best.npz, last.npz and step*.npz") from None
@@ -238,7 +308,7 @@ def load(path: str | os.PathLike, verify: bool = True) -> tuple[dict[str, np.nda
     if not magic.startswith(_ZIP_MAGICS):
         raise _bad(f"{p} is not a charrnn checkpoint (not an .npz file)", "pass a .npz checkpoint written by charrnn")
 
-    arrays = _read_npz(p)
+    arrays = _read_npz(source, p)
     meta = _parse_meta(p, arrays)
 
     version = meta.get("format_version")

@@ -43,9 +43,58 @@ def friendly_errors(fn):
             _deaf()
             _err_console().print("[bold red]interrupted[/]")
             sys.exit(130)
-        except BrokenPipeError:
+        except BrokenPipeError:  # the reader went away (`| head`): not an error
+            _silence_stdout()
             sys.exit(0)
+        except MemoryError as e:
+            _deaf()
+            reason = f" ({_escape(str(e))})" if str(e) else ""
+            _err_console().print(f"[bold red]error:[/] not enough memory{reason} "
+                                 "(ask for less: fewer samples or characters, a smaller model or batch)")
+            sys.exit(1)
     return wrapper
+
+
+def _stdout():
+    """sys.stdout, or a one-line error when the shell closed it (`charrnn ... >&-`)."""
+    from .errors import UsageError
+    if sys.stdout is None:
+        raise UsageError("standard output is closed", "redirect it to a file, or use --output FILE where offered")
+    return sys.stdout
+
+
+def _emit(write) -> None:
+    """Run write() (which writes to stdout) and flush: a full disk or a bad redirection becomes one line."""
+    from .errors import CharrnnError
+    try:
+        write()
+        _stdout().flush()
+    except BrokenPipeError:
+        raise
+    except OSError as e:
+        raise CharrnnError(f"cannot write to standard output: {e.strerror or e}",
+                           "check the free space where it is redirected") from None
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush cannot fail again at exit."""
+    import os
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, AttributeError, ValueError):
+        pass
+
+
+def _console():
+    """A rich Console on stdout whose broken pipe ends the command like any other (exit 0, no message)."""
+    from rich.console import Console
+    console = Console(file=_stdout())
+
+    def broken_pipe():
+        raise BrokenPipeError
+    console.on_broken_pipe = broken_pipe
+    return console
 
 
 def _deaf():
@@ -119,7 +168,7 @@ def train(corpus, config_file, out, sets, resume, force, encoding, errors, plain
     options = {TRAIN_OPTIONS[k]: v for k, v in opts.items() if v is not None}
     best = api_train(corpus, config_file, out, sets=sets, options=options, resume=resume, force=force,
                      live=False if plain else None, encoding=encoding, errors=errors)
-    click.echo(f"best checkpoint: {best}")
+    _emit(lambda: click.echo(f"best checkpoint: {best}"))
 
 
 @main.command()
@@ -136,49 +185,55 @@ def train(corpus, config_file, out, sets, resume, force, encoding, errors, plain
 @click.option("--argmax", is_flag=True, help="Greedy: always the likeliest character.")
 @click.option("--seed", type=int, help="Seed for reproducible text (default: random).")
 @click.option("--num-samples", "-N", type=int, default=1, show_default=True, help="Independent continuations, generated as one batch.")
-@click.option("--output", "-o", type=click.Path(), help="Write the text to FILE instead of stdout.")
+@click.option("--output", "-o", type=click.Path(allow_dash=True),
+              help="Write the text to FILE instead of stdout (replaced if it exists; - is stdout).")
+@click.option("--encoding", default="utf-8", show_default=True, help="The prime file's text encoding.")
+@click.option("--errors", type=click.Choice(["strict", "replace"]), default="strict", show_default=True,
+              help="On undecodable bytes in the prime file: stop (strict) or replace.")
 @friendly_errors
 def sample(checkpoint, length, temperature, prime, prime_file, no_echo, prime_unknown, top_k, top_p, argmax,
-           seed, num_samples, output):
+           seed, num_samples, output, encoding, errors):
     """Generate text from CHECKPOINT (a .npz file, or a run directory meaning its best.npz)."""
     from .errors import UsageError
     if top_k is not None and top_k < 1:
         raise UsageError(f"--top-k must be >= 1, got {top_k}", "omit it to sample from all characters")
+    if output == "-":
+        output = None
+    if output is None:
+        _stdout()
     if prime_file:
         from .inspect import read_text
-        prime = prime + read_text(prime_file)
+        prime = prime + read_text(prime_file, encoding, errors)
     from . import store
     from .generate import sample as generate
     loaded = store.load(checkpoint)
     if prime and prime_unknown == "skip":
         prime = "".join(c for c in prime if not loaded.vocab.unknown_chars(c))
     echo = "" if no_echo else prime
-    stream = output is None and num_samples == 1 and sys.stdout.isatty()
+    stream = output is None and num_samples == 1 and _stdout().isatty()
     on_text = None
     if stream:
-        sys.stdout.write(echo)
-        sys.stdout.flush()
-        on_text = lambda i, piece: (sys.stdout.write(piece), sys.stdout.flush())  # noqa: E731
+        _emit(lambda: sys.stdout.write(echo))
+        on_text = lambda i, piece: _emit(lambda: sys.stdout.write(piece))  # noqa: E731
     texts = generate(loaded.model, loaded.vocab, length, temperature=temperature, prime=prime, top_k=top_k or 0,
                      top_p=1.0 if top_p is None else top_p, argmax=argmax, seed=seed, num_samples=num_samples,
                      prime_unknown=prime_unknown, on_text=on_text)
     if stream:
-        sys.stdout.write("\n")
+        _emit(lambda: sys.stdout.write("\n"))
         return
     if num_samples == 1:
         out = echo + texts[0] + "\n"
     else:
         out = "".join(f"--- sample {i + 1} ---\n{echo}{t}\n" for i, t in enumerate(texts))
     if output:
-        from .checkpoint import write_text_atomic
-        from .errors import UsageError
+        from .checkpoint import write_user_file
         try:
-            write_text_atomic(output, out)
+            write_user_file(output, out)
         except OSError as e:
             raise UsageError(f"cannot write {output}: {e.strerror or e}", "choose a writable --output path") from None
         _err_console().print(f"wrote {num_samples} sample(s) to {_escape(str(output))}")
     else:
-        sys.stdout.write(out)
+        _emit(lambda: sys.stdout.write(out))
 
 
 @main.command("eval")
@@ -200,19 +255,20 @@ def eval_cmd(checkpoint, file, which, encoding, errors, unknown, as_json):
     from .inspect import eval_file, eval_split
     if (file is None) == (which is None):
         raise UsageError("give exactly one of FILE or --split val|test", "e.g. charrnn eval runs/x/best.npz my.txt")
+    _stdout()
     loaded = store.load(checkpoint)
     r = eval_file(loaded, file, encoding, errors, unknown=unknown) if file else eval_split(loaded, which)
     if as_json:
         import json
-        click.echo(json.dumps(r))
+        _emit(lambda: click.echo(json.dumps(r)))
         return
-    from rich.console import Console
     from rich.table import Table
-    table = Table(title=f"{file or which + ' split'} under {loaded.path}", show_header=False)
+    from rich.text import Text
+    table = Table(title=Text(f"{file or which + ' split'} under {loaded.path}"), show_header=False)
     for label, value in [("loss (nats/char)", f"{r['loss']:.4f}"), ("bits/char", f"{r['bpc']:.4f}"),
                          ("perplexity", f"{r['perplexity']:.3f}"), ("characters", f"{r['chars']:,}")]:
         table.add_row(label, value)
-    Console().print(table)
+    _emit(lambda: _console().print(table))
 
 
 @main.command()
@@ -223,16 +279,16 @@ def info(checkpoint, as_json):
     """Describe CHECKPOINT: model, vocabulary, training progress, config."""
     from . import store
     from .inspect import describe
+    _stdout()
     d = describe(store.load(checkpoint))
     if as_json:
         import json
-        click.echo(json.dumps(d, ensure_ascii=False))
+        _emit(lambda: click.echo(json.dumps(d, ensure_ascii=False)))
         return
-    from rich.console import Console
     from rich.table import Table
     from rich.text import Text
     m, v, t = d["model"], d["vocab"], d["training"]
-    table = Table(title=d["path"], show_header=False)
+    table = Table(title=Text(d["path"]), show_header=False)
     table.add_column()
     table.add_column(overflow="fold")  # long paths wrap instead of being cut off with "..."
     preview = v["chars"][:80]
@@ -249,10 +305,9 @@ def info(checkpoint, as_json):
     cfg = Table(title="config", show_header=False)
     for section, values in (d["config"] or {}).items():
         for k, val in values.items():
-            cfg.add_row(f"{section}.{k}", Text(str(val)))
-    console = Console()
-    console.print(table)
-    console.print(cfg)
+            cfg.add_row(Text(f"{section}.{k}"), Text(str(val)))
+    console = _console()
+    _emit(lambda: (console.print(table), console.print(cfg)))
 
 
 def _fmt(x) -> str:

@@ -273,7 +273,8 @@ class Sampler:
         if not self._packed:
             self._pack()
         greedy = bool(greedy) or temperature == 0
-        self._launch(out, np.zeros(0, np.int32), float(temperature) if not greedy else 1.0, int(top_k),
+        top_k = 0 if top_k >= self.shape.vocab_size else max(int(top_k), 0)  # all characters: one int64 type
+        self._launch(out, np.zeros(0, np.int32), float(temperature) if not greedy else 1.0, top_k,
                      float(top_p), greedy)
         return out
 
@@ -335,6 +336,10 @@ def sample(model: Model, vocab: Vocab, length: int, *, temperature: float = 1.0,
     if not 0 < top_p <= 1:
         raise UsageError(f"top-p must be in (0, 1], got {top_p:g}", "use 1 to disable nucleus filtering")
     num_samples = _check_int("num-samples", num_samples, 1, "ask for at least one sample")
+    if not isinstance(prime, str):
+        raise UsageError(f"prime must be a str, got {type(prime).__name__}", "decode bytes first, e.g. b.decode()")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
+        raise UsageError(f"seed must be an integer or None, got {seed!r}")
     if prime_unknown not in ("error", "skip"):
         raise UsageError(f"prime_unknown must be 'error' or 'skip', got {prime_unknown!r}")
     if chunk is None:

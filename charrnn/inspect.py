@@ -68,7 +68,9 @@ def eval_file(loaded: store.Loaded, path: str | Path, encoding="utf-8", errors="
         _refuse_unknown(missing, str(path))
     ids = loaded.vocab.encode(text, unknown="skip")
     if ids.size < 2:
-        raise UsageError(f"{path} has fewer than 2 characters to evaluate", "pass a longer text")
+        dropped = f" once the {len(text) - ids.size} unknown one(s) are dropped" if ids.size < len(text) else ""
+        raise UsageError(f"{path} has {ids.size} character(s) to evaluate{dropped}; evaluation needs at least 2",
+                         "pass a longer text")
     total, n = evaluate(loaded.model, ids)
     return metrics(total, n, int(ids.size))
 
@@ -82,6 +84,9 @@ def eval_split(loaded: store.Loaded, which: str) -> dict:
     if "corpus" not in meta or "config" not in meta:
         raise UsageError(f"{loaded.path} does not record its training corpus", "pass a FILE to evaluate instead")
     cfg = Config.from_dict(meta["config"], source=str(loaded.path))
+    if not Path(meta["corpus"]["path"]).is_file():
+        raise UsageError(f"the training corpus {meta['corpus']['path']} is no longer there",
+                         "put it back at that path, or evaluate on a FILE instead")
     corpus = load_corpus(meta["corpus"]["path"], cfg.data.encoding, cfg.data.errors)
     if corpus.sha256 != meta["corpus"]["sha256"]:
         raise UsageError(f"the training corpus {meta['corpus']['path']} has changed since training",

@@ -57,10 +57,39 @@ def resolve_checkpoint(path: str | Path) -> Path:
     return p
 
 
+# Meta sections charrnn train writes and the readers (info, eval --split, --resume) use. The checksum
+# covers the arrays only, so a hand-edited meta still loads: check the types before anything reads them.
+_META_SECTIONS = ("config", "corpus", "progress", "losses", "batch", "rng")
+_META_NUMBERS = {"progress": ("step", "epoch", "elapsed_s", "bad_steps"),
+                 "losses": ("train_loss", "val_loss", "best_val_loss")}
+
+
+def _check_meta_types(meta: dict, p: Path) -> None:
+    """CharrnnError naming the first meta field whose type no charrnn version writes."""
+    def bad(field: str) -> CharrnnError:
+        return CharrnnError(f"{p}: meta is missing or has a bad field ({field})",
+                            "the file is not a charrnn checkpoint, or its meta was edited", exit_code=2)
+
+    for section in _META_SECTIONS:
+        if section in meta and not isinstance(meta[section], dict):
+            raise bad(section)
+    for section, keys in _META_NUMBERS.items():
+        for key in keys:
+            v = meta.get(section, {}).get(key)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+                raise bad(f"{section}.{key}")
+    for key in ("path", "sha256"):
+        if "corpus" in meta and not isinstance(meta["corpus"].get(key), str):
+            raise bad(f"corpus.{key}")
+    if not all(isinstance(v, dict) for v in meta.get("config", {}).values()):
+        raise bad("config")
+
+
 def load(path: str | Path) -> Loaded:
     """Read and verify a checkpoint and rebuild its model (float32). One-line CharrnnError on any problem."""
     p = resolve_checkpoint(path)
     arrays, meta = checkpoint.load(p)
+    _check_meta_types(meta, p)
     try:
         m = meta["model"]
         shape = Shape(str(m["cell"]), int(m["vocab_size"]), int(m["hidden_size"]), int(m["num_layers"]),

@@ -379,7 +379,7 @@ def test_eval_file_problems(cli, trained, tmp_path):
     assert r.exit_code == 0 and json.loads(r.stdout)["chars"] == len(" the fox")
     assert "not found" in one_line_error(cli("eval", trained, tmp_path / "nope.txt"))
     (tmp_path / "one.txt").write_text("t")
-    assert "fewer than 2" in one_line_error(cli("eval", trained, tmp_path / "one.txt"))
+    assert "1 character(s) to evaluate" in one_line_error(cli("eval", trained, tmp_path / "one.txt"))
     (tmp_path / "same.txt").write_text("eeeeeeee")  # one distinct character is fine to evaluate
     assert cli("eval", trained, tmp_path / "same.txt").exit_code == 0
     (tmp_path / "bad.txt").write_bytes(b"the \xff fox")
