@@ -137,7 +137,7 @@ class Trainer:
             x, y = vb.batch(i)
             s, state = self.model.loss(x, y, state)
             total, n = total + s, n + x.size
-        return total / n
+        return float(total / n)
 
     def sample_text(self) -> str:
         from .generate import sample  # lazy: only needed when samples are shown
@@ -270,7 +270,9 @@ def _quit(signum: int):
 
 
 def _finite_or_none(x: float) -> float | None:
-    return x if x is not None and math.isfinite(x) else None
+    """A finite loss as a Python float (JSON), else None. A numpy scalar reaches here when the kernels
+    run as plain Python (NUMBA_DISABLE_JIT=1)."""
+    return float(x) if x is not None and math.isfinite(x) else None
 
 
 def restore(trainer: Trainer, loaded: store.Loaded) -> None:
