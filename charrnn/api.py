@@ -3,6 +3,7 @@
 The CLI is a thin layer over these functions. Everything here raises CharrnnError (one line, with a
 hint) for problems a user can fix.
 """
+import contextlib
 import os
 import re
 import shutil
@@ -93,6 +94,9 @@ def _check_run_dir(run_dir: Path, force: bool) -> list[str]:
         raise UsageError(f"output path {run_dir} exists and is not a directory", "choose another --out")
     present = _run_files(run_dir)
     if present and not force:
+        if not any(n in ("last.npz", "best.npz") or n.startswith("step") for n in present):
+            raise UsageError(f"{run_dir} holds a run that never wrote a checkpoint ({present[0]})",
+                             "use --force to start over there, or --out for a new directory")
         raise UsageError(f"{run_dir} already holds a run ({present[0]})",
                          f"use --resume {run_dir} to continue it, --force to start over, or --out for a new directory")
     return present
@@ -108,6 +112,31 @@ def _make_run_dir(run_dir: Path) -> None:
     except OSError as e:
         raise UsageError(f"cannot write to output directory {run_dir}: {e.strerror or e}",
                          "choose a writable --out directory") from None
+
+
+@contextlib.contextmanager
+def _run_lock(run_dir: Path):
+    """Hold an exclusive lock on run_dir/.lock for the whole run, so a second `charrnn train` (or
+    --resume) on the same directory is refused instead of overwriting this run's checkpoints. The lock
+    goes with the process (flock), so a killed run never leaves the directory locked."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        yield
+        return
+    fd = os.open(run_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            owner = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            raise UsageError(f"{run_dir} is in use by another charrnn train (pid {owner})",
+                             "wait for it to finish or stop it, or train into another --out") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        yield
+    finally:
+        os.close(fd)
 
 
 def _created_dirs(run_dir: Path) -> list[Path]:
@@ -186,6 +215,8 @@ def train(corpus_path: str | os.PathLike | None = None, config: Any = None, out_
     for name, value in (("corpus_path", corpus_path), ("out_dir", out_dir), ("resume", resume)):
         if value is not None and not isinstance(value, (str, os.PathLike)):
             raise UsageError(f"{name} must be a path (str or os.PathLike), got {type(value).__name__}")
+        if value is not None and not os.fspath(value).strip():  # e.g. --out "$UNSET_VARIABLE"
+            raise UsageError(f"{name} is an empty path", "give a file or directory name")
     config_file, extra = _as_config_layers(config)
     options = dict(options or {})
     if encoding is not None:
@@ -213,12 +244,22 @@ def train(corpus_path: str | os.PathLike | None = None, config: Any = None, out_
         run_dir = Path(out_dir) if out_dir is not None else Path("runs") / Path(corpus_path).stem
         remove = _check_run_dir(run_dir, force)
     created = _created_dirs(run_dir)
-    try:
-        trainer, corpus, warning = _prepare(cfg, corpus_path, run_dir, loaded)
-    except BaseException:
-        if created:  # leave no trace of a run that never started
-            shutil.rmtree(created[0], ignore_errors=True)
-        raise
+    with contextlib.ExitStack() as held:
+        try:
+            _make_run_dir(run_dir)
+            held.enter_context(_run_lock(run_dir))
+            trainer, corpus, warning = _prepare(cfg, corpus_path, run_dir, loaded)
+        except BaseException:
+            held.close()
+            if created:  # leave no trace of a run that never started
+                shutil.rmtree(created[0], ignore_errors=True)
+            raise
+        return _run(trainer, corpus, warning, cfg, run_dir, remove, loaded, live, console)
+
+
+def _run(trainer, corpus, warning, cfg: Config, run_dir: Path, remove: list[str], loaded: store.Loaded | None,
+         live: bool | None, console) -> Path:
+    """Everything checked and the run directory locked: replace the old run's files, then train."""
     # Every check passed: only now touch the old run's files.
     for name in remove:
         (run_dir / name).unlink(missing_ok=True)
@@ -243,7 +284,6 @@ def _prepare(cfg: Config, corpus_path, run_dir: Path, loaded: store.Loaded | Non
     warning). Writes nothing but the directory and the corpus cache; raises on any bad input."""
     from .data import load_corpus
     from .trainer import Trainer, fit_shape, restore
-    _make_run_dir(run_dir)
     checkpoint.remove_stale_temps(run_dir)
     expect = loaded.meta["corpus"]["sha256"] if loaded is not None else None
     corpus = load_corpus(corpus_path, cfg.data.encoding, cfg.data.errors, cache_dir=run_dir / "cache",

@@ -316,8 +316,7 @@ def load(path: str | os.PathLike, verify: bool = True) -> tuple[dict[str, np.nda
         raise _bad(f"{p}: meta has no valid format_version; the file is corrupt or not from charrnn")
     if version > FORMAT_VERSION:
         raise _bad(f"{p} was written by a newer charrnn (format version {version}, "
-                   f"this one reads up to {FORMAT_VERSION}); upgrade",
-                   "upgrade charrnn (pip install -U charrnn)")
+                   f"this one reads up to {FORMAT_VERSION})", "upgrade charrnn (pip install -U charrnn)")
     if verify:
         expected = meta.get("checksum")
         if expected is None:

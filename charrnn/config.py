@@ -461,9 +461,9 @@ def resolve(config_file: str | os.PathLike | None = None, sets: Iterable[str] = 
     _overlay(flat, origins, parse_set(sets), "--set")
     for key, value in (options or {}).items():
         if value is not None:
-            _check_key(key, "--option")
+            _check_key(key, "the command-line options")
             section, name = key.split(".")
-            _overlay(flat, origins, {section: {name: value}}, "--option")
+            _overlay(flat, origins, {section: {name: value}}, "the command-line options")
     return _finish(flat, origins)
 
 

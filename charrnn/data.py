@@ -205,6 +205,9 @@ def _read_text(path: Path, shown: str, codec: str, ascii_compatible: bool, error
                         f"(byte 0x{e.object[e.start:e.start + 1].hex()}) at byte offset {offset}",
                         "use --encoding <codec> or --errors replace",
                     ) from None
+                except UnicodeError as e:  # e.g. utf-16 without a BOM: no byte offset to report
+                    raise UsageError(f"{shown} cannot be read as {codec}: {e}",
+                                     "use --encoding <codec> with the file's real encoding") from None
                 consumed += len(raw)
                 if first and text:
                     first = False
@@ -272,6 +275,14 @@ def _atomic_write(target: Path, write: Callable[[IO[bytes]], None]) -> None:
         raise
 
 
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK_BYTES):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def _read_cache(cache_dir: Path, key: dict) -> Corpus | None:
     """The cached corpus if it matches key and is intact, else None (a broken cache is just rebuilt)."""
     try:
@@ -284,6 +295,10 @@ def _read_cache(cache_dir: Path, key: dict) -> Corpus | None:
               and data.shape[0] == meta["n_chars"])
         # Kernels index embeddings without bounds checks, so a corrupt id must never get through.
         if not ok or int(data.max()) >= vocab.size:
+            return None
+        # Size and mtime can survive an edit (cp -p, rsync -t, tar restore): the bytes must still hash
+        # the same. Hashing runs at ~1 GB/s, far cheaper than re-encoding.
+        if _file_sha256(Path(key["source"])) != meta["sha256"]:
             return None
         return Corpus(vocab, data, Path(key["source"]), meta["sha256"], int(meta["n_chars"]), from_cache=True)
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
@@ -309,7 +324,8 @@ def load_corpus(path: str | os.PathLike, encoding: str = "utf-8", errors: str = 
                 cache_dir: str | os.PathLike | None = None, expect_sha256: str | None = None) -> Corpus:
     """Read and encode a text file, reusing cache_dir/corpus.{npy,json} when the file is unchanged.
 
-    The cache is valid when the absolute path, size, mtime_ns, encoding and error handler all match.
+    The cache is valid when the absolute path, size, mtime_ns, encoding and error handler all match
+    and the file's bytes still hash to the cached sha256.
     Bad input raises UsageError: missing, directory, empty, binary, undecodable, < 2 distinct chars.
     expect_sha256 (on resume): a file whose bytes hash differently is returned but not cached, so a
     refused resume with the wrong corpus leaves the run's cache as it was.

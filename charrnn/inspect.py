@@ -56,6 +56,9 @@ def read_text(path: str | Path, encoding: str = "utf-8", errors: str = "strict")
     except UnicodeDecodeError as e:
         raise UsageError(f"{path} is not valid {encoding}: {e.reason} at byte offset {e.start}",
                          "use --encoding <codec> or --errors replace") from None
+    except UnicodeError as e:  # e.g. utf-16 without a BOM
+        raise UsageError(f"{path} cannot be read as {encoding}: {e}",
+                         "use --encoding <codec> with the file's real encoding") from None
     return text.removeprefix("\ufeff")
 
 

@@ -141,6 +141,12 @@ class Model:
         scale = self.dtype.type(1.0 / x.size)
 
         def job(gi: int):
+            # A diverging model overflows: callers see the non-finite loss (the trainer's guard skips
+            # the step), so numpy's warnings are noise. errstate is per thread, hence set here.
+            with np.errstate(over="ignore", invalid="ignore"):
+                return group_job(gi)
+
+        def group_job(gi: int):
             b0, b1 = groups[gi]
             ids = np.ascontiguousarray(x[b0:b1].T, dtype=np.int32)
             sub = State(state.h[:, b0:b1], None if state.c is None else state.c[:, b0:b1])

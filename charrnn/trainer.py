@@ -117,8 +117,10 @@ class Trainer:
             if self.bad_in_row >= c.train.max_bad_steps:
                 # No checkpoint is written: the weights are still the last good ones, and the files
                 # already on disk (best.npz, last.npz) hold finite weights.
+                kept = (f"checkpoints in {self.run_dir} keep the last good weights"
+                        if (self.run_dir / "last.npz").exists() else "no checkpoint had been written yet")
                 raise CharrnnError(f"training diverged: {self.bad_in_row} non-finite steps in a row at step "
-                                   f"{self.step + 1}; checkpoints in {self.run_dir} keep the last good weights",
+                                   f"{self.step + 1}; {kept}",
                                    "train again with a lower --lr or --grad-clip (--force to reuse the "
                                    "directory), or raise train.max_bad_steps")
         self.step += 1

@@ -280,7 +280,7 @@ def test_refuses_checksum_mismatch_with_valid_zip(tmp_path):
 def test_refuses_newer_format_version(tmp_path):
     path = tmp_path / "c.npz"
     write_raw_npz(path, meta={"format_version": ckpt.FORMAT_VERSION + 1, "checksum": "0"}, a=np.ones(2))
-    err = refused(path, "newer charrnn", "upgrade")
+    err = refused(path, "newer charrnn", "format version")
     assert "upgrade" in err.hint
     refused(path, "newer charrnn", verify=False)
 
