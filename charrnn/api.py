@@ -102,6 +102,27 @@ def _check_run_dir(run_dir: Path, force: bool) -> list[str]:
     return present
 
 
+def _saved_step(path: Path) -> int:
+    """The step a checkpoint's meta records, -1 if unreadable (housekeeping only; loading verifies)."""
+    progress = (checkpoint.read_meta(path) or {}).get("progress")
+    n = progress.get("step") if isinstance(progress, dict) else None
+    return n if isinstance(n, int) and not isinstance(n, bool) else -1
+
+
+def _later_checkpoints(run_dir: Path, step: int, kinds=("last.npz", "best.npz", "step*.npz")) -> list[str]:
+    """Names of run_dir's checkpoints written after `step` (step*.npz by name, last/best by their meta),
+    step files last and in step order: what resuming the run from an earlier checkpoint would leave
+    contradicting its trimmed logs."""
+    later = [n for n in ("last.npz", "best.npz") if n in kinds and (run_dir / n).is_file()
+             and _saved_step(run_dir / n) > step]
+    steps = []
+    for p in run_dir.glob("step*.npz") if "step*.npz" in kinds else ():
+        m = re.match(r"step(\d+)", p.name)
+        if m and int(m.group(1)) > step:
+            steps.append((int(m.group(1)), p.name))
+    return later + [n for _, n in sorted(steps)]
+
+
 def _make_run_dir(run_dir: Path) -> None:
     """Create run_dir (and parents) and prove it is writable, as a UsageError if not."""
     try:
@@ -186,6 +207,9 @@ def _resume_point(resume: str | os.PathLike) -> tuple[Path, store.Loaded]:
     if p.is_dir() and not ckpt.exists():
         raise UsageError(f"{p} holds no last.npz to resume from",
                          "pass a checkpoint file with --resume, or start a new run with --out")
+    if p.is_dir():  # a kill between writing step{N}.npz and refreshing last.npz leaves the step file newer
+        newer = _later_checkpoints(p, _saved_step(ckpt), ("step*.npz",))
+        ckpt = p / newer[-1] if newer else ckpt
     loaded = store.load(ckpt)
     meta = loaded.meta
     try:  # touch every field the resume needs, so a bare weights file gets a clear message
@@ -235,8 +259,16 @@ def train(corpus_path: str | os.PathLike | None = None, config: Any = None, out_
                              "only max_steps/max_epochs/max_time and log/eval/sample/checkpoint cadence may "
                              "change; start a new run with --out instead")
         run_dir = Path(out_dir) if out_dir is not None else ckpt.parent
+        step = int(loaded.meta["progress"]["step"])
         if run_dir.resolve() != ckpt.parent.resolve():  # continuing into another directory
             remove = _check_run_dir(run_dir, force)
+        else:
+            remove = _later_checkpoints(run_dir, step)
+            if remove and not force:
+                raise UsageError(f"{ckpt.name} is at step {step}, but {run_dir} has checkpoints from later "
+                                 f"steps ({', '.join(remove)})",
+                                 "continue it in a new directory with --out (this run stays as it is), or add "
+                                 f"--force to rewind this run to step {step} (its later checkpoints are deleted)")
         corpus_path = corpus_path if corpus_path is not None else loaded.meta["corpus"]["path"]
     else:
         cfg = _layer(config_file, sets, options, extra, None)
@@ -254,6 +286,13 @@ def train(corpus_path: str | os.PathLike | None = None, config: Any = None, out_
             if created:  # leave no trace of a run that never started
                 shutil.rmtree(created[0], ignore_errors=True)
             raise
+        if loaded is not None and cfg.train.max_steps and trainer.step >= cfg.train.max_steps and not remove:
+            # a finished run: touch nothing (not even config.yaml), say so, point at its best checkpoint
+            from rich.console import Console
+            (console or Console(stderr=True)).print(
+                f"nothing to train: {loaded.path} is already at step {trainer.step} and max_steps is "
+                f"{cfg.train.max_steps} (raise --max-steps to go on)", markup=False, highlight=False)
+            return run_dir / "best.npz" if (run_dir / "best.npz").is_file() else loaded.path
         return _run(trainer, corpus, warning, cfg, run_dir, remove, loaded, live, console)
 
 
@@ -265,6 +304,9 @@ def _run(trainer, corpus, warning, cfg: Config, run_dir: Path, remove: list[str]
         (run_dir / name).unlink(missing_ok=True)
     if loaded is not None:
         _trim_logs(run_dir, trainer.step)
+        if loaded.path.parent.resolve() == run_dir.resolve() and _saved_step(run_dir / "last.npz") != trainer.step:
+            # rewound (the later last.npz was removed), or resumed from a step file a kill left newer
+            checkpoint.publish(loaded.path, run_dir / "last.npz")
         _republish_best(loaded, trainer.val_batches is None, run_dir)
     save_config(cfg, run_dir / "config.yaml")
     from .report import Reporter

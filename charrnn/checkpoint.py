@@ -38,6 +38,7 @@ __all__ = [
     "load",
     "check_arrays",
     "publish",
+    "read_meta",
     "checkpoint_name",
     "prune",
     "write_text_atomic",
@@ -325,6 +326,17 @@ def load(path: str | os.PathLike, verify: bool = True) -> tuple[dict[str, np.nda
         if expected != _checksum(arrays):
             raise _bad(f"{p}: checksum mismatch: the file is corrupt")
     return arrays, meta
+
+
+def read_meta(path: str | os.PathLike) -> dict | None:
+    """Only the meta of a checkpoint (no checksum check, weights not read), or None if it has none
+    readable. For housekeeping decisions about files already known to be charrnn's, never for loading."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            meta = json.loads(str(npz[META_KEY][()]))
+    except Exception:  # missing, truncated, not an npz, no meta, bad JSON: no housekeeping answer
+        return None
+    return meta if isinstance(meta, dict) else None
 
 
 def check_arrays(arrays: Mapping[str, np.ndarray], expected: Mapping[str, tuple], path: str | os.PathLike) -> None:

@@ -1,11 +1,15 @@
 """The corners of `charrnn train` that a black-box review found: codecs that fail without a byte offset,
 an empty --out, a run that diverged before its first checkpoint, two trainings on one directory, a corpus
 edited in place with its size and mtime kept, option errors that must name where the value came from,
-and a model too big for memory. Each ends in the documented behaviour or a one-line error."""
+a model too big for memory, resuming from an earlier checkpoint of a run, and resuming a finished run. Each ends in the documented behaviour or a one-line error."""
+import json
 import os
+import shutil
 
 import pytest
 from conftest import TINY, one_line_error, snapshot
+
+from charrnn import checkpoint
 
 SHORT = [*TINY, "--max-steps", "4", "--eval-every", "2", "--sample-every", "0"]
 
@@ -76,3 +80,58 @@ def test_a_model_too_big_for_memory_is_one_line(cli, corpus, tmp_path):
     line = one_line_error(cli("train", corpus, "--out", tmp_path / "run", *SHORT, "--hidden", "10000000"), code=1)
     assert "not enough memory" in line
     assert not (tmp_path / "run").exists()
+
+
+def test_resume_from_an_earlier_checkpoint_needs_out_or_force(cli, corpus, tmp_path):
+    run = tmp_path / "run"
+    args = [*TINY, "--eval-every", "2", "--checkpoint-every", "2", "--sample-every", "0", "--set", "train.keep_last=0",
+            "--set", "train.log_every=1"]
+    assert cli("train", corpus, "--out", run, *args, "--max-steps", "8").exit_code == 0
+    step4 = next(run.glob("step4_*.npz"))
+    before = snapshot(run)
+    line = one_line_error(cli("train", "--resume", step4, "--max-steps", "8"))
+    assert "has checkpoints from later steps" in line and "--out" in line and "--force" in line
+    assert snapshot(run) == before
+
+    # --out: a branch in a new directory, the run left as it was
+    assert cli("train", "--resume", step4, "--out", tmp_path / "branch", "--max-steps", "6").exit_code == 0
+    assert snapshot(run) == before
+
+    # --force: the run rewinds to step 4 and trains the same steps again, bit for bit
+    original = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
+    assert cli("train", "--resume", step4, "--max-steps", "6", "--force").exit_code == 0
+    names = sorted(p.name for p in run.glob("step*.npz"))
+    assert [n.split("_")[0] for n in names] == ["step2", "step4", "step6"]
+    assert checkpoint.load(run / "last.npz")[1]["progress"]["step"] == 6
+    assert checkpoint.load(run / "best.npz")[1]["progress"]["step"] <= 6
+    again = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
+    assert len(original) == 8 and len(again) == 6
+    assert [m["train_loss"] for m in again] == [m["train_loss"] for m in original if m["step"] <= 6]
+
+
+def test_resume_of_a_finished_run_says_so_and_writes_nothing(cli, corpus, tmp_path):
+    run = tmp_path / "run"
+    assert cli("train", corpus, "--out", run, *SHORT).exit_code == 0
+    before = snapshot(run)
+    r = cli("train", "--resume", run, "--max-steps", "3")
+    assert r.exit_code == 0 and "nothing to train" in r.stderr and "step 4" in r.stderr
+    assert snapshot(run) == before
+
+
+def test_resume_of_a_run_killed_between_its_step_file_and_last_npz(cli, corpus, tmp_path):
+    run = tmp_path / "run"
+    args = [*TINY, "--eval-every", "0", "--checkpoint-every", "2", "--sample-every", "0", "--set", "train.keep_last=0",
+            "--set", "train.log_every=1"]
+    assert cli("train", corpus, "--out", run, *args, "--max-steps", "8").exit_code == 0
+    whole = [json.loads(ln)["train_loss"] for ln in (run / "metrics.jsonl").read_text().splitlines()]
+    def kill_before_last_npz():  # as if killed after writing step8.npz, before refreshing last.npz
+        (run / "last.npz").unlink()  # (a hard link to step8.npz: never write through it)
+        shutil.copy(next(run.glob("step6*.npz")), run / "last.npz")
+    kill_before_last_npz()
+    r = cli("train", "--resume", run, "--max-steps", "8")
+    assert r.exit_code == 0 and "nothing to train" in r.stderr and "step 8" in r.stderr, r.output  # step 8 file
+    kill_before_last_npz()
+    assert cli("train", "--resume", run, "--max-steps", "10").exit_code == 0
+    assert checkpoint.load(run / "last.npz")[1]["progress"]["step"] == 10
+    again = [json.loads(ln)["train_loss"] for ln in (run / "metrics.jsonl").read_text().splitlines()]
+    assert len(whole) == 8 and again[:8] == whole and len(again) == 10
