@@ -113,7 +113,32 @@ def _escape(text: str) -> str:
     return escape(text)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _OneLineGroup(click.Group):
+    """click's own usage errors (a bad option value, an unknown option, a missing argument) as one line,
+    like every other error, instead of click's Usage/Try/Error block."""
+
+    def main(self, *args, standalone_mode: bool = True, **kwargs):
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            rv = super().main(*args, standalone_mode=False, **kwargs)
+        except click.UsageError as e:
+            if type(e).__name__ == "NoArgsIsHelpError":  # bare `charrnn` (click >= 8.2): the help is the answer
+                e.show()
+                sys.exit(e.exit_code)
+            where = e.ctx.command_path if e.ctx is not None else "charrnn"
+            _err_console().print(f"[bold red]error:[/] {_escape(e.format_message())} (see {_escape(where)} --help)")
+            sys.exit(e.exit_code)
+        except click.ClickException as e:
+            e.show()
+            sys.exit(e.exit_code)
+        except click.Abort:  # Ctrl-C while click itself was running (parsing, a prompt)
+            _err_console().print("[bold red]interrupted[/]")
+            sys.exit(130)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+@click.group(cls=_OneLineGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="charrnn")
 def main():
     """charrnn: character-level LSTM/GRU/RNN language models, trained fast on the CPU."""

@@ -236,3 +236,23 @@ def test_info_json_of_a_markup_path_is_valid_json(cli, trained, tmp_path):
     shutil.copy(trained / "best.npz", ckpt)
     r = cli("info", ckpt, "--json")
     assert r.exit_code == 0 and json.loads(r.stdout)["path"] == str(ckpt)
+
+
+# -- click's own usage errors --------------------------------------------------------------------------------
+@pytest.mark.parametrize("args, expect", [
+    (("train", "--hidden", "abc"), "Invalid value for '--hidden': 'abc' is not a valid integer."),
+    (("train", "--seed", "1.5"), "Invalid value for '--seed'"),
+    (("train", "--model", "LSTM"), "Invalid value for '--model'"),
+    (("train", "--foo"), "No such option '--foo'"),
+    (("sample",), "Missing argument 'CHECKPOINT'."),
+    (("nope",), "No such command 'nope'."),
+])
+def test_click_usage_errors_are_one_line(cli, args, expect):
+    line = one_line_error(cli(*args))
+    assert expect in line and "--help)" in line
+
+
+def test_help_and_version_still_exit_0(cli):
+    assert cli("--version").exit_code == 0
+    r = cli("sample", "--help")
+    assert r.exit_code == 0 and "--prime-file" in r.stdout
