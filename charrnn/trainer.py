@@ -189,6 +189,7 @@ class Trainer:
         finally:
             self._writing = False
         if self._quit_signal is not None:
+            self._say_how_to_resume()
             _quit(self._quit_signal)
         self.saved_step = self.step
         return path
@@ -237,6 +238,14 @@ class Trainer:
         return (self.stop_signal is not None or (t.max_steps and self.step >= t.max_steps)
                 or (t.max_time and self.elapsed() >= t.max_time))
 
+    def _say_how_to_resume(self) -> None:
+        """Before quitting at once: where the work that is not lost can be picked up."""
+        if (self.run_dir / "last.npz").exists():
+            self.reporter.warn(f"quitting now; continue from the last checkpoint with: "
+                               f"charrnn train --resume {self.run_dir}")
+        else:
+            self.reporter.warn("quitting now; no checkpoint had been written yet")
+
     def _install_signals(self):
         """First Ctrl-C/SIGTERM: finish the step, checkpoint, exit 130/143. Second: stop at once
         (checkpoints are written atomically, so nothing is left half-written)."""
@@ -251,6 +260,7 @@ class Trainer:
                     # (ValueError from zipfile's cleanup): leave right after this write instead
                     self._quit_signal = signum
                     return
+                self._say_how_to_resume()
                 _quit(signum)
             self.stop_signal = signum
             self.reporter.warn("stopping after this step and writing a checkpoint (again to quit at once)")
