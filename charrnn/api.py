@@ -342,6 +342,11 @@ def _prepare(cfg: Config, corpus_path, run_dir: Path, loaded: store.Loaded | Non
     trainer = Trainer(cfg, corpus, run_dir, None, shape)
     if loaded is not None:
         restore(trainer, loaded)
+    elif trainer.val_batches is None and cfg.train.eval_every:
+        off = (f"the validation split ({len(trainer.val_data)} chars) is shorter than one {trainer.T + 1}-character "
+               "stream, so validation is off and best.npz is simply the newest checkpoint "
+               "(a longer corpus, a larger data.val_fraction or a smaller --seq-len turns it on)")
+        warning = f"{warning}; {off}" if warning else off
     return trainer, corpus, warning
 
 

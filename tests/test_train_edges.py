@@ -135,3 +135,10 @@ def test_resume_of_a_run_killed_between_its_step_file_and_last_npz(cli, corpus, 
     assert checkpoint.load(run / "last.npz")[1]["progress"]["step"] == 10
     again = [json.loads(ln)["train_loss"] for ln in (run / "metrics.jsonl").read_text().splitlines()]
     assert len(whole) == 8 and again[:8] == whole and len(again) == 10
+
+
+def test_a_validation_split_too_short_to_evaluate_is_announced(cli, tmp_path):
+    (tmp_path / "small.txt").write_text("the quick brown fox jumps over the lazy dog\n" * 3)
+    r = cli("train", tmp_path / "small.txt", "--out", tmp_path / "run", *SHORT)
+    assert r.exit_code == 0, r.output
+    assert "so validation is off and best.npz is simply the newest checkpoint" in " ".join(r.stderr.split())
