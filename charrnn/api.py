@@ -5,17 +5,14 @@ hint) for problems a user can fix.
 """
 import contextlib
 import os
-import re
-import shutil
 from pathlib import Path
 from typing import Any, Mapping
 
-from . import checkpoint, store
+from . import checkpoint, rundir, store
 from .config import SAFE_ON_RESUME, Config, diff, resolve, save_config
 from .errors import UsageError
 
 BUNDLED_CORPUS = Path(__file__).parent / "_bundled" / "tinyshakespeare.txt"
-RUN_FILES = ("config.yaml", "metrics.jsonl", "samples.txt", "last.npz", "best.npz")
 
 
 class Model:
@@ -80,126 +77,6 @@ def _layer(config_file, sets, options, extra: Mapping | None, base: Config | Non
     return resolve(config_file, sets, options, base=base)
 
 
-def _run_files(run_dir: Path) -> list[str]:
-    """Names of the files in run_dir that belong to a run (what --force would remove)."""
-    if not run_dir.is_dir():
-        return []
-    return [n for n in RUN_FILES if (run_dir / n).exists()] + sorted(p.name for p in run_dir.glob("step*.npz"))
-
-
-def _check_run_dir(run_dir: Path, force: bool) -> list[str]:
-    """Refuse to mix two runs in one directory; returns the old run's files that --force will remove
-    (only once the new run has passed every check, so a failed start never costs the old run)."""
-    if run_dir.exists() and not run_dir.is_dir():
-        raise UsageError(f"output path {run_dir} exists and is not a directory", "choose another --out")
-    present = _run_files(run_dir)
-    if present and not force:
-        if not any(n in ("last.npz", "best.npz") or n.startswith("step") for n in present):
-            raise UsageError(f"{run_dir} holds a run that never wrote a checkpoint ({present[0]})",
-                             "use --force to start over there, or --out for a new directory")
-        raise UsageError(f"{run_dir} already holds a run ({present[0]})",
-                         f"use --resume {run_dir} to continue it, --force to start over, or --out for a new directory")
-    return present
-
-
-def _saved_step(path: Path) -> int:
-    """The step a checkpoint's meta records, -1 if unreadable (housekeeping only; loading verifies)."""
-    progress = (checkpoint.read_meta(path) or {}).get("progress")
-    n = progress.get("step") if isinstance(progress, dict) else None
-    return n if isinstance(n, int) and not isinstance(n, bool) else -1
-
-
-def _later_checkpoints(run_dir: Path, step: int, kinds=("last.npz", "best.npz", "step*.npz")) -> list[str]:
-    """Names of run_dir's checkpoints written after `step` (step*.npz by name, last/best by their meta),
-    step files last and in step order: what resuming the run from an earlier checkpoint would leave
-    contradicting its trimmed logs."""
-    later = [n for n in ("last.npz", "best.npz") if n in kinds and (run_dir / n).is_file()
-             and _saved_step(run_dir / n) > step]
-    steps = []
-    for p in run_dir.glob("step*.npz") if "step*.npz" in kinds else ():
-        m = re.match(r"step(\d+)", p.name)
-        if m and int(m.group(1)) > step:
-            steps.append((int(m.group(1)), p.name))
-    return later + [n for _, n in sorted(steps)]
-
-
-def _make_run_dir(run_dir: Path) -> None:
-    """Create run_dir (and parents) and prove it is writable, as a UsageError if not."""
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / f".write-test-{os.getpid()}"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as e:
-        raise UsageError(f"cannot write to output directory {run_dir}: {e.strerror or e}",
-                         "choose a writable --out directory") from None
-
-
-@contextlib.contextmanager
-def _run_lock(run_dir: Path):
-    """Hold an exclusive lock on run_dir/.lock for the whole run, so a second `charrnn train` (or
-    --resume) on the same directory is refused instead of overwriting this run's checkpoints. The lock
-    goes with the process (flock), so a killed run never leaves the directory locked."""
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no lock
-        yield
-        return
-    fd = os.open(run_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            owner = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
-            raise UsageError(f"{run_dir} is in use by another charrnn train (pid {owner})",
-                             "wait for it to finish or stop it, or train into another --out") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
-        yield
-    finally:
-        os.close(fd)
-
-
-def _created_dirs(run_dir: Path) -> list[Path]:
-    """run_dir and those of its missing parents that mkdir would create, outermost first."""
-    missing, p = [], run_dir.absolute()
-    while not p.exists() and p != p.parent:
-        missing.append(p)
-        p = p.parent
-    return missing[::-1]
-
-
-def _republish_best(loaded: store.Loaded, no_val: bool, run_dir: Path) -> None:
-    """If the checkpoint resumed from was the run's best, make best.npz point at it again: a kill
-    between writing last.npz and best.npz would otherwise leave an older best.npz for good."""
-    losses = loaded.meta.get("losses", {})
-    val, best = losses.get("val_loss"), losses.get("best_val_loss")
-    if no_val or (val is not None and val == best):
-        checkpoint.publish(loaded.path, run_dir / "best.npz")
-
-
-def _trim_logs(run_dir: Path, step: int) -> None:
-    """On resume, drop log lines written after the checkpoint (they will be produced again)."""
-    metrics = run_dir / "metrics.jsonl"
-    if metrics.exists():
-        import json
-        keep = []
-        for line in metrics.read_text(encoding="utf-8").splitlines():
-            try:
-                if json.loads(line)["step"] <= step:
-                    keep.append(line)
-            except (ValueError, KeyError, TypeError):
-                continue
-        checkpoint.write_text_atomic(metrics, "".join(x + "\n" for x in keep))
-    samples = run_dir / "samples.txt"
-    if samples.exists():
-        text = samples.read_text(encoding="utf-8")
-        cut = next((m.start() for m in re.finditer(r"^=== step (\d+) ===$", text, re.M) if int(m.group(1)) > step),
-                   None)
-        if cut is not None:
-            checkpoint.write_text_atomic(samples, text[:cut])
-
-
 def _resume_point(resume: str | os.PathLike) -> tuple[Path, store.Loaded]:
     """The checkpoint --resume names (a run directory means its last.npz), loaded and verified."""
     p = Path(resume)
@@ -208,7 +85,7 @@ def _resume_point(resume: str | os.PathLike) -> tuple[Path, store.Loaded]:
         raise UsageError(f"{p} holds no last.npz to resume from",
                          "pass a checkpoint file with --resume, or start a new run with --out")
     if p.is_dir():  # a kill between writing step{N}.npz and refreshing last.npz leaves the step file newer
-        newer = _later_checkpoints(p, _saved_step(ckpt), ("step*.npz",))
+        newer = rundir.later_checkpoints(p, rundir.saved_step(ckpt), named=())
         ckpt = p / newer[-1] if newer else ckpt
     loaded = store.load(ckpt)
     meta = loaded.meta
@@ -248,7 +125,6 @@ def train(corpus_path: str | os.PathLike | None = None, config: Any = None, out_
     if errors is not None:
         options["data.errors"] = errors
     loaded = None
-    remove: list[str] = []
     if resume is not None:
         ckpt, loaded = _resume_point(resume)
         saved = Config.from_dict(loaded.meta["config"], source=str(ckpt))
@@ -259,55 +135,68 @@ def train(corpus_path: str | os.PathLike | None = None, config: Any = None, out_
                              "only max_steps/max_epochs/max_time and log/eval/sample/checkpoint cadence may "
                              "change; start a new run with --out instead")
         run_dir = Path(out_dir) if out_dir is not None else ckpt.parent
-        step = int(loaded.meta["progress"]["step"])
-        if run_dir.resolve() != ckpt.parent.resolve():  # continuing into another directory
-            remove = _check_run_dir(run_dir, force)
-        else:
-            remove = _later_checkpoints(run_dir, step)
-            if remove and not force:
-                raise UsageError(f"{ckpt.name} is at step {step}, but {run_dir} has checkpoints from later "
-                                 f"steps ({', '.join(remove)})",
-                                 "continue it in a new directory with --out (this run stays as it is), or add "
-                                 f"--force to rewind this run to step {step} (its later checkpoints are deleted)")
         corpus_path = corpus_path if corpus_path is not None else loaded.meta["corpus"]["path"]
     else:
         cfg = _layer(config_file, sets, options, extra, None)
         corpus_path = Path(corpus_path) if corpus_path is not None else BUNDLED_CORPUS
         run_dir = Path(out_dir) if out_dir is not None else Path("runs") / Path(corpus_path).stem
-        remove = _check_run_dir(run_dir, force)
-    created = _created_dirs(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UsageError(f"output path {run_dir} exists and is not a directory", "choose another --out")
+    # Lock first, then look: what the checks see cannot change under them. A failed start removes
+    # only the directories it created itself, and nothing at all when another run holds the lock.
     with contextlib.ExitStack() as held:
+        created = rundir.make(run_dir)
         try:
-            _make_run_dir(run_dir)
-            held.enter_context(_run_lock(run_dir))
-            trainer, corpus, warning = _prepare(cfg, corpus_path, run_dir, loaded)
-        except BaseException:
-            held.close()
-            if created:  # leave no trace of a run that never started
-                shutil.rmtree(created[0], ignore_errors=True)
+            held.enter_context(rundir.lock(run_dir))
+        except rundir.Busy:
             raise
-        if loaded is not None and cfg.train.max_steps and trainer.step >= cfg.train.max_steps and not remove:
-            # a finished run: touch nothing (not even config.yaml), say so, point at its best checkpoint
-            from rich.console import Console
-            (console or Console(stderr=True)).print(
-                f"nothing to train: {loaded.path} is already at step {trainer.step} and max_steps is "
-                f"{cfg.train.max_steps} (raise --max-steps to go on)", markup=False, highlight=False)
-            return run_dir / "best.npz" if (run_dir / "best.npz").is_file() else loaded.path
+        except BaseException:
+            rundir.remove_created(created)
+            raise
+        try:
+            remove = _replaced_files(run_dir, loaded, force)
+            trainer, corpus, warning = _prepare(cfg, corpus_path, run_dir, loaded)
+            finished = loaded is not None and bool(cfg.train.max_steps) and trainer.step >= cfg.train.max_steps
+            if finished and not remove:
+                # touch nothing (not even config.yaml), say so, point at the run's best checkpoint
+                from rich.console import Console
+                (console or Console(stderr=True)).print(
+                    f"nothing to train: {loaded.path} is already at step {trainer.step} and max_steps is "
+                    f"{cfg.train.max_steps} (raise --max-steps to go on)", markup=False, highlight=False)
+                rundir.remove_created(created)
+                best = loaded.path.parent / "best.npz"
+                return best if best.is_file() else loaded.path
+        except BaseException:
+            rundir.remove_created(created)  # leave no trace of a run that never started
+            raise
         return _run(trainer, corpus, warning, cfg, run_dir, remove, loaded, live, console)
+
+
+def _replaced_files(run_dir: Path, loaded: store.Loaded | None, force: bool) -> list[str]:
+    """The files of run_dir this run will delete once every check has passed: an old run's (--force),
+    or, resuming a run in its own directory from an earlier checkpoint, the later checkpoints (--force
+    rewinds). Refuses without --force."""
+    if loaded is None or run_dir.resolve() != loaded.path.parent.resolve():
+        return rundir.check_free(run_dir, force)
+    step = int(loaded.meta["progress"]["step"])
+    later = rundir.later_checkpoints(run_dir, step)
+    if later and not force:
+        raise UsageError(f"{loaded.path.name} is at step {step}, but {run_dir} has checkpoints from later "
+                         f"steps ({', '.join(later)})",
+                         "continue it in a new directory with --out (this run stays as it is), or add "
+                         f"--force to rewind this run to step {step} (its later checkpoints are deleted)")
+    return later
 
 
 def _run(trainer, corpus, warning, cfg: Config, run_dir: Path, remove: list[str], loaded: store.Loaded | None,
          live: bool | None, console) -> Path:
     """Everything checked and the run directory locked: replace the old run's files, then train."""
-    # Every check passed: only now touch the old run's files.
     for name in remove:
         (run_dir / name).unlink(missing_ok=True)
     if loaded is not None:
-        _trim_logs(run_dir, trainer.step)
-        if loaded.path.parent.resolve() == run_dir.resolve() and _saved_step(run_dir / "last.npz") != trainer.step:
-            # rewound (the later last.npz was removed), or resumed from a step file a kill left newer
-            checkpoint.publish(loaded.path, run_dir / "last.npz")
-        _republish_best(loaded, trainer.val_batches is None, run_dir)
+        rundir.trim_logs(run_dir, trainer.step)
+        lost_best = rundir.republish(loaded, trainer.val_batches is None, run_dir)
+        warning = "; ".join(w for w in (warning, lost_best) if w) or None
     save_config(cfg, run_dir / "config.yaml")
     from .report import Reporter
     with Reporter(run_dir, total_steps=trainer.total_steps, max_time=cfg.train.max_time or None, live=live,

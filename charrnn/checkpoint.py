@@ -14,7 +14,6 @@ Loading never unpickles, so a checkpoint cannot execute code.
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import io
 import json
@@ -39,10 +38,11 @@ __all__ = [
     "check_arrays",
     "publish",
     "read_meta",
+    "step_of",
     "checkpoint_name",
     "prune",
     "write_text_atomic",
-    "write_user_file",
+    "atomic_write",
     "remove_stale_temps",
 ]
 
@@ -89,7 +89,7 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def _atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None], mode: int | None = None) -> None:
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None], mode: int | None = None) -> None:
     """Call write(f) on a temp file, fsync it, and rename it onto path; clean up on failure.
     mode: permission bits for the new file (default: what open() gives under the umask)."""
     target = Path(path)
@@ -114,64 +114,7 @@ def _atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None], m
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     """Atomically replace path with text (UTF-8), e.g. config.yaml next to the checkpoints."""
     data = text.encode("utf-8")
-    _atomic_write(path, lambda f: f.write(data))
-
-
-def _through_dev_or_proc(p: Path) -> bool:
-    """Whether p, or any hop of the symlinks it leads through, lies under /dev or /proc."""
-    for _ in range(40):
-        p = Path(os.path.abspath(p))
-        if p.parts[1:2] in (("dev",), ("proc",)):
-            return True
-        if not p.is_symlink():
-            return False
-        p = p.parent / os.readlink(p)
-    return False
-
-
-def _own_fd(p: Path) -> int | None:
-    """N when p names this process's descriptor N (/dev/stdin|stdout|stderr, /dev/fd/N, /proc/self/fd/N)."""
-    names = {"/dev/stdin": 0, "/dev/stdout": 1, "/dev/stderr": 2}
-    a = os.path.abspath(p)
-    if a in names:
-        return names[a]
-    m = re.fullmatch(rf"/dev/fd/(\d+)|/proc/(?:self|{os.getpid()})/fd/(\d+)", a)
-    return int(m.group(1) or m.group(2)) if m else None
-
-
-def write_user_file(path: str | os.PathLike, text: str) -> None:
-    """Write text (UTF-8) where a user asked for it (`charrnn sample --output`).
-
-    A regular file, or a path that does not exist yet, is replaced atomically (through a symlink: its
-    target is replaced and the link kept), keeping an existing file's permission bits; a read-only file
-    is refused (PermissionError). Anything else that exists -- a FIFO, a device, and whatever a path
-    through /dev or /proc names (/dev/stdout, the /dev/fd/N of a shell's process substitution, even when
-    it is a regular file) -- is written in place, through this process's own descriptor for /dev/stdout
-    and /dev/fd/N, else opened for appending: renaming over it would replace the stream with a plain file. OSError on any
-    problem (IsADirectoryError for a directory)."""
-    p = Path(path)
-    try:
-        st = os.stat(p)  # follows symlinks
-    except FileNotFoundError:
-        st = None
-    if st is not None and stat.S_ISDIR(st.st_mode):
-        raise IsADirectoryError(errno.EISDIR, "it is a directory")
-    if st is not None and (not stat.S_ISREG(st.st_mode) or _through_dev_or_proc(p)):
-        data = text.encode("utf-8")
-        fd = _own_fd(p)
-        if fd is not None:  # /dev/stdout, /dev/fd/N: write to the open descriptor, at its own offset
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            return
-        with open(p, "ab") as f:
-            f.write(data)
-        return
-    if st is not None and not st.st_mode & 0o222:
-        raise PermissionError(errno.EACCES, "the file is read-only")
-    target = Path(os.path.realpath(p)) if p.is_symlink() else p
-    data = text.encode("utf-8")
-    _atomic_write(target, lambda f: f.write(data), None if st is None else stat.S_IMODE(st.st_mode))
+    atomic_write(path, lambda f: f.write(data))
 
 
 # --------------------------------------------------------------------------- save
@@ -218,7 +161,7 @@ def save(path: str | os.PathLike, arrays: dict[str, np.ndarray], meta: dict) -> 
     # A 0-d unicode array, never an object array, so allow_pickle=False readers can open it.
     payload[META_KEY] = np.array(meta_json, dtype=np.str_)
     # Uncompressed: checkpoints are mostly incompressible floats and saving is on the hot path.
-    _atomic_write(path, lambda f: np.savez(f, **payload))
+    atomic_write(path, lambda f: np.savez(f, **payload))
 
 
 # --------------------------------------------------------------------------- load
@@ -293,11 +236,11 @@ def load(path: str | os.PathLike, verify: bool = True) -> tuple[dict[str, np.nda
     source: Path | io.BytesIO = p
     try:
         with open(p, "rb") as f:
-            if stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                magic = f.read(6)
-            else:  # a pipe, e.g. a shell's <(...): not seekable, which the zip reader needs
-                source = io.BytesIO(f.read())
-                magic = source.getvalue()[:6]
+            magic = f.read(6)
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode) and magic.startswith(_ZIP_MAGICS):
+                # a pipe, e.g. a shell's <(...): not seekable, which the zip reader needs. Only once it
+                # looks like a zip file: /dev/zero would otherwise be read until memory runs out.
+                source = io.BytesIO(magic + f.read())
     except FileNotFoundError:
         raise _bad(f"checkpoint {p} does not exist",
                    "check the path; a run directory holds best.npz, last.npz and step*.npz") from None
@@ -326,6 +269,12 @@ def load(path: str | os.PathLike, verify: bool = True) -> tuple[dict[str, np.nda
         if expected != _checksum(arrays):
             raise _bad(f"{p}: checksum mismatch: the file is corrupt")
     return arrays, meta
+
+
+def step_of(name: str) -> int | None:
+    """N for a file named like checkpoint_name(N, ...) (step{N}.npz, step{N}_val{loss}.npz), else None."""
+    m = _STEP_RE.fullmatch(name)
+    return int(m.group(1)) if m else None
 
 
 def read_meta(path: str | os.PathLike) -> dict | None:
@@ -372,7 +321,7 @@ def publish(src: str | os.PathLike, dst: str | os.PathLike) -> None:
         os.link(src, tmp)
     except OSError:  # no hard links here (other file system, FAT, some network shares, ...)
         with open(src, "rb") as f_in:
-            _atomic_write(dst, lambda f_out: shutil.copyfileobj(f_in, f_out, 1 << 20))
+            atomic_write(dst, lambda f_out: shutil.copyfileobj(f_in, f_out, 1 << 20))
         return
     try:
         os.replace(tmp, dst)

@@ -72,6 +72,7 @@ def _emit(write) -> None:
     except BrokenPipeError:
         raise
     except OSError as e:
+        _silence_stdout()  # else Python retries the buffered bytes at exit: another error, exit 120
         raise CharrnnError(f"cannot write to standard output: {e.strerror or e}",
                            "check the free space where it is redirected") from None
 
@@ -193,7 +194,8 @@ def train(corpus, config_file, out, sets, resume, force, encoding, errors, plain
     options = {TRAIN_OPTIONS[k]: v for k, v in opts.items() if v is not None}
     best = api_train(corpus, config_file, out, sets=sets, options=options, resume=resume, force=force,
                      live=False if plain else None, encoding=encoding, errors=errors)
-    _emit(lambda: click.echo(f"best checkpoint: {best}"))
+    if sys.stdout is not None:  # `charrnn train ... >&-`: the run itself succeeded
+        _emit(lambda: click.echo(f"best checkpoint: {best}"))
 
 
 @main.command()
@@ -251,7 +253,7 @@ def sample(checkpoint, length, temperature, prime, prime_file, no_echo, prime_un
     else:
         out = "".join(f"--- sample {i + 1} ---\n{echo}{t}\n" for i, t in enumerate(texts))
     if output:
-        from .checkpoint import write_user_file
+        from .outfile import write_user_file
         try:
             write_user_file(output, out)
         except OSError as e:

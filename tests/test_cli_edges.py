@@ -15,6 +15,7 @@ from conftest import one_line_error, snapshot
 
 import charrnn
 from charrnn import checkpoint, store
+from charrnn.outfile import write_user_file
 from charrnn.errors import UsageError
 
 SAMPLE = ["-n", "20", "--seed", "3"]
@@ -78,11 +79,29 @@ def test_output_to_a_fifo_writes_into_it_and_leaves_it_a_fifo(cli, trained, tmp_
 def test_output_to_dev_fd_writes_to_the_descriptor():
     r, w = os.pipe()
     try:
-        checkpoint.write_user_file(f"/dev/fd/{w}", "héllo\n")
+        write_user_file(f"/dev/fd/{w}", "héllo\n")
         os.close(w)
         assert os.read(r, 100).decode() == "héllo\n"
     finally:
         os.close(r)
+
+
+def test_output_to_a_regular_file_under_dev_is_replaced(tmp_path):
+    shm = "/dev/shm"
+    if not os.path.isdir(shm) or not os.access(shm, os.W_OK):
+        pytest.skip("needs a writable /dev/shm")
+    p = os.path.join(shm, f"charrnn-test-{os.getpid()}.txt")
+    try:
+        write_user_file(p, "one\n")
+        write_user_file(p, "two\n")
+        assert open(p).read() == "two\n"
+    finally:
+        os.unlink(p)
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="needs /dev/zero")
+def test_an_endless_device_is_not_a_checkpoint(cli):
+    assert "not an .npz file" in one_line_error(cli("info", "/dev/zero"))
 
 
 # -- stdout that is full, closed or gone ---------------------------------------------------------------------

@@ -5,11 +5,12 @@ a model too big for memory, resuming from an earlier checkpoint of a run, and re
 import json
 import os
 import shutil
+import warnings
 
 import pytest
 from conftest import TINY, one_line_error, snapshot
 
-from charrnn import checkpoint
+from charrnn import checkpoint, rundir, store
 
 SHORT = [*TINY, "--max-steps", "4", "--eval-every", "2", "--sample-every", "0"]
 
@@ -29,11 +30,13 @@ def test_empty_out_is_refused(cli, corpus, tmp_path, monkeypatch):
 
 def test_divergence_before_the_first_checkpoint_says_so_and_points_at_force(cli, corpus, tmp_path):
     run = tmp_path / "run"
-    r = cli("train", corpus, "--out", run, *TINY, "--lr", "1e30", "--grad-clip", "0", "--optimizer", "sgd",
-            "--max-steps", "40", "--eval-every", "0", "--sample-every", "0", "--set", "train.max_bad_steps=2")
+    with warnings.catch_warnings(record=True) as caught:  # numpy's overflow warnings would reach the user
+        warnings.simplefilter("always")
+        r = cli("train", corpus, "--out", run, *TINY, "--lr", "1e38", "--grad-clip", "0", "--optimizer", "sgd",
+                "--max-steps", "40", "--eval-every", "0", "--sample-every", "0", "--set", "train.max_bad_steps=2")
     line = one_line_error(r, code=1)
     assert "training diverged" in line and "no checkpoint had been written yet" in line
-    assert "RuntimeWarning" not in r.stderr
+    assert not [w for w in caught if issubclass(w.category, RuntimeWarning)]
     assert not (run / "last.npz").exists()
     line = one_line_error(cli("train", corpus, "--out", run, *SHORT))
     assert "never wrote a checkpoint" in line and "--force" in line
@@ -142,3 +145,69 @@ def test_a_validation_split_too_short_to_evaluate_is_announced(cli, tmp_path):
     r = cli("train", tmp_path / "small.txt", "--out", tmp_path / "run", *SHORT)
     assert r.exit_code == 0, r.output
     assert "so validation is off and best.npz is simply the newest checkpoint" in " ".join(r.stderr.split())
+
+
+def _rewind_setup(cli, corpus, tmp_path):
+    """An 8-step run (eval and checkpoint every 2 steps, all kept) whose step-4 checkpoint is edited (meta
+    only, which the checksum does not cover) so that the run's best up to step 4 is step 2's checkpoint."""
+    run = tmp_path / "run"
+    args = [*TINY, "--eval-every", "2", "--checkpoint-every", "2", "--sample-every", "0", "--set", "train.keep_last=0"]
+    assert cli("train", corpus, "--out", run, *args, "--max-steps", "8").exit_code == 0
+    step2, step4 = next(run.glob("step2_*.npz")), next(run.glob("step4_*.npz"))
+    best2 = checkpoint.load(step2)[1]["losses"]["val_loss"]
+    arrays, meta = checkpoint.load(step4)
+    meta = {k: v for k, v in meta.items() if k not in ("checksum", "format_version")}
+    meta["losses"].update(val_loss=best2 + 0.5, best_val_loss=best2)
+    checkpoint.save(step4, arrays, meta)
+    assert checkpoint.load(run / "best.npz")[1]["progress"]["step"] > 4  # so the rewind removes it
+    return run, step2, step4
+
+
+def _rewound(run, step4):
+    """What --force does before training: delete the checkpoints after step 4, then republish."""
+    for name in rundir.later_checkpoints(run, 4):
+        (run / name).unlink()
+    return rundir.republish(store.load(step4), False, run)
+
+
+def test_a_rewind_takes_best_npz_from_the_surviving_best_step_file(cli, corpus, tmp_path):
+    run, step2, step4 = _rewind_setup(cli, corpus, tmp_path)
+    assert _rewound(run, step4) is None
+    assert checkpoint.load(run / "best.npz")[1]["progress"]["step"] == 2
+    assert checkpoint.load(run / "last.npz")[1]["progress"]["step"] == 4
+
+
+def test_a_rewind_whose_best_was_pruned_says_so(cli, corpus, tmp_path):
+    run, step2, step4 = _rewind_setup(cli, corpus, tmp_path)
+    step2.unlink()
+    assert "is gone (pruned)" in _rewound(run, step4)
+    assert not (run / "best.npz").exists()
+    r = cli("train", "--resume", step4, "--max-steps", "5")  # and training goes on from there
+    assert r.exit_code == 0 and (run / "best.npz").exists()
+
+
+def test_files_that_only_look_like_step_checkpoints_are_left_alone(cli, corpus, tmp_path):
+    run = tmp_path / "run"
+    args = [*TINY, "--eval-every", "2", "--checkpoint-every", "2", "--sample-every", "0", "--set", "train.keep_last=0"]
+    assert cli("train", corpus, "--out", run, *args, "--max-steps", "4").exit_code == 0
+    (run / "step900_backup.npz").write_bytes(b"mine")
+    assert cli("train", "--resume", run, "--max-steps", "6").exit_code == 0  # not taken as a later checkpoint
+    assert (run / "step900_backup.npz").read_bytes() == b"mine"
+
+
+def test_nothing_to_train_into_a_new_directory_creates_nothing(cli, corpus, tmp_path):
+    run = tmp_path / "run"
+    assert cli("train", corpus, "--out", run, *SHORT).exit_code == 0
+    r = cli("train", "--resume", run, "--out", tmp_path / "new" / "dir", "--max-steps", "4")
+    assert r.exit_code == 0 and "nothing to train" in r.stderr
+    assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.skipif(os.name != "posix", reason="closes a descriptor in the child")
+def test_training_with_stdout_closed_succeeds(corpus, tmp_path):
+    import subprocess
+    import sys
+    cmd = " ".join(f"'{a}'" for a in (sys.executable, "-m", "charrnn", "train", corpus, "--out", tmp_path / "run", *SHORT))
+    r = subprocess.run(["bash", "-c", f"{cmd} >&-"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "run" / "best.npz").exists()
