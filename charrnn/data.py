@@ -12,14 +12,13 @@ import hashlib
 import json
 import os
 import stat
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 import numpy as np
 
+from charrnn.checkpoint import atomic_write
 from charrnn.errors import UsageError
 
 CHUNK_BYTES = 8 << 20  # bytes read per step; tests lower it to make characters straddle chunk edges
@@ -260,21 +259,6 @@ def _build(path: Path, shown: str, codec: str, ascii_compatible: bool, errors: s
     return Corpus(vocab, data, path, sha.hexdigest(), n_chars)
 
 
-def _atomic_write(target: Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Write via a temp file in the same directory + os.replace, so readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def _file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -311,10 +295,10 @@ def _write_cache(cache_dir: Path, key: dict, corpus: Corpus) -> None:
         # Drop the old metadata first: until the new one lands, the cache reads as absent, never stale.
         with contextlib.suppress(FileNotFoundError):
             (cache_dir / "corpus.json").unlink()
-        _atomic_write(cache_dir / "corpus.npy", lambda f: np.save(f, corpus.data, allow_pickle=False))
+        atomic_write(cache_dir / "corpus.npy", lambda f: np.save(f, corpus.data, allow_pickle=False))
         meta = {"format": CACHE_FORMAT, **key, "sha256": corpus.sha256, "n_chars": corpus.n_chars,
                 "dtype": corpus.data.dtype.name, "vocab": corpus.vocab.chars}
-        _atomic_write(cache_dir / "corpus.json", lambda f: f.write(json.dumps(meta, indent=1).encode()))
+        atomic_write(cache_dir / "corpus.json", lambda f: f.write(json.dumps(meta, indent=1).encode()))
     except OSError as e:
         raise UsageError(f"cannot write the corpus cache in {cache_dir}: {e.strerror}",
                          "check the directory's permissions or use another cache directory") from None
