@@ -142,6 +142,14 @@ def train(corpus_path: str | os.PathLike | None = None, config: Any = None, out_
         run_dir = Path(out_dir) if out_dir is not None else Path("runs") / Path(corpus_path).stem
     if run_dir.exists() and not run_dir.is_dir():
         raise UsageError(f"output path {run_dir} exists and is not a directory", "choose another --out")
+    if loaded is not None and cfg.train.max_steps and loaded.meta["progress"]["step"] >= cfg.train.max_steps:
+        # a finished run: touch nothing (not even config.yaml or the cache), say so, point at its best
+        from rich.console import Console
+        (console or Console(stderr=True)).print(
+            f"nothing to train: {loaded.path} is already at step {loaded.meta['progress']['step']} and "
+            f"max_steps is {cfg.train.max_steps} (raise --max-steps to go on)", markup=False, highlight=False)
+        best = loaded.path.parent / "best.npz"
+        return best if best.is_file() else loaded.path
     # Lock first, then look: what the checks see cannot change under them. A failed start removes
     # only the directories it created itself, and nothing at all when another run holds the lock.
     with contextlib.ExitStack() as held:
@@ -156,16 +164,6 @@ def train(corpus_path: str | os.PathLike | None = None, config: Any = None, out_
         try:
             remove = _replaced_files(run_dir, loaded, force)
             trainer, corpus, warning = _prepare(cfg, corpus_path, run_dir, loaded)
-            finished = loaded is not None and bool(cfg.train.max_steps) and trainer.step >= cfg.train.max_steps
-            if finished and not remove:
-                # touch nothing (not even config.yaml), say so, point at the run's best checkpoint
-                from rich.console import Console
-                (console or Console(stderr=True)).print(
-                    f"nothing to train: {loaded.path} is already at step {trainer.step} and max_steps is "
-                    f"{cfg.train.max_steps} (raise --max-steps to go on)", markup=False, highlight=False)
-                rundir.remove_created(created)
-                best = loaded.path.parent / "best.npz"
-                return best if best.is_file() else loaded.path
         except BaseException:
             rundir.remove_created(created)  # leave no trace of a run that never started
             raise

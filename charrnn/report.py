@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import sys
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
@@ -21,6 +23,44 @@ from rich.table import Table
 from rich.text import Text
 
 __all__ = ["Reporter", "estimate_eta", "format_duration"]
+
+
+class _GuardedStdout:
+    """stdout for the progress lines: if it cannot be written (a full disk under `train > log`, a closed
+    or broken pipe), training goes on with its files and stderr; the first failure is reported once."""
+
+    def __init__(self, warn) -> None:
+        self._warn = warn
+        self._failed = False
+
+    @property
+    def encoding(self) -> str:
+        return getattr(sys.stdout, "encoding", None) or "utf-8"
+
+    def isatty(self) -> bool:
+        return not self._failed and sys.stdout is not None and sys.stdout.isatty()
+
+    def _guard(self, fn, *args):
+        if self._failed or sys.stdout is None:
+            return None
+        try:
+            return fn(*args)
+        except OSError as e:  # BrokenPipeError included
+            self._failed = True
+            try:  # so the interpreter's final flush does not fail again at exit
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            except (OSError, ValueError):
+                pass
+            self._warn(f"cannot write progress to standard output ({e.strerror or e}); training goes on, "
+                       "metrics.jsonl and samples.txt keep the record")
+            return None
+
+    def write(self, text: str) -> int:
+        self._guard(lambda: sys.stdout.write(text))
+        return len(text)
+
+    def flush(self) -> None:
+        self._guard(lambda: sys.stdout.flush())
 
 # Weight of the newest step in the smoothed train loss. Per-step losses on small batches
 # are noisy; 0.1 averages over roughly the last 10-20 steps, so the shown loss still
@@ -130,10 +170,10 @@ class Reporter:
         self.total_steps = total_steps
         self.max_time = max_time
         self.log_every = log_every
-        self.console = console if console is not None else Console()
         # Warnings go to stderr so they survive `charrnn train > log`; while the live bar
         # runs, rich's stderr redirection routes them above the bar instead of through it.
         self.err_console = err_console if err_console is not None else Console(stderr=True)
+        self.console = console if console is not None else Console(file=_GuardedStdout(self.warn))
         self.live = self.console.is_terminal if live is None else live
         self.smoothed_loss: float | None = None
         self.last_val_loss: float | None = None

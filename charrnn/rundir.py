@@ -67,15 +67,19 @@ def make(run_dir: Path) -> list[Path]:
     created: list[Path] = []
     try:
         for d in reversed(missing):
-            d.mkdir()  # one by one: a directory someone else creates meanwhile is theirs, not ours
+            try:
+                d.mkdir()  # one by one: a directory someone else creates meanwhile is theirs, not ours
+            except FileExistsError:
+                if d.is_dir():
+                    continue
+                raise UsageError(f"{d} exists and is not a directory (a dangling symlink?)",
+                                 "choose another --out") from None
             created.append(d)
         probe = run_dir / f".write-test-{os.getpid()}"
         probe.write_text("")
         probe.unlink()
     except BaseException as e:
         remove_created(created)
-        if isinstance(e, FileExistsError):
-            raise UsageError(f"{run_dir} appeared while this run was starting", "try again") from None
         if isinstance(e, OSError):
             raise UsageError(f"cannot write to output directory {run_dir}: {e.strerror or e}",
                              "choose a writable --out directory") from None
@@ -84,42 +88,64 @@ def make(run_dir: Path) -> list[Path]:
 
 
 def remove_created(created: list[Path]) -> None:
-    """Undo make(): remove what it created (the outermost holds the rest)."""
+    """Undo make(): remove the run directory it created (held by this run's lock, so nobody else's),
+    then each parent it created if it is still empty (another run may have moved in meanwhile)."""
     import shutil
-    if created:
-        shutil.rmtree(created[0], ignore_errors=True)
+    if not created:
+        return
+    shutil.rmtree(created[-1], ignore_errors=True)
+    for d in reversed(created[:-1]):
+        with contextlib.suppress(OSError):
+            d.rmdir()
 
 
 @contextlib.contextmanager
 def lock(run_dir: Path):
-    """Hold an exclusive lock on run_dir/.lock for the whole run, so a second `charrnn train` (or
+    """Hold an exclusive lock on run_dir/.lock while the run lasts, so a second `charrnn train` (or
     --resume) on the same directory is refused instead of overwriting this run's checkpoints. The lock
-    goes with the process (flock), so a killed run never leaves the directory locked. POSIX only; on a
-    file system without flock the run goes on unlocked."""
+    goes with the process (flock), so a killed run never leaves the directory locked; the file is
+    removed when the run ends, which is why a lock counts only if the path still names the locked file.
+    POSIX only; on a file system without flock the run goes on unlocked."""
     try:
         import fcntl
     except ImportError:  # not POSIX: no lock
         yield
         return
-    try:
-        fd = os.open(run_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as e:
-        raise UsageError(f"cannot open the run lock {run_dir / '.lock'}: {e.strerror or e}",
-                         "check the directory's permissions, or train into another --out") from None
-    try:
+    path = run_dir / ".lock"
+    for _ in range(10):
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise UsageError(f"cannot open the run lock {path}: {e.strerror or e}",
+                             "check the directory's permissions, or train into another --out") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             owner = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
             raise Busy(f"{run_dir} is in use by another charrnn train (pid {owner})",
                        "wait for it to finish or stop it, or train into another --out") from None
         except OSError:  # no flock on this file system (some network shares): go on unlocked
+            os.close(fd)
             yield
             return
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except OSError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # a run that just ended removed the file we locked: lock the new one
+    else:
+        raise UsageError(f"cannot lock {path}: it keeps being replaced", "try again")
+    try:
+        with contextlib.suppress(OSError):  # the pid is only informative
+            os.ftruncate(fd, 0)
+            os.write(fd, str(os.getpid()).encode())
         yield
     finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
         os.close(fd)
 
 
@@ -146,10 +172,15 @@ def republish(loaded: store.Loaded, no_val: bool, run_dir: Path) -> str | None:
         return None
     if (run_dir / "best.npz").exists() or best is None:
         return None
-    for s, name in reversed(step_files(run_dir)):
-        meta = checkpoint.read_meta(run_dir / name) or {}
-        if s <= step and (meta.get("losses") or {}).get("val_loss") == best:
-            checkpoint.publish(run_dir / name, run_dir / "best.npz")
+    # best.npz is missing: a rewind deleted a later one, or the run continues in a new directory. The
+    # best up to the resumed step is a checkpoint evaluated at that loss, here or where we came from.
+    source = loaded.path.parent
+    candidates = [source / "best.npz"] + [d / n for d in dict.fromkeys([run_dir, source])
+                                          for _, n in reversed(step_files(d))]
+    for c in candidates:
+        meta = checkpoint.read_meta(c) if c.is_file() else None
+        if meta and 0 <= saved_step(c) <= step and (meta.get("losses") or {}).get("val_loss") == best:
+            checkpoint.publish(c, run_dir / "best.npz")
             return None
     return (f"the checkpoint with the best validation loss up to step {step} ({best:.4f}) is gone (pruned); "
             "best.npz is written again at the next improvement")

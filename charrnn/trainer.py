@@ -52,7 +52,6 @@ class Trainer:
         self.elapsed_before = 0.0
         self.bad_steps = self.bad_in_row = 0
         self.best_val = math.inf
-        self.last_val: float | None = None
         self.last_loss = math.nan
         self.last_lr = math.nan  # the rate the latest update used (what metrics.jsonl logs)
         self.saved_step = -1
@@ -147,7 +146,10 @@ class Trainer:
         seed = int(np.random.default_rng([t.seed, self.step]).integers(2**63))
         return sample(self.model, self.corpus.vocab, t.sample_length, temperature=t.temperature, seed=seed)[0]
 
-    def meta(self) -> dict:
+    def meta(self, val_loss: float | None = None) -> dict:
+        """The checkpoint's meta. val_loss: the evaluation this checkpoint belongs to, None when it was
+        written on a step without one (an older evaluation would pass for this checkpoint's, and a
+        resume would take these weights for the run's best)."""
         return {
             "charrnn_version": __version__,
             "model": store.shape_meta(self.model.shape),
@@ -160,7 +162,7 @@ class Trainer:
                          # so a resumed run's smoothed loss (metrics.jsonl, progress bar) continues too
                          "train_loss_smooth": _finite_or_none(getattr(self.reporter, "smoothed_loss", None))},
             "rng": self.rng.bit_generator.state,
-            "losses": {"train_loss": _finite_or_none(self.last_loss), "val_loss": self.last_val,
+            "losses": {"train_loss": _finite_or_none(self.last_loss), "val_loss": val_loss,
                        "best_val_loss": _finite_or_none(self.best_val)},
             "corpus": {"path": str(self.corpus.path), "sha256": self.corpus.sha256, "n_chars": self.corpus.n_chars},
         }
@@ -178,7 +180,7 @@ class Trainer:
         path = self.run_dir / checkpoint.checkpoint_name(self.step, val_loss)
         self._writing = True
         try:
-            checkpoint.save(path, arrays, self.meta())
+            checkpoint.save(path, arrays, self.meta(val_loss))
             checkpoint.publish(path, self.run_dir / "last.npz")
             if improved or self.val_batches is None:  # without a val split, best is simply the newest
                 checkpoint.publish(path, self.run_dir / "best.npz")
@@ -215,15 +217,14 @@ class Trainer:
                      "elapsed_s": self.elapsed()}
                 evaluated = bool(t.eval_every) and self.step % t.eval_every == 0
                 if evaluated:
-                    self.last_val = m["val_loss"] = self.evaluate()
+                    m["val_loss"] = self.evaluate()
                 self.reporter.step(m)
                 if t.sample_every and self.step % t.sample_every == 0 and t.sample_length:
                     self.reporter.sample(self.step, self.sample_text())
                 if evaluated or (t.checkpoint_every and self.step % t.checkpoint_every == 0):
                     self.save(m.get("val_loss"))
             if self.saved_step != self.step:
-                self.last_val = self.evaluate()
-                self.save(self.last_val)
+                self.save(self.evaluate())
             if self.stop_signal is not None:
                 raise Interrupted(f"interrupted at step {self.step}; checkpoint saved in {self.run_dir}",
                                   f"resume with: charrnn train --resume {self.run_dir}",
@@ -304,7 +305,6 @@ def restore(trainer: Trainer, loaded: store.Loaded) -> None:
         trainer.rng.bit_generator.state = meta["rng"]
         losses = meta["losses"]
         trainer.best_val = losses["best_val_loss"] if losses.get("best_val_loss") is not None else math.inf
-        trainer.last_val = losses.get("val_loss")
     except CharrnnError as e:
         raise UsageError(f"cannot resume from {loaded.path}: {e.message}", e.hint) from None
     except (KeyError, TypeError, ValueError, AttributeError) as e:

@@ -226,11 +226,12 @@ def test_run_directory_holds_another_run(cli, tmp_path, corpus):
 def test_resume_with_different_corpus(cli, tmp_path, corpus):
     assert cli("train", corpus, "--out", tmp_path / "run", *SHORT).exit_code == 0
     (tmp_path / "other.txt").write_text(make_text(ENGLISH_LINES[:3], 90, seed=4))
-    line = train_fails(cli, tmp_path, tmp_path / "other.txt", "--resume", tmp_path / "run")
+    # (--max-steps above the run's: a finished run has nothing to train, whatever the corpus)
+    line = train_fails(cli, tmp_path, tmp_path / "other.txt", "--resume", tmp_path / "run", "--max-steps", "20")
     assert "not the corpus this run was trained on" in line
     # a different vocabulary (the corpus's characters) is one way of being a different corpus
     (tmp_path / "upper.txt").write_text(corpus.read_text().upper())
-    line = train_fails(cli, tmp_path, tmp_path / "upper.txt", "--resume", tmp_path / "run")
+    line = train_fails(cli, tmp_path, tmp_path / "upper.txt", "--resume", tmp_path / "run", "--max-steps", "20")
     assert "not the corpus" in line
 
 

@@ -48,11 +48,12 @@ def test_a_run_directory_in_use_is_refused(cli, corpus, tmp_path):
     import fcntl
     run = tmp_path / "run"
     assert cli("train", corpus, "--out", run, *SHORT).exit_code == 0
-    fd = os.open(run / ".lock", os.O_RDWR)
+    fd = os.open(run / ".lock", os.O_RDWR | os.O_CREAT)  # (a finished run removes its .lock)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running `charrnn train` holds it
         before = snapshot(run)
-        for args in (("--resume", run, "--max-steps", "8"), (corpus, "--out", run, *SHORT, "--force")):
+        for args in (("--resume", run, "--max-steps", "8"), (corpus, "--out", run, *SHORT, "--force"),
+                     (corpus, "--out", run, *SHORT)):  # locked before it is inspected: "in use", not "holds a run"
             line = one_line_error(cli("train", *args))
             assert f"{run} is in use by another charrnn train" in line
         assert snapshot(run) == before
@@ -211,3 +212,58 @@ def test_training_with_stdout_closed_succeeds(corpus, tmp_path):
     r = subprocess.run(["bash", "-c", f"{cmd} >&-"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "run" / "best.npz").exists()
+
+
+def test_only_evaluated_checkpoints_carry_a_val_loss_and_a_resume_keeps_the_real_best(cli, corpus, tmp_path):
+    run = tmp_path / "run"
+    args = [*TINY, "--eval-every", "4", "--checkpoint-every", "2", "--sample-every", "0", "--set", "train.keep_last=0"]
+    assert cli("train", corpus, "--out", run, *args, "--max-steps", "10").exit_code == 0
+    vals = {s: checkpoint.read_meta(run / n)["losses"]["val_loss"] for s, n in rundir.step_files(run)}
+    assert [s for s, v in vals.items() if v is not None] == [4, 8]  # 2, 6, 10: checkpoints between evaluations
+    assert cli("train", "--resume", run, "--max-steps", "14").exit_code == 0
+    best = checkpoint.read_meta(run / "best.npz")["losses"]
+    assert best["val_loss"] is not None and best["val_loss"] == best["best_val_loss"]
+
+
+def test_a_failed_start_removes_only_what_it_created(tmp_path):
+    created = rundir.make(tmp_path / "runs" / "a")
+    assert created == [tmp_path / "runs", tmp_path / "runs" / "a"]
+    (tmp_path / "runs" / "b").mkdir()  # another run moved in meanwhile
+    (tmp_path / "runs" / "b" / "last.npz").write_bytes(b"theirs")
+    rundir.remove_created(created)
+    assert not (tmp_path / "runs" / "a").exists()
+    assert (tmp_path / "runs" / "b" / "last.npz").read_bytes() == b"theirs"
+
+
+def test_a_failed_start_in_an_existing_directory_leaves_it_as_it_was(cli, tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    before = snapshot(tmp_path)
+    assert "not found" in one_line_error(cli("train", tmp_path / "missing.txt", "--out", tmp_path / "mine", *SHORT))
+    assert snapshot(tmp_path) == before and sorted(os.listdir(tmp_path / "mine")) == ["notes.txt"]
+
+
+def test_a_dangling_symlink_as_out_is_one_line(cli, corpus, tmp_path):
+    (tmp_path / "link").symlink_to(tmp_path / "nowhere")
+    line = one_line_error(cli("train", corpus, "--out", tmp_path / "link", *SHORT))
+    assert "exists and is not a directory" in line
+
+
+def test_continuing_in_a_new_directory_brings_the_best_so_far(cli, corpus, tmp_path):
+    run, step2, step4 = _rewind_setup(cli, corpus, tmp_path)
+    new = tmp_path / "new"
+    new.mkdir()
+    assert rundir.republish(store.load(step4), False, new) is None
+    assert checkpoint.load(new / "best.npz")[1]["progress"]["step"] == 2
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_training_with_a_full_stdout_goes_on(corpus, tmp_path):
+    import subprocess
+    import sys
+    with open("/dev/full", "w") as full:
+        r = subprocess.run([sys.executable, "-m", "charrnn", "train", str(corpus), "--out", str(tmp_path / "run"),
+                            *SHORT], stdout=full, stderr=subprocess.PIPE, text=True, timeout=300)
+    assert r.returncode == 0 and "Traceback" not in r.stderr
+    assert "cannot write progress to standard output (No space left on device); training goes on" in r.stderr
+    assert (tmp_path / "run" / "best.npz").exists() and not (tmp_path / "run" / ".lock").exists()
