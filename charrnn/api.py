@@ -5,6 +5,7 @@ hint) for problems a user can fix.
 """
 import contextlib
 import os
+import shutil
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -81,12 +82,14 @@ def _resume_point(resume: str | os.PathLike) -> tuple[Path, store.Loaded]:
     """The checkpoint --resume names (a run directory means its last.npz), loaded and verified."""
     p = Path(resume)
     ckpt = p / "last.npz" if p.is_dir() else p
-    if p.is_dir() and not ckpt.exists():
-        raise UsageError(f"{p} holds no last.npz to resume from",
-                         "pass a checkpoint file with --resume, or start a new run with --out")
-    if p.is_dir():  # a kill between writing step{N}.npz and refreshing last.npz leaves the step file newer
-        newer = rundir.later_checkpoints(p, rundir.saved_step(ckpt), named=())
+    if p.is_dir():
+        # A kill between writing step{N}.npz and refreshing last.npz leaves the step file newer (or the
+        # only checkpoint, before the first last.npz): continue from the newest complete one.
+        newer = rundir.later_checkpoints(p, rundir.saved_step(ckpt) if ckpt.exists() else -1, named=())
         ckpt = p / newer[-1] if newer else ckpt
+        if not ckpt.exists():
+            raise UsageError(f"{p} holds no last.npz or step checkpoint to resume from",
+                             "pass a checkpoint file with --resume, or start a new run with --out")
     loaded = store.load(ckpt)
     meta = loaded.meta
     try:  # touch every field the resume needs, so a bare weights file gets a clear message
@@ -149,6 +152,10 @@ def train(corpus_path: str | os.PathLike | None = None, config: Any = None, out_
             f"nothing to train: {loaded.path} is already at step {loaded.meta['progress']['step']} and "
             f"max_steps is {cfg.train.max_steps} (raise --max-steps to go on)", markup=False, highlight=False)
         best = loaded.path.parent / "best.npz"
+        losses = loaded.meta.get("losses") or {}
+        if (loaded.path.name == "last.npz" and losses.get("val_loss") is not None
+                and losses["val_loss"] == losses.get("best_val_loss") and rundir.saved_step(best) != loaded.meta["progress"]["step"]):
+            checkpoint.publish(loaded.path, best)  # the one repair: a kill between last.npz and best.npz
         return best if best.is_file() else loaded.path
     # Lock first, then look: what the checks see cannot change under them. A failed start removes
     # only the directories it created itself, and nothing at all when another run holds the lock.
@@ -161,11 +168,14 @@ def train(corpus_path: str | os.PathLike | None = None, config: Any = None, out_
         except BaseException:
             rundir.remove_created(created)
             raise
+        had_cache = (run_dir / "cache").exists()
         try:
             remove = _replaced_files(run_dir, loaded, force)
             trainer, corpus, warning = _prepare(cfg, corpus_path, run_dir, loaded)
         except BaseException:
             rundir.remove_created(created)  # leave no trace of a run that never started
+            if not had_cache:
+                shutil.rmtree(run_dir / "cache", ignore_errors=True)
             raise
         return _run(trainer, corpus, warning, cfg, run_dir, remove, loaded, live, console)
 
@@ -189,7 +199,10 @@ def _replaced_files(run_dir: Path, loaded: store.Loaded | None, force: bool) -> 
 def _run(trainer, corpus, warning, cfg: Config, run_dir: Path, remove: list[str], loaded: store.Loaded | None,
          live: bool | None, console) -> Path:
     """Everything checked and the run directory locked: replace the old run's files, then train."""
-    for name in remove:
+    # Step files first, newest first, last.npz at the very end: a kill in between leaves a directory that
+    # --resume RUN_DIR still continues consistently (from last.npz, or the newest step file left).
+    order = sorted(remove, key=lambda n: (n == "last.npz", n == "best.npz", -(checkpoint.step_of(n) or 0)))
+    for name in order:
         (run_dir / name).unlink(missing_ok=True)
     if loaded is not None:
         rundir.trim_logs(run_dir, trainer.step)

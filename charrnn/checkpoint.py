@@ -311,13 +311,17 @@ def publish(src: str | os.PathLike, dst: str | os.PathLike) -> None:
     """Make dst an atomic copy of the complete file src (hard link if possible, else byte copy).
 
     Hard links are safe because checkpoints are never modified in place: save() always
-    renames a new inode over the old name, so a linked best.npz keeps its content.
+    renames a new inode over the old name, so a linked best.npz keeps its content. Only within one
+    directory, though: a file published into another run's directory is copied, so that run never
+    shares an inode (a chmod or an in-place write there would reach this one).
     """
     src, dst = Path(src), Path(dst)
     if not src.is_file():
         raise FileNotFoundError(f"publish: source {src} is not a file")
     tmp = _temp_path(dst)
     try:
+        if src.parent.resolve() != dst.parent.resolve():
+            raise OSError("another directory: copy")
         os.link(src, tmp)
     except OSError:  # no hard links here (other file system, FAT, some network shares, ...)
         with open(src, "rb") as f_in:

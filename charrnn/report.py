@@ -268,8 +268,15 @@ class Reporter:
             self._plain(msg)
 
     def warn(self, msg: str) -> None:
-        """Print ``warning: msg`` in yellow on the error console."""
-        self.err_console.print(Text(f"warning: {msg}", style="yellow"), soft_wrap=True)
+        """Print ``warning: msg`` in yellow on the error console. A stderr that cannot be written (a
+        closed pipe, a full disk under `2>&1`) never stops training: the run's files keep the record."""
+        try:
+            self.err_console.print(Text(f"warning: {msg}", style="yellow"), soft_wrap=True)
+        except OSError:
+            try:  # and the interpreter's last flush at exit must not fail on it either
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stderr.fileno())
+            except (OSError, ValueError, AttributeError):
+                pass
 
     def close(self) -> None:
         """Stop the live display and close the log files; safe to call more than once."""

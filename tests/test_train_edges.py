@@ -255,6 +255,7 @@ def test_continuing_in_a_new_directory_brings_the_best_so_far(cli, corpus, tmp_p
     new.mkdir()
     assert rundir.republish(store.load(step4), False, new) is None
     assert checkpoint.load(new / "best.npz")[1]["progress"]["step"] == 2
+    assert os.stat(new / "best.npz").st_ino != os.stat(step2).st_ino  # a copy: the runs share no inode
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
@@ -267,3 +268,44 @@ def test_training_with_a_full_stdout_goes_on(corpus, tmp_path):
     assert r.returncode == 0 and "Traceback" not in r.stderr
     assert "cannot write progress to standard output (No space left on device); training goes on" in r.stderr
     assert (tmp_path / "run" / "best.npz").exists() and not (tmp_path / "run" / ".lock").exists()
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_training_with_stdout_and_stderr_full_goes_on(corpus, tmp_path):
+    import subprocess
+    import sys
+    with open("/dev/full", "w") as full:
+        r = subprocess.run([sys.executable, "-m", "charrnn", "train", str(corpus), "--out", str(tmp_path / "run"),
+                            *SHORT], stdout=full, stderr=full, timeout=300)
+    assert r.returncode == 0 and (tmp_path / "run" / "best.npz").exists()
+
+
+def test_resume_of_a_run_killed_before_its_first_last_npz(cli, corpus, tmp_path):
+    run = tmp_path / "run"
+    args = [*TINY, "--eval-every", "0", "--checkpoint-every", "2", "--sample-every", "0"]
+    assert cli("train", corpus, "--out", run, *args, "--max-steps", "2").exit_code == 0
+    (run / "last.npz").unlink()  # as if killed right after writing step2.npz
+    (run / "best.npz").unlink(missing_ok=True)
+    r = cli("train", "--resume", run, "--max-steps", "4")
+    assert r.exit_code == 0, r.output
+    assert checkpoint.load(run / "last.npz")[1]["progress"]["step"] == 4
+
+
+def test_a_finished_run_killed_between_last_and_best_gets_its_best_back(cli, corpus, tmp_path):
+    run = tmp_path / "run"
+    args = [*TINY, "--eval-every", "2", "--checkpoint-every", "2", "--sample-every", "0", "--set", "train.keep_last=0"]
+    assert cli("train", corpus, "--out", run, *args, "--max-steps", "6").exit_code == 0
+    if checkpoint.read_meta(run / "last.npz")["losses"]["val_loss"] != checkpoint.read_meta(run / "best.npz")["losses"]["val_loss"]:
+        pytest.skip("the last evaluation was not the best here")
+    (run / "best.npz").unlink()  # killed after refreshing last.npz, before best.npz: best.npz still step 4
+    shutil.copy(next(run.glob("step4_*.npz")), run / "best.npz")
+    r = cli("train", "--resume", run, "--max-steps", "6")
+    assert r.exit_code == 0 and "nothing to train" in r.stderr
+    assert checkpoint.read_meta(run / "best.npz")["progress"]["step"] == 6
+
+
+def test_a_failed_start_leaves_no_cache_in_an_existing_directory(cli, tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "tiny.txt").write_text("ab")
+    one_line_error(cli("train", tmp_path / "tiny.txt", "--out", tmp_path / "mine", *SHORT))
+    assert os.listdir(tmp_path / "mine") == []
