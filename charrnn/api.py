@@ -152,9 +152,8 @@ def train(corpus_path: str | os.PathLike | None = None, config: Any = None, out_
             f"nothing to train: {loaded.path} is already at step {loaded.meta['progress']['step']} and "
             f"max_steps is {cfg.train.max_steps} (raise --max-steps to go on)", markup=False, highlight=False)
         best = loaded.path.parent / "best.npz"
-        losses = loaded.meta.get("losses") or {}
-        if (loaded.path.name == "last.npz" and losses.get("val_loss") is not None
-                and losses["val_loss"] == losses.get("best_val_loss") and rundir.saved_step(best) != loaded.meta["progress"]["step"]):
+        if (loaded.path.name == "last.npz" and rundir.was_best(loaded)
+                and rundir.saved_step(best) != loaded.meta["progress"]["step"]):
             checkpoint.publish(loaded.path, best)  # the one repair: a kill between last.npz and best.npz
         return best if best.is_file() else loaded.path
     # Lock first, then look: what the checks see cannot change under them. A failed start removes

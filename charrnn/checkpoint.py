@@ -320,10 +320,12 @@ def publish(src: str | os.PathLike, dst: str | os.PathLike) -> None:
         raise FileNotFoundError(f"publish: source {src} is not a file")
     tmp = _temp_path(dst)
     try:
-        if src.parent.resolve() != dst.parent.resolve():
-            raise OSError("another directory: copy")
-        os.link(src, tmp)
+        linked = src.parent.resolve() == dst.parent.resolve()
+        if linked:
+            os.link(src, tmp)
     except OSError:  # no hard links here (other file system, FAT, some network shares, ...)
+        linked = False
+    if not linked:
         with open(src, "rb") as f_in:
             atomic_write(dst, lambda f_out: shutil.copyfileobj(f_in, f_out, 1 << 20))
         return

@@ -78,13 +78,8 @@ def _emit(write) -> None:
 
 
 def _silence_stdout() -> None:
-    """Point stdout at /dev/null so the interpreter's final flush cannot fail again at exit."""
-    import os
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, AttributeError, ValueError):
-        pass
+    from .report import silence
+    silence(sys.stdout)
 
 
 def _console():

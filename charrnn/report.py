@@ -25,6 +25,19 @@ from rich.text import Text
 __all__ = ["Reporter", "estimate_eta", "format_duration"]
 
 
+def silence(stream) -> None:
+    """Point a standard stream's descriptor at /dev/null after writing to it failed (full disk, closed
+    pipe), so nothing written later, nor the interpreter's final flush at exit, fails again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, stream.fileno())
+        finally:
+            os.close(devnull)
+    except (OSError, AttributeError, ValueError):
+        pass
+
+
 class _GuardedStdout:
     """stdout for the progress lines: if it cannot be written (a full disk under `train > log`, a closed
     or broken pipe), training goes on with its files and stderr; the first failure is reported once."""
@@ -40,20 +53,16 @@ class _GuardedStdout:
     def isatty(self) -> bool:
         return not self._failed and sys.stdout is not None and sys.stdout.isatty()
 
-    def _guard(self, fn, *args):
+    def _guard(self, fn) -> None:
         if self._failed or sys.stdout is None:
-            return None
+            return
         try:
-            return fn(*args)
+            fn()
         except OSError as e:  # BrokenPipeError included
             self._failed = True
-            try:  # so the interpreter's final flush does not fail again at exit
-                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            except (OSError, ValueError):
-                pass
+            silence(sys.stdout)
             self._warn(f"cannot write progress to standard output ({e.strerror or e}); training goes on, "
                        "metrics.jsonl and samples.txt keep the record")
-            return None
 
     def write(self, text: str) -> int:
         self._guard(lambda: sys.stdout.write(text))
@@ -273,10 +282,7 @@ class Reporter:
         try:
             self.err_console.print(Text(f"warning: {msg}", style="yellow"), soft_wrap=True)
         except OSError:
-            try:  # and the interpreter's last flush at exit must not fail on it either
-                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stderr.fileno())
-            except (OSError, ValueError, AttributeError):
-                pass
+            silence(sys.stderr)
 
     def close(self) -> None:
         """Stop the live display and close the log files; safe to call more than once."""

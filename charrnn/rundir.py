@@ -44,7 +44,11 @@ def check_free(run_dir: Path, force: bool) -> list[str]:
 
 def saved_step(path: Path) -> int:
     """The step a checkpoint's meta records, -1 if unreadable (housekeeping only; loading verifies)."""
-    progress = (checkpoint.read_meta(path) or {}).get("progress")
+    return _meta_step(checkpoint.read_meta(path))
+
+
+def _meta_step(meta: dict | None) -> int:
+    progress = (meta or {}).get("progress")
     n = progress.get("step") if isinstance(progress, dict) else None
     return n if isinstance(n, int) and not isinstance(n, bool) else -1
 
@@ -153,6 +157,13 @@ class Busy(UsageError):
     """The run directory is locked by another process: nothing of it may be touched."""
 
 
+def was_best(loaded: store.Loaded) -> bool:
+    """Whether the checkpoint was evaluated and its loss was the run's best when it was written."""
+    losses = loaded.meta.get("losses") or {}
+    val = losses.get("val_loss")
+    return val is not None and val == losses.get("best_val_loss")
+
+
 def republish(loaded: store.Loaded, no_val: bool, run_dir: Path) -> str | None:
     """After resuming from `loaded`, make last.npz and best.npz agree with it. Returns a warning or None.
 
@@ -165,9 +176,8 @@ def republish(loaded: store.Loaded, no_val: bool, run_dir: Path) -> str | None:
     step = loaded.meta["progress"]["step"]
     if here and saved_step(run_dir / "last.npz") != step:
         checkpoint.publish(loaded.path, run_dir / "last.npz")
-    losses = loaded.meta.get("losses", {})
-    val, best = losses.get("val_loss"), losses.get("best_val_loss")
-    if no_val or (val is not None and val == best):
+    best = (loaded.meta.get("losses") or {}).get("best_val_loss")
+    if no_val or was_best(loaded):
         checkpoint.publish(loaded.path, run_dir / "best.npz")
         return None
     if (run_dir / "best.npz").exists() or best is None:
@@ -179,7 +189,7 @@ def republish(loaded: store.Loaded, no_val: bool, run_dir: Path) -> str | None:
                                           for _, n in reversed(step_files(d))]
     for c in candidates:
         meta = checkpoint.read_meta(c) if c.is_file() else None
-        if meta and 0 <= saved_step(c) <= step and (meta.get("losses") or {}).get("val_loss") == best:
+        if meta and 0 <= _meta_step(meta) <= step and (meta.get("losses") or {}).get("val_loss") == best:
             checkpoint.publish(c, run_dir / "best.npz")
             return None
     return (f"the checkpoint with the best validation loss up to step {step} ({best:.4f}) is gone (pruned); "
