@@ -40,36 +40,48 @@ def silence(stream) -> None:
 
 class _GuardedStdout:
     """stdout for the progress lines: if it cannot be written (a full disk under `train > log`, a closed
-    or broken pipe), training goes on with its files and stderr; the first failure is reported once."""
+    or broken pipe), training goes on with its files and stderr; the first failure is reported once.
 
-    def __init__(self, warn) -> None:
+    The stream is bound once, when the Reporter is made. It must not be looked up as ``sys.stdout`` at
+    write time: while the live bar runs, rich replaces ``sys.stdout`` with a proxy that writes back into
+    this very console, and every write then looped forever (issue 12: `charrnn train` hung in a terminal).
+    """
+
+    def __init__(self, warn, stream=None) -> None:
         self._warn = warn
+        self._stream = sys.stdout if stream is None else stream
         self._failed = False
 
     @property
     def encoding(self) -> str:
-        return getattr(sys.stdout, "encoding", None) or "utf-8"
+        return getattr(self._stream, "encoding", None) or "utf-8"
 
     def isatty(self) -> bool:
-        return not self._failed and sys.stdout is not None and sys.stdout.isatty()
+        if self._failed or self._stream is None:
+            return False
+        try:
+            return self._stream.isatty()
+        except (OSError, ValueError, AttributeError):  # a closed stream is not a terminal
+            return False
 
     def _guard(self, fn) -> None:
-        if self._failed or sys.stdout is None:
+        if self._failed or self._stream is None:
             return
         try:
             fn()
-        except OSError as e:  # BrokenPipeError included
+        except (OSError, ValueError) as e:  # BrokenPipeError included; ValueError: a closed stream
             self._failed = True
-            silence(sys.stdout)
-            self._warn(f"cannot write progress to standard output ({e.strerror or e}); training goes on, "
+            silence(self._stream)
+            reason = getattr(e, "strerror", None) or e
+            self._warn(f"cannot write progress to standard output ({reason}); training goes on, "
                        "metrics.jsonl and samples.txt keep the record")
 
     def write(self, text: str) -> int:
-        self._guard(lambda: sys.stdout.write(text))
+        self._guard(lambda: self._stream.write(text))
         return len(text)
 
     def flush(self) -> None:
-        self._guard(lambda: sys.stdout.flush())
+        self._guard(lambda: self._stream.flush())
 
 # Weight of the newest step in the smoothed train loss. Per-step losses on small batches
 # are noisy; 0.1 averages over roughly the last 10-20 steps, so the shown loss still
