@@ -107,13 +107,28 @@ class Model:
                 for _ in range(self.num_layers)]
 
     # -- public passes ----------------------------------------------------------------------------
-    def forward_backward(self, x, y, state: State, grads: Params, masks=None) -> tuple[float, State]:
+    def forward_backward(self, x, y, state: State, grads: Params, masks=None, *,
+                         loss_weights=None, trace=None) -> tuple[float, State]:
         """Mean cross-entropy of predicting y from x (both (B, T) ints) starting from `state`, and its
         gradient written into `grads` (overwritten, not accumulated: every parameter receives exactly
-        one contribution per chunk). Returns (loss, state after the chunk)."""
+        one contribution per chunk). Returns (loss, state after the chunk).
+
+        For looking inside (charrnn diagnose): `loss_weights` (B, T) scales each position's share of
+        the gradient (e.g. 1 at the last step and 0 elsewhere: the gradient of the last step's loss
+        alone, times 1/(B*T)); the returned loss stays the plain mean. `trace`, one (T, B, H) float
+        array per layer, receives d(loss)/d(h_t) of that layer's output at every step, as the
+        backward kernels carry it through time."""
         if grads.flat.dtype != self.dtype or grads.shape != self.shape:
             raise ValueError("grads must have the model's layout and dtype")
-        total, new_state = self._run("train", x, y, state, masks, grads)
+        B, T = np.shape(x)
+        if loss_weights is not None:
+            loss_weights = np.asarray(loss_weights, dtype=self.dtype)
+            if loss_weights.shape != (B, T):
+                raise ValueError(f"loss_weights must be (B, T) = {(B, T)}, got {loss_weights.shape}")
+        if trace is not None and (len(trace) != self.num_layers or any(
+                tr.shape != (T, B, self.hidden_size) or tr.dtype != self.dtype for tr in trace)):
+            raise ValueError(f"trace must be one (T, B, H) {self.dtype} array per layer")
+        total, new_state = self._run("train", x, y, state, masks, grads, loss_weights, trace)
         return total / np.asarray(x).size, new_state
 
     def loss(self, x, y, state: State) -> tuple[float, State]:
@@ -125,7 +140,7 @@ class Model:
         return self._run("logits", x, None, state, None, None)
 
     # -- internals --------------------------------------------------------------------------------
-    def _run(self, kind: str, x, y, state: State, masks, grads):
+    def _run(self, kind: str, x, y, state: State, masks, grads, loss_weights=None, trace=None):
         """One pass over a chunk, data-parallel over (at most) two fixed groups of streams.
 
         The split is fixed (first half / second half of the streams), whatever the core count, so the
@@ -159,7 +174,10 @@ class Model:
             if kind == "loss":
                 return head.softmax_xent_loss(w.logits, tgt), w
             s = head.softmax_xent_backward(w.logits, tgt, scale)
-            self._backward(ids, top, m, w, grads if gi == 0 else self._group_grads(gi))
+            if loss_weights is not None:  # rows are time-major: row t*Bg + b
+                w.logits *= loss_weights[b0:b1].T.reshape(-1, 1)
+            tr = None if trace is None else [a[:, b0:b1] for a in trace]
+            self._backward(ids, top, m, w, grads if gi == 0 else self._group_grads(gi), tr)
             return s, w
 
         with single_threaded_blas():
@@ -270,8 +288,8 @@ class Model:
         w.logits += P["decoder.bias"]
         return inp
 
-    def _backward(self, ids, top, masks, w: _Work, g: Params) -> None:
-        """Reverse of _forward; w.logits holds d(loss)/d(logits) on entry."""
+    def _backward(self, ids, top, masks, w: _Work, g: Params, trace=None) -> None:
+        """Reverse of _forward; w.logits holds d(loss)/d(logits) on entry. trace: see forward_backward."""
         P, T, B = self.params, ids.shape[0], ids.shape[1]
         N = T * B
         dlogits = w.logits
@@ -284,15 +302,16 @@ class Model:
                 lw.dhs *= masks[k]
             lw.dh[:] = 0
             w_hh = P[f"rnn.weight_hh_l{k}"]
+            tr = None if trace is None else trace[k]
             if self.cell == "lstm":
                 lw.dc[:] = 0
-                lstm.lstm_backward(lw.dgates, lw.dh, lw.dc, lw.dhs, lw.hs, lw.cs, lw.gates, w_hh)
+                lstm.lstm_backward(lw.dgates, lw.dh, lw.dc, lw.dhs, lw.hs, lw.cs, lw.gates, w_hh, tr)
                 dgh = lw.dgates
             elif self.cell == "gru":
-                gru.gru_backward(lw.dgates, lw.dgh, lw.dh, lw.dtmp, lw.dhs, lw.hs, lw.gates, lw.hn, w_hh)
+                gru.gru_backward(lw.dgates, lw.dgh, lw.dh, lw.dtmp, lw.dhs, lw.hs, lw.gates, lw.hn, w_hh, tr)
                 dgh = lw.dgh
             else:
-                rnn.rnn_backward(lw.dgates, lw.dh, lw.dhs, lw.hs, w_hh)
+                rnn.rnn_backward(lw.dgates, lw.dh, lw.dhs, lw.hs, w_hh, tr)
                 dgh = lw.dgates
             dgx = lw.dgates.reshape(N, -1)
             dgh = dgh.reshape(N, -1)

@@ -21,12 +21,14 @@ def gru_forward(hs, gates, hn, hh, xproj, w_hh_t, b_hn):
         _forward_step(hs[t + 1], gates[t], hn[t], hh, xproj[t], hs[t], b_hn)
 
 
-def gru_backward(dgx, dgh, dh, dtmp, dhs, hs, gates, hn, w_hh):
+def gru_backward(dgx, dgh, dh, dtmp, dhs, hs, gates, hn, w_hh, trace=None):
     """dgx (T, B, G): out, gradient w.r.t. xproj (-> W_ih, b_ih). dgh (T, B, G): out, gradient w.r.t.
     the recurrent product W_hh h + b_hh (-> W_hh, b_hh); it differs from dgx only in the n block.
     dh (B, H): in, gradient reaching the final h; out, gradient w.r.t. h0. dtmp (B, H): workspace.
     dhs (T, B, H): gradient w.r.t. each output. hs, gates, hn: forward cache. w_hh (G, H)."""
     for t in range(gates.shape[0] - 1, -1, -1):
+        if trace is not None:  # (T, B, H) out: the whole gradient reaching h_t (diagnose)
+            np.add(dh, dhs[t], out=trace[t])
         _backward_step(dgx[t], dgh[t], dh, dhs[t], hs[t], gates[t], hn[t])
         np.matmul(dgh[t], w_hh, out=dtmp)
         dh += dtmp

@@ -25,13 +25,15 @@ def lstm_forward(hs, cs, gates, hh, xproj, w_hh_t):
         _forward_step(hs[t + 1], cs[t + 1], gates[t], hh, xproj[t], cs[t])
 
 
-def lstm_backward(dgates, dh, dc, dhs, hs, cs, gates, w_hh):
+def lstm_backward(dgates, dh, dc, dhs, hs, cs, gates, w_hh, trace=None):
     """dgates (T, B, G): out, gradient w.r.t. the gate pre-activations (= w.r.t. xproj and hh).
     dh, dc (B, H): in, gradient reaching the final state (zeros for truncated BPTT); out, gradient
     w.r.t. h0/c0. dhs (T, B, H): gradient w.r.t. each step's output h. hs, cs, gates: the forward
     cache. w_hh (G, H)."""
     tc = np.empty(dh.shape[1], dh.dtype)
     for t in range(gates.shape[0] - 1, -1, -1):
+        if trace is not None:  # (T, B, H) out: the whole gradient reaching h_t (diagnose)
+            np.add(dh, dhs[t], out=trace[t])
         _backward_step(dgates[t], dh, dc, tc, dhs[t], gates[t], cs[t], cs[t + 1])
         np.matmul(dgates[t], w_hh, out=dh)
 

@@ -17,10 +17,12 @@ def rnn_forward(hs, hh, xproj, w_hh_t):
         _forward_step(hs[t + 1], hh, xproj[t])
 
 
-def rnn_backward(dgates, dh, dhs, hs, w_hh):
+def rnn_backward(dgates, dh, dhs, hs, w_hh, trace=None):
     """dgates (T, B, H): out, gradient w.r.t. the pre-activation. dh (B, H): in, gradient reaching the
     final h; out, gradient w.r.t. h0. dhs (T, B, H): gradient w.r.t. each output. w_hh (H, H)."""
     for t in range(dhs.shape[0] - 1, -1, -1):
+        if trace is not None:  # (T, B, H) out: the whole gradient reaching h_t (diagnose)
+            np.add(dh, dhs[t], out=trace[t])
         _backward_step(dgates[t], dh, dhs[t], hs[t + 1])
         np.matmul(dgates[t], w_hh, out=dh)
 
