@@ -1,13 +1,13 @@
 """charrnn: character-level RNN language models (LSTM, GRU, RNN) trained fast on the CPU with Numba.
 
-The public API (`charrnn.train`, `charrnn.load`, `charrnn.Model`) lives in `charrnn.api` and is
+The public API (`charrnn.train`, `charrnn.load`, `charrnn.Model`, `charrnn.export`) lives in `charrnn.api` and is
 imported on first use: `import charrnn` (and so `charrnn --help`) must not pay for numpy and Numba.
 """
 
 __version__ = "0.1.0"
-__all__ = ["Model", "load", "train", "__version__"]
+__all__ = ["Model", "export", "load", "train", "__version__"]
 
-_LAZY = frozenset({"Model", "load", "train"})
+_LAZY = frozenset({"Model", "export", "load", "train"})
 
 
 def __getattr__(name: str):

@@ -9,9 +9,10 @@ import shutil
 from pathlib import Path
 from typing import Any, Mapping
 
-from . import checkpoint, rundir, store
+from . import checkpoint, finetune, rundir, store
 from .config import SAFE_ON_RESUME, Config, diff, resolve, save_config
 from .errors import UsageError
+from .sources import as_paths
 
 BUNDLED_CORPUS = Path(__file__).parent / "_bundled" / "tinyshakespeare.txt"
 
@@ -32,14 +33,16 @@ class Model:
                 f"step {self.meta.get('progress', {}).get('step')}, from {self.path})")
 
     def sample(self, length: int = 1000, temperature: float = 1.0, prime: str = "", top_k: int = 0,
-               top_p: float = 1.0, seed: int | None = None, argmax: bool = False) -> str:
+               top_p: float = 1.0, seed: int | None = None, argmax: bool = False,
+               stop: str | list[str] | None = None) -> str:
         """Generate `length` characters continuing `prime` (the prime itself is not included).
 
         temperature 0 or argmax=True is greedy; top_k keeps the k likeliest characters, top_p the smallest
-        set whose probability reaches p. The same seed gives the same text."""
+        set whose probability reaches p. stop: a string or a list; the text ends just before the first
+        one generated (and may be shorter than `length`). The same seed gives the same text."""
         from .generate import sample
         return sample(self.net, self.vocab, length, temperature=temperature, prime=prime, top_k=top_k,
-                      top_p=top_p, argmax=argmax, seed=seed)[0]
+                      top_p=top_p, argmax=argmax, seed=seed, stop=stop)[0]
 
     def loss(self, text: str) -> float:
         """Mean negative log-likelihood (nats/char) of `text` read as one stream from a zero state."""
@@ -53,6 +56,16 @@ class Model:
 def load(path: str | os.PathLike) -> Model:
     """Load a checkpoint file, or a run directory (its best.npz), verifying its checksum."""
     return Model(store.load(path))
+
+
+def export(checkpoint: str | os.PathLike, out: str | os.PathLike | None = None, format: str | None = None,
+           force: bool = False) -> Path:
+    """Write a checkpoint (file or run directory) as ONNX or safetensors (see charrnn.export for what
+    each holds) and return the path written. format: 'onnx' | 'safetensors' (default: from out's
+    suffix); out: default the checkpoint's path with the format's suffix; an existing file is replaced
+    only with force."""
+    from .export import export as write
+    return write(checkpoint, out, format, force)
 
 
 # -- training ------------------------------------------------------------------------------------
@@ -106,17 +119,25 @@ def _resume_point(resume: str | os.PathLike) -> tuple[Path, store.Loaded]:
 
 def train(corpus_path: str | os.PathLike | None = None, config: Any = None, out_dir: str | os.PathLike | None = None,
           *, sets=(), options: Mapping | None = None, resume: str | os.PathLike | None = None, force: bool = False,
-          live: bool | None = None, console=None, encoding: str | None = None, errors: str | None = None) -> Path:
+          live: bool | None = None, console=None, encoding: str | None = None, errors: str | None = None,
+          init_from: str | os.PathLike | None = None, extend_vocab: bool = False) -> Path:
     """Train a model and return the path of its best checkpoint.
 
-    corpus_path: a UTF-8 text file (default: the bundled tiny Shakespeare). config: a YAML path, a bundled
+    corpus_path: a UTF-8 text file, a directory (its files, recursively; data.glob selects them), or a
+    list of files and directories, joined by data.separator (default: the bundled tiny Shakespeare).
+    init_from: fine-tune: start from this checkpoint's weights (a new run at step 0 with a fresh
+    optimizer, the checkpoint's model shape and vocabulary; its config is the base the config and
+    options go on top of); extend_vocab adds the corpus's unknown characters to the vocabulary
+    (else they are refused, or replaced when data.errors is replace). config: a YAML path, a bundled
     config name ('tiny'), a dict of sections ({'model': {'hidden_size': 128}}) or a Config. out_dir: the
     run directory (default runs/<corpus stem>). resume: a run directory or checkpoint to continue exactly;
     then only max_steps/max_epochs/max_time, log/eval/sample/checkpoint cadence may differ from the run's
     config. Every check (config, corpus, run directory) runs before anything is written, and a failed
     start removes the run directory it created.
     """
-    for name, value in (("corpus_path", corpus_path), ("out_dir", out_dir), ("resume", resume)):
+    if corpus_path is not None:
+        corpus_path = as_paths(corpus_path)  # one or more files and directories, as a list of str
+    for name, value in (("out_dir", out_dir), ("resume", resume), ("init_from", init_from)):
         if value is not None and not isinstance(value, (str, os.PathLike)):
             raise UsageError(f"{name} must be a path (str or os.PathLike), got {type(value).__name__}")
         if value is not None and not os.fspath(value).strip():  # e.g. --out "$UNSET_VARIABLE"
@@ -127,7 +148,12 @@ def train(corpus_path: str | os.PathLike | None = None, config: Any = None, out_
         options["data.encoding"] = encoding
     if errors is not None:
         options["data.errors"] = errors
-    loaded = None
+    loaded = src = None
+    if init_from is not None and resume is not None:
+        raise UsageError("--init-from starts a new run from a checkpoint's weights and --resume continues a run",
+                         "use one of them")
+    if extend_vocab and init_from is None:
+        raise UsageError("--extend-vocab only applies when fine-tuning", "add --init-from CHECKPOINT")
     if resume is not None:
         ckpt, loaded = _resume_point(resume)
         saved = Config.from_dict(loaded.meta["config"], source=str(ckpt))
@@ -138,19 +164,24 @@ def train(corpus_path: str | os.PathLike | None = None, config: Any = None, out_
                              "only max_steps/max_epochs/max_time and log/eval/sample/checkpoint cadence may "
                              "change; start a new run with --out instead")
         run_dir = Path(out_dir) if out_dir is not None else ckpt.parent
-        corpus_path = corpus_path if corpus_path is not None else loaded.meta["corpus"]["path"]
+        corpus_path = corpus_path or training_sources(loaded.meta)
     else:
-        cfg = _layer(config_file, sets, options, extra, None)
-        corpus_path = Path(corpus_path) if corpus_path is not None else BUNDLED_CORPUS
-        run_dir = Path(out_dir) if out_dir is not None else Path("runs") / Path(corpus_path).stem
+        if init_from is not None:
+            src = store.load(init_from)
+        cfg = _layer(config_file, sets, options, extra, finetune.base_config(src) if src else None)
+        if src is not None:
+            finetune.check_shape(cfg, src)
+        corpus_path = corpus_path or [str(BUNDLED_CORPUS)]
+        run_dir = Path(out_dir) if out_dir is not None else Path("runs") / Path(os.path.abspath(corpus_path[0])).stem
+        if src is not None and run_dir.resolve() == src.path.parent.resolve():
+            raise UsageError(f"{run_dir} holds {src.path.name}, the checkpoint this run starts from",
+                             "fine-tune into a new directory with --out: a fine-tuned model is a new run")
     if run_dir.exists() and not run_dir.is_dir():
         raise UsageError(f"output path {run_dir} exists and is not a directory", "choose another --out")
-    if loaded is not None and cfg.train.max_steps and loaded.meta["progress"]["step"] >= cfg.train.max_steps:
+    if loaded is not None and (done := _already_done(loaded, cfg)):
         # a finished run: touch nothing (not even config.yaml or the cache), say so, point at its best
         from rich.console import Console
-        (console or Console(stderr=True)).print(
-            f"nothing to train: {loaded.path} is already at step {loaded.meta['progress']['step']} and "
-            f"max_steps is {cfg.train.max_steps} (raise --max-steps to go on)", markup=False, highlight=False)
+        (console or Console(stderr=True)).print(f"nothing to train: {done}", markup=False, highlight=False)
         best = loaded.path.parent / "best.npz"
         if (loaded.path.name == "last.npz" and rundir.was_best(loaded)
                 and rundir.saved_step(best) != loaded.meta["progress"]["step"]):
@@ -170,13 +201,35 @@ def train(corpus_path: str | os.PathLike | None = None, config: Any = None, out_
         had_cache = (run_dir / "cache").exists()
         try:
             remove = _replaced_files(run_dir, loaded, force)
-            trainer, corpus, warning = _prepare(cfg, corpus_path, run_dir, loaded)
+            trainer, corpus, warning = _prepare(cfg, corpus_path, run_dir, loaded, src, extend_vocab)
         except BaseException:
             rundir.remove_created(created)  # leave no trace of a run that never started
             if not had_cache:
                 shutil.rmtree(run_dir / "cache", ignore_errors=True)
             raise
         return _run(trainer, corpus, warning, cfg, run_dir, remove, loaded, live, console)
+
+
+def training_sources(meta: dict) -> list[str]:
+    """The corpus paths a checkpoint was trained on (several files or directories: meta corpus.sources)."""
+    corpus = meta["corpus"]
+    sources = corpus.get("sources")
+    if isinstance(sources, list) and sources and all(isinstance(p, str) for p in sources):
+        return sources
+    return [corpus["path"]]
+
+
+def _already_done(loaded: store.Loaded, cfg: Config) -> str | None:
+    """Why resuming `loaded` has nothing to train (None if it has): max_steps reached or patience spent."""
+    p, t = loaded.meta["progress"], cfg.train
+    if t.max_steps and p["step"] >= t.max_steps:
+        return (f"{loaded.path} is already at step {p['step']} and max_steps is {t.max_steps} "
+                "(raise --max-steps to go on)")
+    stale = p.get("stale_evals", 0)
+    if t.patience and isinstance(stale, int) and stale >= t.patience:
+        return (f"{loaded.path} stopped early at step {p['step']} after {stale} evaluations without a better "
+                f"validation loss, and train.patience is {t.patience} (raise --patience to go on)")
+    return None
 
 
 def _replaced_files(run_dir: Path, loaded: store.Loaded | None, force: bool) -> list[str]:
@@ -220,25 +273,46 @@ def _run(trainer, corpus, warning, cfg: Config, run_dir: Path, remove: list[str]
         return trainer.run()
 
 
-def _prepare(cfg: Config, corpus_path, run_dir: Path, loaded: store.Loaded | None):
+def _prepare(cfg: Config, corpus_path: list[str], run_dir: Path, loaded: store.Loaded | None,
+             src: store.Loaded | None = None, extend_vocab: bool = False):
     """Create the run directory, load the corpus and build (or restore) the trainer: (trainer, corpus,
-    warning). Writes nothing but the directory and the corpus cache; raises on any bad input."""
+    warning). Writes nothing but the directory and the corpus cache; raises on any bad input.
+    src: fine-tuning, the checkpoint whose weights and vocabulary the new run starts from."""
     from .data import load_corpus
     from .trainer import Trainer, fit_shape, restore
     checkpoint.remove_stale_temps(run_dir)
     expect = loaded.meta["corpus"]["sha256"] if loaded is not None else None
     corpus = load_corpus(corpus_path, cfg.data.encoding, cfg.data.errors, cache_dir=run_dir / "cache",
-                         expect_sha256=expect)
+                         expect_sha256=expect, glob=cfg.data.glob, separator=cfg.data.separator, exclude=run_dir)
+    shown = ", ".join(corpus_path)
+    warning = origin = None
+    if src is not None:
+        corpus, added, warning = finetune.fit_corpus(corpus, src.vocab, extend=extend_vocab,
+                                                     replace=cfg.data.errors == "replace", source=shown,
+                                                     model=str(src.path))
+        origin = finetune.origin(src, added, warning)
     if loaded is not None:
+        if corpus.sha256 == expect and isinstance(loaded.meta.get("init_from"), dict):
+            # a fine-tuned run: its text is encoded with the model's vocabulary, as when it started
+            corpus, _, _ = finetune.fit_corpus(corpus, loaded.vocab, replace=cfg.data.errors == "replace")
+            origin = loaded.meta["init_from"]
         if corpus.sha256 != expect or corpus.vocab != loaded.vocab:
-            raise UsageError(f"{corpus_path} is not the corpus this run was trained on "
+            raise UsageError(f"{shown} is not the corpus this run was trained on "
                              f"(sha256 {corpus.sha256[:12]}, the run's is {expect[:12]})",
                              "resume with the original corpus, or start a new run with --out")
         shape = (int(loaded.meta["batch"]["batch_size"]), int(loaded.meta["batch"]["seq_len"]))
-        warning = None
     else:
-        shape, warning = fit_shape(cfg, corpus)
+        shape, fit_warning = fit_shape(cfg, corpus)
+        warning = "; ".join(w for w in (warning, fit_warning) if w) or None
     trainer = Trainer(cfg, corpus, run_dir, None, shape)
+    trainer.origin = origin
+    if len(corpus_path) > 1 or Path(corpus_path[0]).is_dir():
+        trainer.sources = [os.path.abspath(p) for p in corpus_path]
+    if src is not None:
+        finetune.transfer(trainer.model.params, src, corpus.vocab)
+    if cfg.train.patience and not cfg.train.eval_every:
+        off = "train.patience needs evaluations (train.eval_every > 0), so early stopping is off"
+        warning = f"{warning}; {off}" if warning else off
     if loaded is not None:
         restore(trainer, loaded)
     elif trainer.val_batches is None and cfg.train.eval_every:
@@ -252,12 +326,26 @@ def _prepare(cfg: Config, corpus_path, run_dir: Path, loaded: store.Loaded | Non
 def _header(tr, corpus, run_dir: Path, resumed: bool) -> dict[str, object]:
     s = tr.model.shape
     emb = f", embedding {s.embedding_size}" if s.embedding_size else ""
-    return {
+    n = len(corpus.files)
+    header = {
         "model": f"{s.cell.upper()} {s.num_layers}x{s.hidden_size}{emb}, dropout {tr.cfg.model.dropout}",
         "parameters": len(tr.model.params),
-        "corpus": f"{corpus.path.name} ({corpus.n_chars:,} chars, vocab {corpus.vocab.size})",
+        "corpus": (f"{corpus.path.name} " if n == 1 else f"{n} files ")
+        + f"({corpus.n_chars:,} chars, vocab {corpus.vocab.size})",
         "split": f"train {len(tr.train_data):,} / val {len(tr.val_data):,} chars",
         "batch": f"{tr.B} streams x {tr.T} steps, {tr.batches.batches_per_epoch(0)} batches/epoch",
         "optimizer": f"{tr.cfg.optim.optimizer}, lr {tr.cfg.optim.lr}, clip {tr.cfg.optim.grad_clip}",
         "run dir": str(run_dir) + (f" (resumed at step {tr.step})" if resumed else ""),
     }
+    if n > 1:
+        root = os.path.commonpath([str(f.parent) for f in corpus.files])
+        names = [os.path.relpath(f, root) for f in corpus.files]
+        more = f", ... and {n - 20} more (charrnn info --json lists them all)" if n > 20 else ""
+        header["files"] = f"{root}{os.sep}: " + ", ".join(names[:20]) + more
+        if tr.cfg.data.glob:
+            header["files"] += f" (--glob {tr.cfg.data.glob!r})"
+    if tr.origin is not None:
+        o = tr.origin
+        added = f", {len(o['vocab_added'])} characters added to its vocabulary" if o.get("vocab_added") else ""
+        header["init from"] = f"{o['path']} (step {o.get('step')}{added}; fresh optimizer)"
+    return header

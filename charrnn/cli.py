@@ -19,7 +19,7 @@ TRAIN_OPTIONS = {
     "max_epochs": "train.max_epochs", "max_time": "train.max_time", "eval_every": "train.eval_every",
     "sample_every": "train.sample_every", "sample_length": "train.sample_length",
     "temperature": "train.temperature", "seed": "train.seed", "checkpoint_every": "train.checkpoint_every",
-    "keep_last": "train.keep_last",
+    "keep_last": "train.keep_last", "patience": "train.patience", "glob": "data.glob",
 }
 
 
@@ -141,11 +141,13 @@ def main():
 
 
 @main.command()
-@click.argument("corpus", required=False, type=click.Path(dir_okay=True))
+@click.argument("corpus", nargs=-1, type=click.Path(dir_okay=True))
 @click.option("--config", "-c", "config_file", metavar="FILE", help="YAML config file or a bundled name (tiny, default, shakespeare, gru).")
 @click.option("--out", "-o", metavar="DIR", help="Run directory (default: runs/<corpus stem>).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override any config key, e.g. --set optim.lr=3e-3 (repeatable).")
 @click.option("--resume", metavar="RUN_DIR|CHECKPOINT", help="Continue a run exactly where its last checkpoint left off.")
+@click.option("--init-from", metavar="CHECKPOINT", help="Fine-tune: a new run starting from this checkpoint's weights and vocabulary.")
+@click.option("--extend-vocab", is_flag=True, help="Fine-tuning: add the corpus's new characters to the vocabulary.")
 @click.option("--force", is_flag=True, help="Start over in a run directory that already holds a run.")
 @click.option("--model", type=click.Choice(["lstm", "gru", "rnn"]), help="Cell type.")
 @click.option("--hidden", type=int, help="Hidden size per layer.")
@@ -167,12 +169,18 @@ def main():
 @click.option("--seed", type=int, help="The one seed for init, data order, dropout and samples.")
 @click.option("--checkpoint-every", type=int, help="Write a checkpoint every N steps.")
 @click.option("--keep-last", type=int, help="Keep the newest N step checkpoints (0 = all).")
+@click.option("--patience", type=int, help="Early stopping: stop after N evaluations without a better val loss (0 = off).")
+@click.option("--glob", metavar="PATTERN", help="A directory corpus reads only files matching this, e.g. '*.py'.")
+@click.option("--separator", metavar="TEXT", help=r"Put between the files of a corpus (default a blank line, '\n\n').")
 @click.option("--encoding", help="Corpus text encoding (default utf-8).")
-@click.option("--errors", type=click.Choice(["strict", "replace"]), help="On undecodable bytes: stop (strict) or replace.")
+@click.option("--errors", type=click.Choice(["strict", "replace"]),
+              help="On undecodable bytes (and, fine-tuning, characters the model does not know): stop (strict) or replace.")
 @click.option("--plain", is_flag=True, help="Plain log lines instead of the live progress bar.")
 @friendly_errors
-def train(corpus, config_file, out, sets, resume, force, encoding, errors, plain, **opts):
-    """Train a model on CORPUS (a text file; default: the bundled tiny Shakespeare).
+def train(corpus, config_file, out, sets, resume, init_from, extend_vocab, force, encoding, errors, plain,
+          separator, **opts):
+    """Train a model on CORPUS: text files and directories (read recursively, in sorted order, joined by
+    --separator); default: the bundled tiny Shakespeare.
 
     Settings come from defaults < --config < --set < the options below. The run directory gets
     config.yaml, metrics.jsonl, samples.txt and checkpoints (step*_val*.npz, best.npz, last.npz).
@@ -187,8 +195,12 @@ def train(corpus, config_file, out, sets, resume, force, encoding, errors, plain
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
     options = {TRAIN_OPTIONS[k]: v for k, v in opts.items() if v is not None}
-    best = api_train(corpus, config_file, out, sets=sets, options=options, resume=resume, force=force,
-                     live=False if plain else None, encoding=encoding, errors=errors)
+    if separator is not None:
+        from .sources import decode_escapes
+        options["data.separator"] = decode_escapes(separator)
+    best = api_train(list(corpus) or None, config_file, out, sets=sets, options=options, resume=resume,
+                     force=force, live=False if plain else None, encoding=encoding, errors=errors,
+                     init_from=init_from, extend_vocab=extend_vocab)
     if sys.stdout is not None:  # `charrnn train ... >&-`: the run itself succeeded
         _emit(lambda: click.echo(f"best checkpoint: {best}"))
 
@@ -207,6 +219,8 @@ def train(corpus, config_file, out, sets, resume, force, encoding, errors, plain
 @click.option("--argmax", is_flag=True, help="Greedy: always the likeliest character.")
 @click.option("--seed", type=int, help="Seed for reproducible text (default: random).")
 @click.option("--num-samples", "-N", type=int, default=1, show_default=True, help="Independent continuations, generated as one batch.")
+@click.option("--stop", multiple=True, metavar="TEXT",
+              help=r"End each sample just before the first TEXT it generates (repeatable; \n, \t understood).")
 @click.option("--output", "-o", type=click.Path(allow_dash=True),
               help="Write the text to FILE instead of stdout (replaced if it exists; - is stdout).")
 @click.option("--encoding", default="utf-8", show_default=True, help="The prime file's text encoding.")
@@ -214,7 +228,7 @@ def train(corpus, config_file, out, sets, resume, force, encoding, errors, plain
               help="On undecodable bytes in the prime file: stop (strict) or replace.")
 @friendly_errors
 def sample(checkpoint, length, temperature, prime, prime_file, no_echo, prime_unknown, top_k, top_p, argmax,
-           seed, num_samples, output, encoding, errors):
+           seed, num_samples, stop, output, encoding, errors):
     """Generate text from CHECKPOINT (a .npz file, or a run directory meaning its best.npz)."""
     from .errors import UsageError
     if top_k is not None and top_k < 1:
@@ -229,6 +243,13 @@ def sample(checkpoint, length, temperature, prime, prime_file, no_echo, prime_un
     from . import store
     from .generate import sample as generate
     loaded = store.load(checkpoint)
+    from .sources import decode_escapes
+    from .stops import check_stops
+    stop = check_stops([decode_escapes(s) for s in stop])
+    for s in stop:
+        if s and (bad := loaded.vocab.unknown_chars(s)):
+            _err_console().print(f"warning: --stop {_escape(repr(s))} holds {_escape(repr(''.join(bad)))}, not in the "
+                                 "model's vocabulary: it can never match", style="yellow")
     if prime and prime_unknown == "skip":
         prime = "".join(c for c in prime if not loaded.vocab.unknown_chars(c))
     echo = "" if no_echo else prime
@@ -239,7 +260,7 @@ def sample(checkpoint, length, temperature, prime, prime_file, no_echo, prime_un
         on_text = lambda i, piece: _emit(lambda: sys.stdout.write(piece))  # noqa: E731
     texts = generate(loaded.model, loaded.vocab, length, temperature=temperature, prime=prime, top_k=top_k or 0,
                      top_p=1.0 if top_p is None else top_p, argmax=argmax, seed=seed, num_samples=num_samples,
-                     prime_unknown=prime_unknown, on_text=on_text)
+                     prime_unknown=prime_unknown, on_text=on_text, stop=stop)
     if stream:
         _emit(lambda: sys.stdout.write("\n"))
         return
@@ -321,7 +342,14 @@ def info(checkpoint, as_json):
             ("step / epoch", f"{t['step']} / {t['epoch']}"),
             ("val loss (this checkpoint)", _fmt(t["val_loss"])), ("best val loss", _fmt(t["best_val_loss"])),
             ("training time", f"{t['elapsed_s']:.0f} s" if t["elapsed_s"] is not None else "-"),
-            ("corpus", (d["corpus"] or {}).get("path", "-")), ("format version", str(d["format_version"]))]
+            ("corpus", _corpus_row(d["corpus"] or {}))]
+    if d.get("init_from"):
+        o = d["init_from"]
+        added = f", added {len(o['vocab_added'])} chars: {o['vocab_added']!r}" if o.get("vocab_added") else ""
+        rows.append(("fine-tuned from", f"{o.get('path')} (step {o.get('step')}{added})"))
+        if o.get("replaced"):
+            rows.append(("replaced", str(o["replaced"])))
+    rows.append(("format version", str(d["format_version"])))
     for k, val in rows:
         table.add_row(k, Text(val))
     cfg = Table(title="config", show_header=False)
@@ -330,6 +358,28 @@ def info(checkpoint, as_json):
             cfg.add_row(Text(f"{section}.{k}"), Text(str(val)))
     console = _console()
     _emit(lambda: (console.print(table), console.print(cfg)))
+
+
+@main.command("export")
+@click.argument("checkpoint", type=click.Path())
+@click.option("--format", "-f", "fmt", type=click.Choice(["onnx", "safetensors"]),
+              help="Output format (default: from the -o file's suffix).")
+@click.option("--output", "-o", metavar="FILE", help="File to write (default: the checkpoint's name with .onnx/.safetensors).")
+@click.option("--force", is_flag=True, help="Replace FILE if it exists.")
+@friendly_errors
+def export_cmd(checkpoint, fmt, output, force):
+    """Write CHECKPOINT (a .npz file or a run directory) as ONNX (the LSTM/GRU/RNN operators, the
+    vocabulary in the metadata) or safetensors (PyTorch state_dict names, meta in the metadata)."""
+    from .export import export
+    path = export(checkpoint, output, fmt, force)
+    _err_console().print(f"wrote {_escape(str(path))}")
+
+
+def _corpus_row(corpus: dict) -> str:
+    files = corpus.get("files")
+    if isinstance(files, list) and isinstance(corpus.get("sources"), list):
+        return f"{len(files)} file(s) from {', '.join(map(str, corpus['sources']))}"
+    return str(corpus.get("path", "-"))
 
 
 def _fmt(x) -> str:

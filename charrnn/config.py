@@ -42,6 +42,8 @@ class DataConfig:
     test_fraction: float = 0.05
     encoding: str = "utf-8"
     errors: str = "strict"  # strict | replace
+    glob: str = ""  # a directory corpus reads only the files whose relative path matches ('' = all)
+    separator: str = "\n\n"  # put between the files of a corpus of several files
 
 
 @dataclass
@@ -84,6 +86,7 @@ class TrainConfig:
     checkpoint_every: int = 500  # 0 = no periodic checkpoints
     keep_last: int = 3  # 0 = keep all
     max_bad_steps: int = 5  # consecutive non-finite losses before giving up
+    patience: int = 0  # stop after this many evaluations without a better val loss (0 = off)
 
 
 @dataclass
@@ -126,7 +129,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
 SAFE_ON_RESUME: frozenset[str] = frozenset(f"train.{name}" for name in (
     "max_steps", "max_epochs", "max_time", "log_every", "eval_every", "eval_max_chars",
     "sample_every", "sample_length", "temperature", "checkpoint_every", "keep_last",
-    "max_bad_steps"))
+    "max_bad_steps", "patience"))
 
 # A decimal or scientific literal. PyYAML (YAML 1.1) reads "3e-3" as a *string*, so float fields
 # accept such strings instead of surprising people who write `lr: 3e-3`.
@@ -304,7 +307,7 @@ _RULES: list[tuple[tuple[str, ...], Any, str]] = [
       "optim.grad_clip", "optim.grad_clip_value", "optim.warmup_steps", "optim.min_lr",
       "train.max_steps", "train.max_epochs", "train.max_time", "train.eval_every",
       "train.eval_max_chars", "train.sample_every", "train.sample_length", "train.temperature",
-      "train.checkpoint_every", "train.keep_last"), lambda v: v >= 0, ">= 0"),
+      "train.checkpoint_every", "train.keep_last", "train.patience"), lambda v: v >= 0, ">= 0"),
     (("optim.decay_every", "train.log_every", "train.max_bad_steps"), lambda v: v >= 1, ">= 1"),
     (("optim.decay_rate",), lambda v: 0 < v <= 1, "in (0, 1]"),
     (("train.seed",), lambda v: 0 <= v < 2**32, "in [0, 2**32)"),  # what numpy accepts

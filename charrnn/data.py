@@ -11,8 +11,7 @@ import contextlib
 import hashlib
 import json
 import os
-import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import numpy as np
 
 from charrnn.checkpoint import atomic_write
 from charrnn.errors import UsageError
+from charrnn.sources import check_file, find_files
 
 CHUNK_BYTES = 8 << 20  # bytes read per step; tests lower it to make characters straddle chunk edges
 CACHE_FORMAT = 1  # bump when the cache layout changes, so old caches are rebuilt
@@ -116,7 +116,8 @@ class Vocab:
 
 @dataclass
 class Corpus:
-    """A loaded corpus. path is absolute; sha256 is of the file's bytes; from_cache says how it was loaded."""
+    """A loaded corpus. path is absolute; sha256 is of the file's bytes (several files: see
+    _combined_sha256); from_cache says how it was loaded."""
 
     vocab: Vocab
     data: np.ndarray
@@ -124,6 +125,7 @@ class Corpus:
     sha256: str
     n_chars: int
     from_cache: bool = False
+    files: tuple[Path, ...] = ()  # every file read, in reading order (path is the first)
 
 
 def _resolve_codec(encoding: str, errors: str) -> tuple[str, bool]:
@@ -146,22 +148,6 @@ def _resolve_codec(encoding: str, errors: str) -> tuple[str, bool]:
     except (UnicodeError, LookupError):
         ascii_compatible = False
     return name, ascii_compatible
-
-
-def _check_file(path: Path, shown: str) -> os.stat_result:
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        raise UsageError(f"corpus file not found: {shown}", "check the path") from None
-    except OSError as e:
-        raise UsageError(f"cannot read {shown}: {e.strerror}", "check the path and its permissions") from None
-    if stat.S_ISDIR(st.st_mode):
-        raise UsageError(f"{shown} is a directory, not a text file", "pass the path of a text file")
-    if not stat.S_ISREG(st.st_mode):  # a pipe cannot be read twice, and load_corpus reads twice
-        raise UsageError(f"{shown} is not a regular file", "save the text to a file first")
-    if st.st_size == 0:
-        raise UsageError(f"corpus file {shown} is empty", "pass a file that contains text")
-    return st
 
 
 def _binary_error(shown: str, why: str) -> UsageError:
@@ -220,32 +206,63 @@ def _read_text(path: Path, shown: str, codec: str, ascii_compatible: bool, error
         raise UsageError(f"cannot read {shown}: {e.strerror}", "check the path and its permissions") from None
 
 
-def _build(path: Path, shown: str, codec: str, ascii_compatible: bool, errors: str) -> Corpus:
-    """Two passes: (1) vocabulary, character count and sha256; (2) encode into a preallocated array."""
-    sha = hashlib.sha256()
+def _pieces(files: list[tuple[Path, str]], codec: str, ascii_compatible: bool, errors: str, separator: str,
+            hashers: list | None = None) -> Iterator[tuple[int, bool, str]]:
+    """(file index, first piece of that file?, text) over every file with the separator between files
+    (index -1). A file's final newline counts as the separator's first one, so with the default
+    separator (a blank line) files ending in a newline or not are both followed by exactly one blank line."""
+    last = ""
+    for i, (path, shown) in enumerate(files):
+        if i and separator:
+            sep = separator[1:] if separator[0] == "\n" and last == "\n" else separator
+            if sep:
+                yield -1, False, sep
+        first = True
+        on_bytes = hashers[i].update if hashers is not None else None
+        for text in _read_text(path, shown, codec, ascii_compatible, errors, on_bytes):
+            yield i, first, text
+            first = False
+            last = text[-1]
+
+
+def _combined_sha256(file_sha256: list[str], separator: str) -> str:
+    """One file: the SHA-256 of its bytes. Several: the SHA-256 of their SHA-256s in order and the
+    separator, so any edit, reordering or other separator gives another corpus identity."""
+    if len(file_sha256) == 1:
+        return file_sha256[0]
+    doc = json.dumps({"files_sha256": file_sha256, "separator": separator}, ensure_ascii=True)
+    return hashlib.sha256(doc.encode()).hexdigest()
+
+
+def _build(files: list[tuple[Path, str]], codec: str, ascii_compatible: bool, errors: str,
+           separator: str) -> tuple[Corpus, list[str]]:
+    """Two passes: (1) vocabulary, character count and sha256s; (2) encode into a preallocated array.
+    Returns the corpus and each file's sha256."""
+    hashers = [hashlib.sha256() for _ in files]
+    everything = files[0][1] if len(files) == 1 else f"the {len(files)} corpus files"
     # Counting with bincount is a vectorised union of each chunk's distinct code points (9 MB table).
     totals = np.zeros(_MAX_CODEPOINT + 1, dtype=np.int64)
-    for i, text in enumerate(_read_text(path, shown, codec, ascii_compatible, errors, sha.update)):
+    for i, first, text in _pieces(files, codec, ascii_compatible, errors, separator, hashers):
         counts = np.bincount(_codepoints(text))
-        if i == 0:  # fail fast on binary files instead of after reading all of them
+        if first:  # fail fast on binary files instead of after reading all of them
             if counts[0]:
-                raise _binary_error(shown, "it contains a NUL character")
-            _check_control(counts, shown)
+                raise _binary_error(files[i][1], "it contains a NUL character")
+            _check_control(counts, files[i][1])
         totals[: counts.size] += counts
     n_chars = int(totals.sum())
     if n_chars == 0:  # e.g. a file holding only a BOM
-        raise UsageError(f"corpus file {shown} contains no text", "pass a file that contains text")
-    _check_control(totals, shown)
+        raise UsageError(f"corpus file {everything} contains no text", "pass a file that contains text")
+    _check_control(totals, everything)
     present = np.flatnonzero(totals)
     if present.size < 2:
-        raise UsageError(f"{shown} has only {present.size} distinct character, need at least 2",
+        raise UsageError(f"{everything} has only {present.size} distinct character, need at least 2",
                          "pass a file with real text")
     vocab = Vocab(_text(present))
 
     data = np.empty(n_chars, dtype=vocab.dtype)
-    changed = UsageError(f"{shown} changed while it was being read", "try again once nothing is writing to it")
+    changed = UsageError(f"{everything} changed while being read", "try again once nothing is writing to it")
     pos = 0
-    for text in _read_text(path, shown, codec, ascii_compatible, errors):
+    for _, _, text in _pieces(files, codec, ascii_compatible, errors, separator):
         try:
             ids = vocab.encode(text)
         except UsageError:
@@ -256,7 +273,10 @@ def _build(path: Path, shown: str, codec: str, ascii_compatible: bool, errors: s
         pos += ids.size
     if pos != n_chars:
         raise changed
-    return Corpus(vocab, data, path, sha.hexdigest(), n_chars)
+    shas = [h.hexdigest() for h in hashers]
+    corpus = Corpus(vocab, data, files[0][0], _combined_sha256(shas, separator), n_chars,
+                    files=tuple(p for p, _ in files))
+    return corpus, shas
 
 
 def _file_sha256(path: Path) -> str:
@@ -273,6 +293,8 @@ def _read_cache(cache_dir: Path, key: dict) -> Corpus | None:
         meta = json.loads((cache_dir / "corpus.json").read_text(encoding="utf-8"))
         if meta.get("format") != CACHE_FORMAT or any(meta.get(k) != v for k, v in key.items()):
             return None
+        if isinstance(key["source"], str) != ("files_sha256" not in meta):  # one file vs several
+            return None
         vocab = Vocab(meta["vocab"])
         data = np.load(cache_dir / "corpus.npy", allow_pickle=False)
         ok = (vocab.size == len(meta["vocab"]) and data.ndim == 1 and data.dtype == vocab.dtype
@@ -282,14 +304,17 @@ def _read_cache(cache_dir: Path, key: dict) -> Corpus | None:
             return None
         # Size and mtime can survive an edit (cp -p, rsync -t, tar restore): the bytes must still hash
         # the same. Hashing runs at ~1 GB/s, far cheaper than re-encoding.
-        if _file_sha256(Path(key["source"])) != meta["sha256"]:
+        sources = [key["source"]] if isinstance(key["source"], str) else key["source"]
+        shas = meta.get("files_sha256", [meta["sha256"]])
+        if len(shas) != len(sources) or any(_file_sha256(Path(s)) != h for s, h in zip(sources, shas)):
             return None
-        return Corpus(vocab, data, Path(key["source"]), meta["sha256"], int(meta["n_chars"]), from_cache=True)
+        files = tuple(Path(s) for s in sources)
+        return Corpus(vocab, data, files[0], meta["sha256"], int(meta["n_chars"]), from_cache=True, files=files)
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
 
 
-def _write_cache(cache_dir: Path, key: dict, corpus: Corpus) -> None:
+def _write_cache(cache_dir: Path, key: dict, corpus: Corpus, shas: list[str]) -> None:
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
         # Drop the old metadata first: until the new one lands, the cache reads as absent, never stale.
@@ -298,33 +323,45 @@ def _write_cache(cache_dir: Path, key: dict, corpus: Corpus) -> None:
         atomic_write(cache_dir / "corpus.npy", lambda f: np.save(f, corpus.data, allow_pickle=False))
         meta = {"format": CACHE_FORMAT, **key, "sha256": corpus.sha256, "n_chars": corpus.n_chars,
                 "dtype": corpus.data.dtype.name, "vocab": corpus.vocab.chars}
+        if len(shas) > 1:
+            meta["files_sha256"] = shas
         atomic_write(cache_dir / "corpus.json", lambda f: f.write(json.dumps(meta, indent=1).encode()))
     except OSError as e:
         raise UsageError(f"cannot write the corpus cache in {cache_dir}: {e.strerror}",
                          "check the directory's permissions or use another cache directory") from None
 
 
-def load_corpus(path: str | os.PathLike, encoding: str = "utf-8", errors: str = "strict",
-                cache_dir: str | os.PathLike | None = None, expect_sha256: str | None = None) -> Corpus:
-    """Read and encode a text file, reusing cache_dir/corpus.{npy,json} when the file is unchanged.
+def load_corpus(path: str | os.PathLike | Sequence[str | os.PathLike], encoding: str = "utf-8",
+                errors: str = "strict", cache_dir: str | os.PathLike | None = None,
+                expect_sha256: str | None = None, *, glob: str = "", separator: str = "\n\n",
+                exclude: Path | None = None) -> Corpus:
+    """Read and encode a text file, or several files and directories joined by `separator` (see
+    sources.find_files for which files and in what order; `exclude` is a directory never read), reusing
+    cache_dir/corpus.{npy,json} when every file is unchanged.
 
-    The cache is valid when the absolute path, size, mtime_ns, encoding and error handler all match
-    and the file's bytes still hash to the cached sha256.
-    Bad input raises UsageError: missing, directory, empty, binary, undecodable, < 2 distinct chars.
-    expect_sha256 (on resume): a file whose bytes hash differently is returned but not cached, so a
+    The cache is valid when the absolute paths, sizes, mtime_ns, encoding, error handler (and, for
+    several files, the separator) all match and every file's bytes still hash to the cached sha256.
+    Bad input raises UsageError: missing, empty directory, glob matching nothing, empty, binary,
+    undecodable, < 2 distinct chars.
+    expect_sha256 (on resume): a corpus that hashes differently is returned but not cached, so a
     refused resume with the wrong corpus leaves the run's cache as it was.
     """
-    shown = os.fspath(path)
     codec, ascii_compatible = _resolve_codec(encoding, errors)
-    st = _check_file(Path(path), shown)
-    source = Path(path).resolve()
-    key = {"source": str(source), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-           "encoding": codec, "errors": errors}
+    if not isinstance(separator, str):
+        raise UsageError(f"the separator must be a str, got {type(separator).__name__}")
+    files = find_files(path, glob, exclude)
+    stats = [check_file(p, shown) for p, shown in files]
+    if len(files) == 1:
+        key = {"source": str(files[0][0]), "size": stats[0].st_size, "mtime_ns": stats[0].st_mtime_ns}
+    else:
+        key = {"source": [str(p) for p, _ in files], "size": [st.st_size for st in stats],
+               "mtime_ns": [st.st_mtime_ns for st in stats], "separator": separator}
+    key |= {"encoding": codec, "errors": errors}
     if cache_dir is not None and (cached := _read_cache(Path(cache_dir), key)) is not None:
         return cached
-    corpus = _build(source, shown, codec, ascii_compatible, errors)
+    corpus, shas = _build(files, codec, ascii_compatible, errors, separator)
     if cache_dir is not None and expect_sha256 in (None, corpus.sha256):
-        _write_cache(Path(cache_dir), key, corpus)
+        _write_cache(Path(cache_dir), key, corpus, shas)
     return corpus
 
 

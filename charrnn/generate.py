@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 import os
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -37,6 +37,7 @@ from .kernels import sampler as K
 from .kernels.sync import STRIDE
 from .model import Model, State
 from .params import GATES
+from .stops import StopCutter, check_stops
 from .threads import pool, usable_cores
 
 _MASK64 = (1 << 64) - 1
@@ -313,7 +314,8 @@ def _check_float(name: str, value) -> float:
 def sample(model: Model, vocab: Vocab, length: int, *, temperature: float = 1.0, prime: str = "",
            top_k: int = 0, top_p: float = 1.0, argmax: bool = False, seed: int | None = None,
            num_samples: int = 1, prime_unknown: str = "error",
-           on_text: Callable[[int, str], object] | None = None, chunk: int | None = None) -> list[str]:
+           on_text: Callable[[int, str], object] | None = None, chunk: int | None = None,
+           stop: str | Sequence[str] | None = None) -> list[str]:
     """num_samples continuations of `prime`, each `length` characters (the prime is not included).
 
     temperature >= 0 (0 = greedy); top_k 0 (off) or >= 1 (keep the k most probable, ties by lower
@@ -323,8 +325,11 @@ def sample(model: Model, vocab: Vocab, length: int, *, temperature: float = 1.0,
     prime_unknown: 'error' (UsageError listing prime characters missing from the vocabulary) or
     'skip' (drop them). seed: int for reproducible text, None for os.urandom. on_text(i, piece) is
     called with stream i's newly generated text after every `chunk` characters (for streaming;
-    default 256 with on_text, else 1024: fewer hand-offs to the sampler's second thread, while Ctrl-C
-    still lands within a fraction of a second).
+    default 256 with on_text or stop, else 1024: fewer hand-offs to the sampler's second thread, while
+    Ctrl-C still lands within a fraction of a second).
+    stop: a string or several; each text ends just before the first occurrence of any of them in the
+    generated text (the prime is not searched), so it can be shorter than `length`. Generation stops
+    once every stream has met one; on_text never receives text past a stop string (stops.StopCutter).
     The first-character rule and the per-stream seed policy are in the module docstring.
     """
     length = _check_int("length", length, 1, "ask for at least one character")
@@ -342,8 +347,9 @@ def sample(model: Model, vocab: Vocab, length: int, *, temperature: float = 1.0,
         raise UsageError(f"seed must be an integer or None, got {seed!r}")
     if prime_unknown not in ("error", "skip"):
         raise UsageError(f"prime_unknown must be 'error' or 'skip', got {prime_unknown!r}")
+    stops = check_stops(stop)
     if chunk is None:
-        chunk = 256 if on_text is not None else 1024
+        chunk = 256 if on_text is not None or stops else 1024
     chunk = _check_int("chunk", chunk, 1, "use a positive chunk size")
     if vocab.size != model.vocab_size:
         raise UsageError(f"the vocabulary has {vocab.size} characters but the model expects "
@@ -363,19 +369,26 @@ def sample(model: Model, vocab: Vocab, length: int, *, temperature: float = 1.0,
     sm.reset(prime_ids, 0 if seed is None else int(seed), start=sm.start_id(vocab))
 
     pieces: list[list[str]] = [[] for _ in range(num_samples)]
+    cutters = [StopCutter(stops) for _ in range(num_samples)] if stops else None
+
+    def emit(i: int, piece: str) -> None:
+        pieces[i].append(piece)
+        if on_text is not None and (piece or cutters is None):
+            on_text(i, piece)
+
     buf = np.empty((num_samples, min(chunk, length)), np.int32)
     done = 0
-    while done < length:
+    while done < length and not (cutters and all(c.done for c in cutters)):
         n = min(chunk, length - done)
         out = sm.run(n, temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy,
                      out=buf if n == buf.shape[1] else None)
         text = vocab.decode(out)  # all streams at once, then split
         for i in range(num_samples):
             piece = text[i * n:(i + 1) * n]
-            pieces[i].append(piece)
-            if on_text is not None:
-                on_text(i, piece)
+            emit(i, cutters[i].feed(piece) if cutters else piece)
         done += n
+    for i, c in enumerate(cutters or ()):
+        emit(i, c.finish())  # the text ended on what might have begun a stop string: it did not
     return ["".join(p) for p in pieces]
 
 

@@ -2,8 +2,6 @@
 import math
 from pathlib import Path
 
-import numpy as np
-
 from . import store
 from .errors import UsageError
 
@@ -20,17 +18,6 @@ def _refuse_unknown(missing: list[str], source: str) -> None:
     shown = ", ".join(repr(c) for c in missing[:10]) + (" ..." if len(missing) > 10 else "")
     raise UsageError(f"{source} holds {len(missing)} character(s) the model has never seen: {shown}",
                      "evaluate on text from the same alphabet, or pass --unknown skip to drop them")
-
-
-def remap(ids: np.ndarray, from_chars: str, vocab, unknown: str = "error", source: str = "text") -> np.ndarray:
-    """Re-encode ids of one vocabulary (from_chars) into the model's vocabulary."""
-    missing = [c for c in from_chars if vocab.unknown_chars(c)]
-    if missing and unknown != "skip":
-        _refuse_unknown(missing, source)
-    table = np.array([vocab.encode(c, unknown="skip")[0] if c not in missing else -1 for c in from_chars],
-                     dtype=np.int64)
-    out = table[ids]
-    return out[out >= 0]
 
 
 def read_text(path: str | Path, encoding: str = "utf-8", errors: str = "strict") -> str:
@@ -80,26 +67,37 @@ def eval_file(loaded: store.Loaded, path: str | Path, encoding="utf-8", errors="
 
 def eval_split(loaded: store.Loaded, which: str) -> dict:
     """The model's NLL on the val or test split of the corpus it was trained on."""
+    from .api import training_sources
     from .config import Config
     from .data import load_corpus, split
+    from .finetune import fit_corpus
     from .generate import evaluate
     meta = loaded.meta
     if "corpus" not in meta or "config" not in meta:
         raise UsageError(f"{loaded.path} does not record its training corpus", "pass a FILE to evaluate instead")
     cfg = Config.from_dict(meta["config"], source=str(loaded.path))
-    if not Path(meta["corpus"]["path"]).is_file():
-        raise UsageError(f"the training corpus {meta['corpus']['path']} is no longer there",
+    sources = training_sources(meta)
+    shown = ", ".join(sources)
+    if not all(Path(p).exists() for p in sources):
+        raise UsageError(f"the training corpus {shown} is no longer there",
                          "put it back at that path, or evaluate on a FILE instead")
-    corpus = load_corpus(meta["corpus"]["path"], cfg.data.encoding, cfg.data.errors)
-    if corpus.sha256 != meta["corpus"]["sha256"]:
-        raise UsageError(f"the training corpus {meta['corpus']['path']} has changed since training",
+    try:
+        corpus = load_corpus(sources, cfg.data.encoding, cfg.data.errors, glob=cfg.data.glob,
+                             separator=cfg.data.separator, exclude=loaded.path.parent)
+    except UsageError:  # e.g. a file of the corpus directory removed, or another one added
+        corpus = None
+    if corpus is None or corpus.sha256 != meta["corpus"]["sha256"]:
+        raise UsageError(f"the training corpus {shown} has changed since training",
                          "evaluate on a FILE instead")
+    # the text as the model saw it: a fine-tuned model reads it with its own (maybe extended) vocabulary
+    corpus, _, _ = fit_corpus(corpus, loaded.vocab, replace=cfg.data.errors == "replace",
+                              source=shown, model=str(loaded.path))
     _, val, test = split(corpus.data, cfg.data.val_fraction, cfg.data.test_fraction)
     ids = val if which == "val" else test
     if ids.size < 2:
         raise UsageError(f"the {which} split is empty (data.{which}_fraction = "
                          f"{getattr(cfg.data, which + '_fraction')})", "evaluate on a FILE instead")
-    total, n = evaluate(loaded.model, remap(ids, corpus.vocab.chars, loaded.vocab))
+    total, n = evaluate(loaded.model, ids)
     return metrics(total, n, int(ids.size))
 
 
@@ -119,6 +117,7 @@ def describe(loaded: store.Loaded) -> dict:
                      "best_val_loss": losses.get("best_val_loss"), "train_loss": losses.get("train_loss"),
                      "skipped_steps": progress.get("bad_steps")},
         "corpus": meta.get("corpus"),
+        "init_from": meta.get("init_from"),
         "format_version": meta.get("format_version"),
         "charrnn_version": meta.get("charrnn_version"),
         "config": meta.get("config"),

@@ -33,6 +33,7 @@ class Trainer:
 
     def __init__(self, cfg: Config, corpus: Corpus, run_dir: Path, reporter, batch_shape: tuple[int, int]):
         self.cfg, self.corpus, self.run_dir, self.reporter = cfg, corpus, run_dir, reporter
+        self.sources: list[str] | None = None  # the corpus paths as given (absolute), for meta
         m, t = cfg.model, cfg.train
         self.train_data, self.val_data, _ = split(corpus.data, cfg.data.val_fraction, cfg.data.test_fraction)
         self.B, self.T = batch_shape
@@ -52,6 +53,9 @@ class Trainer:
         self.elapsed_before = 0.0
         self.bad_steps = self.bad_in_row = 0
         self.best_val = math.inf
+        self.stale_evals = 0  # evaluations in a row without a better val loss (train.patience)
+        self.early_stopped = False
+        self.origin: dict | None = None  # fine-tuning: the checkpoint the weights came from (meta init_from)
         self.last_loss = math.nan
         self.last_lr = math.nan  # the rate the latest update used (what metrics.jsonl logs)
         self.saved_step = -1
@@ -158,14 +162,24 @@ class Trainer:
             "batch": {"batch_size": self.B, "seq_len": self.T},
             "progress": {"step": self.step, "epoch": self.epoch, "batch_index": self.batch_index,
                          "offset": self.offset, "elapsed_s": self.elapsed(), "bad_steps": self.bad_steps,
-                         "bad_in_row": self.bad_in_row,
+                         "bad_in_row": self.bad_in_row, "stale_evals": self.stale_evals,
                          # so a resumed run's smoothed loss (metrics.jsonl, progress bar) continues too
                          "train_loss_smooth": _finite_or_none(getattr(self.reporter, "smoothed_loss", None))},
             "rng": self.rng.bit_generator.state,
             "losses": {"train_loss": _finite_or_none(self.last_loss), "val_loss": val_loss,
                        "best_val_loss": _finite_or_none(self.best_val)},
-            "corpus": {"path": str(self.corpus.path), "sha256": self.corpus.sha256, "n_chars": self.corpus.n_chars},
-        }
+            "corpus": self.corpus_meta,
+        } | ({"init_from": self.origin} if self.origin is not None else {})
+
+    @property
+    def corpus_meta(self) -> dict:
+        """Where the text came from: `sources` (the paths as given, for a resume) and `files` (every
+        file read, in order) only for a corpus of several files or a directory."""
+        c = self.corpus
+        out = {"path": str(c.path), "sha256": c.sha256, "n_chars": c.n_chars}
+        if self.sources is not None and (len(c.files) > 1 or self.sources != [str(c.path)]):
+            out |= {"sources": self.sources, "files": [str(f) for f in c.files]}
+        return out
 
     def save(self, val_loss: float | None) -> Path | None:
         """Write step{N}_val{loss}.npz atomically, refresh last.npz (and best.npz when val improved),
@@ -218,11 +232,19 @@ class Trainer:
                 evaluated = bool(t.eval_every) and self.step % t.eval_every == 0
                 if evaluated:
                     m["val_loss"] = self.evaluate()
+                    if m["val_loss"] is not None:
+                        self.stale_evals = 0 if m["val_loss"] < self.best_val else self.stale_evals + 1
                 self.reporter.step(m)
                 if t.sample_every and self.step % t.sample_every == 0 and t.sample_length:
                     self.reporter.sample(self.step, self.sample_text())
                 if evaluated or (t.checkpoint_every and self.step % t.checkpoint_every == 0):
                     self.save(m.get("val_loss"))
+                if self.patience_spent():
+                    self.early_stopped = True
+                    self.reporter.info(f"early stop at step {self.step}: no better validation loss in "
+                                       f"{self.stale_evals} evaluations (best {self.best_val:.4f}, kept in "
+                                       f"{self.run_dir / 'best.npz'})")
+                    break
             if self.saved_step != self.step:
                 self.save(self.evaluate())
             if self.stop_signal is not None:
@@ -237,7 +259,12 @@ class Trainer:
     def _should_stop(self) -> bool:
         t = self.cfg.train
         return (self.stop_signal is not None or (t.max_steps and self.step >= t.max_steps)
-                or (t.max_time and self.elapsed() >= t.max_time))
+                or (t.max_time and self.elapsed() >= t.max_time) or self.patience_spent())
+
+    def patience_spent(self) -> bool:
+        """Early stopping: train.patience evaluations in a row without a better validation loss."""
+        p = self.cfg.train.patience
+        return bool(p) and self.val_batches is not None and self.stale_evals >= p
 
     def _say_how_to_resume(self) -> None:
         """Before quitting at once: where the work that is not lost can be picked up."""
@@ -302,6 +329,7 @@ def restore(trainer: Trainer, loaded: store.Loaded) -> None:
         trainer.batches.batches_per_epoch(trainer.offset)  # ValueError if the offset does not fit
         trainer.elapsed_before = float(p["elapsed_s"])
         trainer.bad_steps, trainer.bad_in_row = int(p["bad_steps"]), int(p["bad_in_row"])
+        trainer.stale_evals = int(p.get("stale_evals", 0))  # absent before early stopping existed
         trainer.rng.bit_generator.state = meta["rng"]
         losses = meta["losses"]
         trainer.best_val = losses["best_val_loss"] if losses.get("best_val_loss") is not None else math.inf

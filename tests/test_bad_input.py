@@ -31,10 +31,10 @@ def test_corpus_missing(cli, tmp_path):
     assert "not found" in line and "nope.txt" in line
 
 
-def test_corpus_is_a_directory(cli, tmp_path):
+def test_corpus_is_an_empty_directory(cli, tmp_path):
     (tmp_path / "dir").mkdir()
     line = train_fails(cli, tmp_path, tmp_path / "dir", "--out", tmp_path / "run", *SHORT)
-    assert "is a directory" in line
+    assert "has no files" in line
 
 
 def test_corpus_empty(cli, tmp_path):

@@ -329,7 +329,7 @@ def test_diff_and_safe_on_resume():
     assert changed == ["model.hidden_size", "train.max_steps", "train.temperature"]
     assert [k for k in changed if k not in SAFE_ON_RESUME] == ["model.hidden_size"]
     assert diff(a, Config()) == []
-    assert SAFE_ON_RESUME <= set(C.KEYS) and len(SAFE_ON_RESUME) == 12
+    assert SAFE_ON_RESUME <= set(C.KEYS) and len(SAFE_ON_RESUME) == 13
     assert not any(k.startswith(("model.", "optim.", "data.")) for k in SAFE_ON_RESUME)
 
 

@@ -206,7 +206,7 @@ def test_errors_replace(tmp_path):
 
 @pytest.mark.parametrize(("make", "kwargs", "needle"), [
     (lambda d: d / "missing.txt", {}, "not found"),
-    (lambda d: d, {}, "is a directory"),
+    (lambda d: d, {}, "has no files"),  # an empty directory (a directory of files is a corpus)
     (lambda d: write(d, b""), {}, "is empty"),
     (lambda d: write(d, "aaaaaa"), {}, "need at least 2"),
     (lambda d: write(d, b"PK\x03\x04\x00\x00binary"), {}, "binary"),
