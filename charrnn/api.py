@@ -64,7 +64,7 @@ def export(checkpoint: str | os.PathLike, out: str | os.PathLike | None = None, 
     each holds) and return the path written. format: 'onnx' | 'safetensors' (default: from out's
     suffix); out: default the checkpoint's path with the format's suffix; an existing file is replaced
     only with force."""
-    from .export import export as write
+    from .exporter import export as write
     return write(checkpoint, out, format, force)
 
 

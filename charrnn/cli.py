@@ -370,7 +370,7 @@ def info(checkpoint, as_json):
 def export_cmd(checkpoint, fmt, output, force):
     """Write CHECKPOINT (a .npz file or a run directory) as ONNX (the LSTM/GRU/RNN operators, the
     vocabulary in the metadata) or safetensors (PyTorch state_dict names, meta in the metadata)."""
-    from .export import export
+    from .exporter import export
     path = export(checkpoint, output, fmt, force)
     _err_console().print(f"wrote {_escape(str(path))}")
 
