@@ -15,7 +15,7 @@ from conftest import TINY
 import charrnn
 from charrnn import checkpoint
 
-COMMANDS = ["train", "sample", "eval", "info"]
+COMMANDS = ["train", "sample", "eval", "info", "export"]
 
 
 # -- version, help, import cost ---------------------------------------------------------------------
