@@ -7,7 +7,6 @@ close to the size of the encoded array (one byte per character for vocabularies 
 from __future__ import annotations
 
 import codecs
-import contextlib
 import hashlib
 import json
 import os
@@ -17,12 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from charrnn.checkpoint import atomic_write
+from charrnn.corpus_cache import read_cache, write_cache
 from charrnn.errors import UsageError
 from charrnn.sources import check_file, find_files
 
 CHUNK_BYTES = 8 << 20  # bytes read per step; tests lower it to make characters straddle chunk edges
-CACHE_FORMAT = 1  # bump when the cache layout changes, so old caches are rebuilt
 MIN_SEQ_LEN = 8  # fit_batch_shape never shrinks seq_len below this
 TARGET_BATCHES = 4  # fit_batch_shape aims for at least this many batches per epoch
 BINARY_CONTROL_FRACTION = 0.10
@@ -279,58 +277,6 @@ def _build(files: list[tuple[Path, str]], codec: str, ascii_compatible: bool, er
     return corpus, shas
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK_BYTES):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _read_cache(cache_dir: Path, key: dict) -> Corpus | None:
-    """The cached corpus if it matches key and is intact, else None (a broken cache is just rebuilt)."""
-    try:
-        meta = json.loads((cache_dir / "corpus.json").read_text(encoding="utf-8"))
-        if meta.get("format") != CACHE_FORMAT or any(meta.get(k) != v for k, v in key.items()):
-            return None
-        if isinstance(key["source"], str) != ("files_sha256" not in meta):  # one file vs several
-            return None
-        vocab = Vocab(meta["vocab"])
-        data = np.load(cache_dir / "corpus.npy", allow_pickle=False)
-        ok = (vocab.size == len(meta["vocab"]) and data.ndim == 1 and data.dtype == vocab.dtype
-              and data.shape[0] == meta["n_chars"])
-        # Kernels index embeddings without bounds checks, so a corrupt id must never get through.
-        if not ok or int(data.max()) >= vocab.size:
-            return None
-        # Size and mtime can survive an edit (cp -p, rsync -t, tar restore): the bytes must still hash
-        # the same. Hashing runs at ~1 GB/s, far cheaper than re-encoding.
-        sources = [key["source"]] if isinstance(key["source"], str) else key["source"]
-        shas = meta.get("files_sha256", [meta["sha256"]])
-        if len(shas) != len(sources) or any(_file_sha256(Path(s)) != h for s, h in zip(sources, shas)):
-            return None
-        files = tuple(Path(s) for s in sources)
-        return Corpus(vocab, data, files[0], meta["sha256"], int(meta["n_chars"]), from_cache=True, files=files)
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return None
-
-
-def _write_cache(cache_dir: Path, key: dict, corpus: Corpus, shas: list[str]) -> None:
-    try:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        # Drop the old metadata first: until the new one lands, the cache reads as absent, never stale.
-        with contextlib.suppress(FileNotFoundError):
-            (cache_dir / "corpus.json").unlink()
-        atomic_write(cache_dir / "corpus.npy", lambda f: np.save(f, corpus.data, allow_pickle=False))
-        meta = {"format": CACHE_FORMAT, **key, "sha256": corpus.sha256, "n_chars": corpus.n_chars,
-                "dtype": corpus.data.dtype.name, "vocab": corpus.vocab.chars}
-        if len(shas) > 1:
-            meta["files_sha256"] = shas
-        atomic_write(cache_dir / "corpus.json", lambda f: f.write(json.dumps(meta, indent=1).encode()))
-    except OSError as e:
-        raise UsageError(f"cannot write the corpus cache in {cache_dir}: {e.strerror}",
-                         "check the directory's permissions or use another cache directory") from None
-
-
 def load_corpus(path: str | os.PathLike | Sequence[str | os.PathLike], encoding: str = "utf-8",
                 errors: str = "strict", cache_dir: str | os.PathLike | None = None,
                 expect_sha256: str | None = None, *, glob: str = "", separator: str = "\n\n",
@@ -357,11 +303,11 @@ def load_corpus(path: str | os.PathLike | Sequence[str | os.PathLike], encoding:
         key = {"source": [str(p) for p, _ in files], "size": [st.st_size for st in stats],
                "mtime_ns": [st.st_mtime_ns for st in stats], "separator": separator}
     key |= {"encoding": codec, "errors": errors}
-    if cache_dir is not None and (cached := _read_cache(Path(cache_dir), key)) is not None:
+    if cache_dir is not None and (cached := read_cache(Path(cache_dir), key)) is not None:
         return cached
     corpus, shas = _build(files, codec, ascii_compatible, errors, separator)
     if cache_dir is not None and expect_sha256 in (None, corpus.sha256):
-        _write_cache(Path(cache_dir), key, corpus, shas)
+        write_cache(Path(cache_dir), key, corpus, shas)
     return corpus
 
 

@@ -56,7 +56,7 @@ def test_patience_survives_an_interrupted_run(cli, corpus, tmp_path):
     r = cli("train", "--resume", parts, "--max-steps", 300, "--plain")
     assert r.exit_code == 0, r.output
     assert (parts / "metrics.jsonl").read_text().count("\n") == (whole / "metrics.jsonl").read_text().count("\n")
-    strip = lambda run: [{k: v for k, v in json.loads(line).items() if k not in ("chars_per_sec", "elapsed_s")}  # noqa: E731
+    strip = lambda run: [{k: v for k, v in json.loads(line).items() if k not in ("chars_per_sec", "elapsed_s")}
                          for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert strip(parts) == strip(whole)
 
