@@ -213,10 +213,7 @@ def train(corpus_path: str | os.PathLike | None = None, config: Any = None, out_
 def training_sources(meta: dict) -> list[str]:
     """The corpus paths a checkpoint was trained on (several files or directories: meta corpus.sources)."""
     corpus = meta["corpus"]
-    sources = corpus.get("sources")
-    if isinstance(sources, list) and sources and all(isinstance(p, str) for p in sources):
-        return sources
-    return [corpus["path"]]
+    return corpus.get("sources") or [corpus["path"]]  # types checked by store.load
 
 
 def _already_done(loaded: store.Loaded, cfg: Config) -> str | None:
@@ -346,6 +343,7 @@ def _header(tr, corpus, run_dir: Path, resumed: bool) -> dict[str, object]:
             header["files"] += f" (--glob {tr.cfg.data.glob!r})"
     if tr.origin is not None:
         o = tr.origin
-        added = f", {len(o['vocab_added'])} characters added to its vocabulary" if o.get("vocab_added") else ""
+        new = str(o.get("vocab_added") or "")
+        added = f", {len(new)} characters added to its vocabulary" if new else ""
         header["init from"] = f"{o['path']} (step {o.get('step')}{added}; fresh optimizer)"
     return header

@@ -345,7 +345,8 @@ def info(checkpoint, as_json):
             ("corpus", _corpus_row(d["corpus"] or {}))]
     if d.get("init_from"):
         o = d["init_from"]
-        added = f", added {len(o['vocab_added'])} chars: {o['vocab_added']!r}" if o.get("vocab_added") else ""
+        new = str(o.get("vocab_added") or "")
+        added = f", added {len(new)} chars: {new!r}" if new else ""
         rows.append(("fine-tuned from", f"{o.get('path')} (step {o.get('step')}{added})"))
         if o.get("replaced"):
             rows.append(("replaced", str(o["replaced"])))

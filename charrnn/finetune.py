@@ -56,6 +56,8 @@ def fit_corpus(corpus: Corpus, vocab: Vocab, *, extend: bool = False, replace: b
     """The corpus re-encoded with the model's vocabulary (extended by the unknown characters when
     `extend`): (corpus, characters added, a note on what was replaced or None). Without extend or
     replace, unknown characters are a UsageError listing a few of them."""
+    if corpus.vocab == vocab:
+        return corpus, [], None  # nothing to re-encode (and no copy of a big corpus)
     unknown = [c for c in corpus.vocab.chars if vocab.unknown_chars(c)]
     added: list[str] = []
     note = None

@@ -117,7 +117,7 @@ def describe(loaded: store.Loaded) -> dict:
                      "best_val_loss": losses.get("best_val_loss"), "train_loss": losses.get("train_loss"),
                      "skipped_steps": progress.get("bad_steps")},
         "corpus": meta.get("corpus"),
-        "init_from": meta.get("init_from"),
+        "init_from": meta.get("init_from") if isinstance(meta.get("init_from"), dict) else None,
         "format_version": meta.get("format_version"),
         "charrnn_version": meta.get("charrnn_version"),
         "config": meta.get("config"),

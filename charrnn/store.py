@@ -59,7 +59,7 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 # Meta sections charrnn train writes and the readers (info, eval --split, --resume) use. The checksum
 # covers the arrays only, so a hand-edited meta still loads: check the types before anything reads them.
-_META_SECTIONS = ("config", "corpus", "progress", "losses", "batch", "rng")
+_META_SECTIONS = ("config", "corpus", "progress", "losses", "batch", "rng", "init_from")
 _META_NUMBERS = {"progress": ("step", "epoch", "elapsed_s", "bad_steps"),
                  "losses": ("train_loss", "val_loss", "best_val_loss")}
 
@@ -80,6 +80,10 @@ def _check_meta_types(meta: dict, p: Path) -> None:
                 raise bad(f"{section}.{key}")
     for key in ("path", "sha256"):
         if "corpus" in meta and not isinstance(meta["corpus"].get(key), str):
+            raise bad(f"corpus.{key}")
+    for key in ("sources", "files"):  # a corpus of several files (see Trainer.corpus_meta)
+        v = meta.get("corpus", {}).get(key)
+        if v is not None and not (isinstance(v, list) and v and all(isinstance(p, str) for p in v)):
             raise bad(f"corpus.{key}")
     if not all(isinstance(v, dict) for v in meta.get("config", {}).values()):
         raise bad("config")

@@ -163,3 +163,21 @@ def test_fine_tuning_into_the_source_run_is_refused(cli, trained, tmp_path):
         line = one_line_error(cli("train", corpus, "--init-from", trained, "--out", trained, *FT, *extra))
         assert "the checkpoint this run starts from" in line
     assert snapshot(trained) == before
+
+
+@pytest.mark.parametrize(("edit", "field"), [
+    (lambda m: m.update(init_from="runs/x"), "(init_from)"),
+    (lambda m: m["corpus"].update(sources="a.txt"), "(corpus.sources)"),
+    (lambda m: m["corpus"].update(files=[1, 2]), "(corpus.files)"),
+])
+def test_edited_origin_or_sources_are_refused_in_one_line(cli, trained, tmp_path, edit, field):
+    from charrnn import checkpoint
+    arrays, meta = checkpoint.load(trained / "best.npz")
+    meta = {k: v for k, v in meta.items() if k not in ("checksum", "format_version")}
+    edit(meta)
+    checkpoint.save(tmp_path / "edited.npz", arrays, meta)
+    for args in (("info",), ("eval", "--split", "val"), ("export", "-f", "onnx", "-o", tmp_path / "x.onnx")):
+        line = one_line_error(cli(args[0], tmp_path / "edited.npz", *args[1:]))
+        assert "meta is missing or has a bad field " + field in line, line
+    line = one_line_error(cli("train", "--resume", tmp_path / "edited.npz", "--out", tmp_path / "r", "--plain"))
+    assert field in line
