@@ -196,3 +196,13 @@ def test_export_in_a_terminal(trained, tmp_path):
     assert out.strip() == "wrote m.onnx"
     code, out = run_in_pty(["export", trained, "--format", "onnx", "-o", "m.onnx"], tmp_path)
     assert code == 2 and out.strip().startswith("error: m.onnx already exists") and "Traceback" not in out
+
+
+def test_default_output_is_next_to_the_checkpoint(tmp_path, cli):
+    pytest.importorskip("safetensors")
+    (tmp_path / "run").mkdir()
+    ckpt = write_checkpoint(tmp_path / "run" / "best.npz")
+    r = cli("export", tmp_path / "run", "--format", "safetensors")  # a run directory means its best.npz
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "run" / "best.safetensors").is_file() and ckpt.is_file()
+    assert "without --format or -o" in one_line_error(cli("export", tmp_path / "run"))
