@@ -14,7 +14,7 @@ import numpy as np
 
 import numba
 
-from .kernels import gemm, gru, head, lstm, rnn
+from .kernels import gemm, gru, head, lstm, lstm_fused, rnn
 from .kernels.blas import matmul, single_threaded_blas
 from .params import GATES, Params, Shape
 from .threads import pool, usable_cores
@@ -252,9 +252,17 @@ class Model:
         prep = _Prepared(table=self.input_table(), bias=[self._layer_bias(k) for k in range(L)],
                          w_hh_t=[np.ascontiguousarray(w.T) for w in w_hh])
         if packed_path(self.dtype):
-            prep.fwd = [gemm.pack(wt) for wt in prep.w_hh_t]
+            if self._fused(forward=True):
+                prep.fwd = [lstm_fused.pack_forward(w) for w in w_hh]
+            else:
+                prep.fwd = [gemm.pack(wt) for wt in prep.w_hh_t]
             prep.bwd = [gemm.pack(w) for w in w_hh] if backward else None
         return prep
+
+    def _fused(self, forward: bool) -> bool:
+        """LSTM on the packed path where fusing the gates into the micro-kernel measured faster."""
+        ok = lstm_fused.fused_forward_ok if forward else lstm_fused.fused_backward_ok
+        return self.cell == "lstm" and ok(self.hidden_size)
 
     def _layer_bias(self, k: int) -> np.ndarray:
         """Both biases folded into the input projection; GRU keeps b_hn apart (r scales it)."""
@@ -292,7 +300,9 @@ class Model:
             packed = prep.fwd is not None
             if self.cell == "lstm":
                 lw.cs[0] = state.c[k]
-                if packed:
+                if packed and self._fused(forward=True):
+                    lstm_fused.lstm_forward_fused(lw.hs, lw.cs, lw.gates, lw.xproj, prep.fwd[k])
+                elif packed:
                     lstm.lstm_forward_packed(lw.hs, lw.cs, lw.gates, lw.hh, lw.xproj, prep.fwd[k])
                 else:
                     lstm.lstm_forward(lw.hs, lw.cs, lw.gates, lw.hh[:, :w_hh_t.shape[1]], lw.xproj, w_hh_t)
@@ -333,7 +343,11 @@ class Model:
             wp = None if prep.bwd is None else prep.bwd[k]  # None: per-step numpy loop (trace, float64)
             if self.cell == "lstm":
                 lw.dc[:] = 0
-                if wp is not None:
+                if wp is not None and self._fused(forward=False):
+                    # The carried dh is zero here (truncated BPTT), so dhs[T-1] needs nothing added, and
+                    # the gradient w.r.t. h0 (dgates[0] @ W_hh) is not wanted.
+                    lstm_fused.lstm_backward_fused(lw.dgates, lw.dc, lw.dhs, lw.cs, lw.gates, wp)
+                elif wp is not None:
                     lstm.lstm_backward_packed(lw.dgates, lw.dh, lw.dc, lw.dhs, lw.cs, lw.gates, wp, lw.dhh)
                 else:
                     lstm.lstm_backward(lw.dgates, lw.dh, lw.dc, lw.dhs, lw.hs, lw.cs, lw.gates, w_hh, tr)

@@ -58,7 +58,7 @@ def per_step_loops(monkeypatch):
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
-@pytest.mark.parametrize("H,B,T,L", [(8, 1, 3, 1), (40, 13, 7, 2), (64, 9, 5, 3), (33, 4, 6, 2)])
+@pytest.mark.parametrize("H,B,T,L", [(8, 1, 3, 1), (40, 13, 7, 2), (64, 9, 5, 3), (33, 4, 6, 2), (32, 13, 4, 2), (96, 7, 3, 2), (160, 11, 3, 1)])
 def test_packed_path_matches_per_step_loops(cell, H, B, T, L, per_step_loops):
     m = Model(Shape(cell, 11, H, L))
     rng = np.random.default_rng(H * B + T)
@@ -86,3 +86,20 @@ def test_packed_path_matches_per_step_loops(cell, H, B, T, L, per_step_loops):
 def test_float64_and_trace_take_the_per_step_loops():
     assert model_mod.packed_path(np.float32)
     assert not model_mod.packed_path(np.float64)
+
+
+def test_other_block_shape_in_a_fresh_process(tmp_path):
+    """The block shape is fixed per machine at import (8x32 with AVX-512, 6x16 with AVX2); run this file's
+    model comparison under the other one, with its own Numba cache so no machine code is shared."""
+    import os
+    import subprocess
+    import sys
+
+    from charrnn.kernels import gemm
+    other = "6x16" if (gemm.MR, gemm.NR) == (8, 32) else "8x32"
+    env = dict(os.environ, CHARRNN_KERNEL_BLOCK=other, NUMBA_CACHE_DIR=str(tmp_path / "cache"))
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", __file__,
+                        "-k", "packed_path_matches or panel_product_any_rows"],
+                       env=env, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert " passed" in r.stdout

@@ -1,4 +1,4 @@
-"""A register-blocked GEMM micro-kernel for the per-step recurrent products, written as LLVM vector IR.
+"""A register-blocked GEMM micro-kernel for the per-step recurrent products (GRU, RNN; LSTM fuses more).
 
 The recurrent product of one time step is small (B/2 rows of h against W_hh) and runs T times per
 chunk; calling BLAS for it from Python costs a call, a repacking of the whole W_hh inside OpenBLAS on
@@ -16,12 +16,12 @@ docs/architecture.md for the machine code checked on both kinds of machine).
 
 Sizes: K = inner dimension, NR = panel width (columns), MR = rows per block.
 """
+import os
+
 import numpy as np
-from llvmlite import ir
-from numba import types
-from numba.extending import intrinsic
 
 from .jit import kernel
+from .vir import emit_product, vector_intrinsic
 
 _CACHE: dict[tuple[int, int], object] = {}
 
@@ -34,67 +34,13 @@ def micro_kernel(MR: int, NR: int):
     c_addr: address of C[0, 0] (rows ldc elements apart); C[r, :NR] = sum_k A[r, k] * W[k, :].
     All addresses are plain integers (array.ctypes.data + offsets); the caller checks every extent."""
     key = (MR, NR)
-    if key in _CACHE:
-        return _CACHE[key]
-
-    @intrinsic
-    def mk(typingctx, a_addr, lda, w_addr, K, c_addr, ldc):
-        sig = types.void(types.intp, types.intp, types.intp, types.intp, types.intp, types.intp)
-
-        def codegen(context, builder, signature, args):
-            a_i, lda_v, w_i, k_v, c_i, ldc_v = args
-            f32 = ir.FloatType()
-            vt = ir.VectorType(f32, NR)
-            i64 = ir.IntType(64)
-            i32 = ir.IntType(32)
-            pf = f32.as_pointer()
-            pv = vt.as_pointer()
-            a = builder.inttoptr(a_i, pf)
-            w = builder.inttoptr(w_i, pf)
-            c = builder.inttoptr(c_i, pf)
-            rows = [builder.gep(a, [builder.mul(lda_v, ir.Constant(i64, r))]) for r in range(MR)]
-            crow = [builder.gep(c, [builder.mul(ldc_v, ir.Constant(i64, r))]) for r in range(MR)]
-            zero = ir.Constant(vt, None)
-            undef = ir.Constant(vt, ir.Undefined)
-            splat_mask = ir.Constant(ir.VectorType(i32, NR), [0] * NR)
-            fma_name = f"llvm.fma.v{NR}f32"
-            fma = builder.module.globals.get(fma_name) or ir.Function(
-                builder.module, ir.FunctionType(vt, [vt, vt, vt]), name=fma_name)
-            entry = builder.block
-            loop = builder.append_basic_block("mk.loop")
-            done = builder.append_basic_block("mk.done")
-            builder.cbranch(builder.icmp_signed(">", k_v, ir.Constant(i64, 0)), loop, done)
-
-            builder.position_at_end(loop)
-            k = builder.phi(i64)
-            acc = [builder.phi(vt) for _ in range(MR)]
-            wv = builder.load(builder.bitcast(builder.gep(w, [builder.mul(k, ir.Constant(i64, NR))]), pv), align=4)
-            new = []
-            for r in range(MR):
-                s = builder.load(builder.gep(rows[r], [k]), align=4)
-                sv = builder.shuffle_vector(builder.insert_element(undef, s, ir.Constant(i32, 0)), undef, splat_mask)
-                new.append(builder.call(fma, [sv, wv, acc[r]]))
-            k1 = builder.add(k, ir.Constant(i64, 1))
-            k.add_incoming(ir.Constant(i64, 0), entry)
-            k.add_incoming(k1, loop)
-            for r in range(MR):
-                acc[r].add_incoming(zero, entry)
-                acc[r].add_incoming(new[r], loop)
-            builder.cbranch(builder.icmp_signed("<", k1, k_v), loop, done)
-
-            builder.position_at_end(done)
-            outs = [builder.phi(vt) for _ in range(MR)]  # all phis first: LLVM wants them grouped
-            for r, out in enumerate(outs):
-                out.add_incoming(zero, entry)
-                out.add_incoming(new[r], loop)
-            for r, out in enumerate(outs):
-                builder.store(out, builder.bitcast(crow[r], pv), align=4)
-            return context.get_dummy_value()
-
-        return sig, codegen
-
-    _CACHE[key] = mk
-    return mk
+    if key not in _CACHE:
+        def body(v, args):
+            a, lda, w, K, c, ldc = args
+            for r, acc in enumerate(emit_product(v, MR, NR, a, lda, w, K)):
+                v.store(acc, v.ptr(c, v.b.mul(ldc, v.i64(r))))
+        _CACHE[key] = vector_intrinsic(6, body)
+    return _CACHE[key]
 
 
 def _host_has_avx512() -> bool:
@@ -108,7 +54,19 @@ def _host_has_avx512() -> bool:
 # Block shape by register file: AVX-512 has 32 zmm registers, so 8 rows x 32 columns (16 accumulators,
 # 2 panel vectors, a broadcast) fit; AVX2 has 16 ymm registers: 6 rows x 16 columns (12 accumulators).
 # Measured here (Xeon, AVX-512, one core, 32x256 . 256x1024): 8x32 74 GFLOP/s, 8x16 58, numpy 48.
-MR, NR = (8, 32) if _host_has_avx512() else (6, 16)
+def _block_shape() -> tuple[int, int]:
+    # CHARRNN_KERNEL_BLOCK=6x16 runs the AVX2 block shape on an AVX-512 machine (and the reverse): the
+    # tests use it, with a fresh NUMBA_CACHE_DIR, to check both shapes wherever they run.
+    forced = os.environ.get("CHARRNN_KERNEL_BLOCK", "")
+    if forced:
+        mr, nr = (int(x) for x in forced.lower().split("x"))
+        if not (1 <= mr <= 8 and nr % 4 == 0 and nr >= 4):
+            raise ValueError(f"CHARRNN_KERNEL_BLOCK={forced!r}: want MRxNR, MR 1-8, NR a multiple of 4")
+        return mr, nr
+    return (8, 32) if _host_has_avx512() else (6, 16)
+
+
+MR, NR = _block_shape()
 _MK = micro_kernel(MR, NR)
 _MK4 = micro_kernel(4, NR)
 _MK2 = micro_kernel(2, NR)
