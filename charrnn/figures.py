@@ -53,12 +53,10 @@ def loss_png(runs) -> bytes:
                 ax.plot(tx, r.train, color=c, alpha=0.18, lw=1)
                 ax.plot(tx, r.smooth, color=c, lw=1.8, label=f"{r.name} train (smoothed)")
             if r.val:
-                ax.plot(vx, r.val, color=c, lw=1.2, ls="--", marker="o", ms=3.5, label=f"{r.name} val")
-            if r.best:
-                s, t, v = r.best
+                best = f" (best {r.best[2]:.3f} @ step {r.best[0]:,})"
+                ax.plot(vx, r.val, color=c, lw=1.2, ls="--", marker="o", ms=3.5, label=f"{r.name} val{best}")
+                s, t, v = r.best  # ringed: the evaluation best.npz keeps
                 ax.plot([s if key == "step" else t], [v], marker="o", ms=13, mfc="none", mec=c, mew=2)
-                ax.annotate(f"best {v:.3f}", (s if key == "step" else t, v), textcoords="offset points",
-                            xytext=(6, -16), color=c, fontsize=9)
         ax.set_xlabel("step" if key == "step" else "training time (s)")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("loss (nats/char)")
@@ -88,7 +86,7 @@ def diagnose_png(rep) -> bytes:
     b.set_xlabel("t")
     for ax in (a, b):
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=8)
+    a.legend(fontsize=8, loc="upper right")  # the same lines in both panels: one legend
     a.set_ylabel("gradient norm (per stream, mean over streams)")
     labels, width = [], 0.8 / max(len(rep.flows), 1)
     gates = [(k, g) for k in range(rep.layers) for g in rep.flows[0].saturation[k]]
@@ -131,7 +129,7 @@ def activations_png(pic, max_lines: int = 8, max_cols: int = 90) -> bytes:
     rows.append((f"surprisal −log p (nats), mean {np.nanmean(pic.surprisal):.2f}", pic.surprisal, "surprisal",
                  surprisal_scale(pic.surprisal)))
     width = max(len(s) for s in lines) if lines else 1
-    fig = _figure(max(8.0, 0.085 * width + 1.0), 0.3 + len(rows) * (0.26 * len(lines) + 0.45))
+    fig = _figure(max(4.0, 0.075 * width + 0.6), 0.3 + len(rows) * (0.26 * len(lines) + 0.45))
     axes = fig.subplots(len(rows), 1, squeeze=False)[:, 0]
     oranges = LinearSegmentedColormap.from_list("surprisal", ["#ffffff", "#e6550d"])
     for ax, (label, values, cmap, scale) in zip(axes, rows):

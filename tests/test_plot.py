@@ -129,3 +129,18 @@ def test_nonfinite_losses_are_left_out(tmp_path):
     run = write_metrics(tmp_path / "r", [3.0, math.inf, 2.0, 1.5], val=[2.5, 2.0])
     r = curves.read_run(run)
     assert r.train == [3.0, 2.0, 1.5] and all(math.isfinite(v) for v in r.smooth)
+
+
+def test_readme_shows_the_see_inside_pictures():
+    """Every picture the README's See inside section shows is in docs/ and decodes as a PNG."""
+    from pathlib import Path
+    mpimg = pytest.importorskip("matplotlib.image")
+    root = Path(__file__).resolve().parent.parent
+    text = (root / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("## See inside"):text.index("## Python API")]
+    pictures = re.findall(r"!\[[^\]]*\]\((docs/[^)]+\.png)\)", section)
+    assert len(pictures) == 3, pictures
+    for rel in pictures:
+        img = mpimg.imread(root / rel)
+        assert img.ndim == 3 and min(img.shape[:2]) > 300 and img[..., :3].std() > 0.05, rel
+    assert (root / "docs" / "see-inside.sh").is_file() and "docs/see-inside.sh" in section
