@@ -220,7 +220,7 @@ def html(pic: Picture) -> str:
             spans.append(f'<span class="{prefix}{level(v, scale)}"{tip}>{shown}</span>')
         return '<div class="txt">' + "".join(spans) + "</div>"
 
-    def legend(colour, prefix, lo, hi):
+    def legend(prefix, lo, hi):
         cells = "".join(f'<span class="scale {prefix}{i}"></span>' for i in range(LEVELS // 2 if prefix == "s" else 0, LEVELS))
         return f'<p class="note">{escape(lo)} {cells} {escape(hi)}</p>'
 
@@ -230,11 +230,11 @@ def html(pic: Picture) -> str:
     for u in pic.units:
         sc = unit_scale(u)
         parts.append(f"<h2>{escape(u.name)}" + (f" &mdash; {escape(u.note)}" if u.note else "") + "</h2>")
-        parts.append(legend(diverging, "d", f"{-sc:.2f}", f"{sc:+.2f}"))
+        parts.append(legend("d", f"{-sc:.2f}", f"{sc:+.2f}"))
         parts.append(block(u.values, sc, "d", lambda v: f"{v:+.3f}"))
     ss = surprisal_scale(pic.surprisal)
     parts.append(f"<h2>surprisal &minus;log p(character) &mdash; mean {np.nanmean(pic.surprisal):.3f} nats</h2>")
-    parts.append(legend(sequential, "s", "0", f"{ss:.1f}+ nats"))
+    parts.append(legend("s", "0", f"{ss:.1f}+ nats"))
     parts.append(block(np.clip(pic.surprisal, 0, None), ss, "s", lambda v: f"{v:.2f} nats"))
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>{escape(pic.title)}</title><style>{''.join(css)}</style></head>\n<body>\n"

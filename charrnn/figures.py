@@ -88,7 +88,7 @@ def diagnose_png(rep) -> bytes:
         ax.grid(alpha=0.3, which="both")
     a.legend(fontsize=8, loc="upper right")  # the same lines in both panels: one legend
     a.set_ylabel("gradient norm (per stream, mean over streams)")
-    labels, width = [], 0.8 / max(len(rep.flows), 1)
+    width = 0.8 / max(len(rep.flows), 1)
     gates = [(k, g) for k in range(rep.layers) for g in rep.flows[0].saturation[k]]
     x = np.arange(len(gates))
     for j, f in enumerate(rep.flows):
