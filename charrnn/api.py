@@ -106,7 +106,8 @@ def _resume_point(resume: str | os.PathLike) -> tuple[Path, store.Loaded]:
 
 def train(corpus_path: str | os.PathLike | None = None, config: Any = None, out_dir: str | os.PathLike | None = None,
           *, sets=(), options: Mapping | None = None, resume: str | os.PathLike | None = None, force: bool = False,
-          live: bool | None = None, console=None, encoding: str | None = None, errors: str | None = None) -> Path:
+          live: bool | None = None, console=None, encoding: str | None = None, errors: str | None = None,
+          on_eval=None) -> Path:
     """Train a model and return the path of its best checkpoint.
 
     corpus_path: a UTF-8 text file (default: the bundled tiny Shakespeare). config: a YAML path, a bundled
@@ -114,7 +115,8 @@ def train(corpus_path: str | os.PathLike | None = None, config: Any = None, out_
     run directory (default runs/<corpus stem>). resume: a run directory or checkpoint to continue exactly;
     then only max_steps/max_epochs/max_time, log/eval/sample/checkpoint cadence may differ from the run's
     config. Every check (config, corpus, run directory) runs before anything is written, and a failed
-    start removes the run directory it created.
+    start removes the run directory it created. on_eval(step, val_loss), if given, is called after each
+    evaluation's checkpoint; returning True ends training there (how a sweep prunes a trial).
     """
     for name, value in (("corpus_path", corpus_path), ("out_dir", out_dir), ("resume", resume)):
         if value is not None and not isinstance(value, (str, os.PathLike)):
@@ -176,6 +178,7 @@ def train(corpus_path: str | os.PathLike | None = None, config: Any = None, out_
             if not had_cache:
                 shutil.rmtree(run_dir / "cache", ignore_errors=True)
             raise
+        trainer.on_eval = on_eval
         return _run(trainer, corpus, warning, cfg, run_dir, remove, loaded, live, console)
 
 
