@@ -361,7 +361,7 @@ def sweep(sweep_file, corpus, trials, workers, storage, study, out, status, plai
         from .sweep.main import status as show
         sys.exit(show(sweep_file, storage, study, out, console))
     if sweep_file is None:
-        raise UsageError("missing SWEEP.yaml", "e.g. charrnn sweep sweep.yaml corpus.txt (see charrnn sweep --help)")
+        raise UsageError("missing SWEEP.yaml", "e.g. charrnn sweep sweep.yaml corpus.txt; see charrnn sweep --help")
     from .sweep.main import run
     live = not plain and console.is_terminal
     sys.exit(run(sweep_file, corpus, trials=trials, workers=workers, storage=storage, study_name=study, out=out,

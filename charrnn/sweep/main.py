@@ -86,7 +86,8 @@ def run(sweep_file: str, corpus: str | None, *, trials: int | None, workers: int
 
 
 def _title(spec: Spec, store: Store) -> str:
-    return f"study {spec.study} ({spec.sampler}, {spec.pruner} pruning, {spec.budget()} trials) on {store.describe()}"
+    pruning = "no pruning" if spec.pruner == "none" else f"{spec.pruner} pruning"
+    return f"study {spec.study} ({spec.sampler}, {pruning}, {spec.budget()} trials) on {store.describe()}"
 
 
 def _start(job: dict, workers: int, threads: int, out_dir: Path) -> list[tuple[subprocess.Popen, Path]]:
@@ -147,14 +148,17 @@ def _alive(procs) -> bool:
 
 def _print_finished(study, reported: set[int], console) -> None:
     """Without a terminal: one line per trial as it finishes (a log file reads well)."""
-    from .table import LABEL, best_val
-    for t in study.get_trials(deepcopy=False):
+    from .table import best_val, retried_as, state_text
+    trials = study.get_trials(deepcopy=False)
+    retried = retried_as(trials)
+    for t in trials:
         if t.state.is_finished() and t.number not in reported:
             reported.add(t.number)
             bv = best_val(t)
             params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.params.items())
-            console.print(f"trial {t.number} {LABEL.get(t.state.name, t.state.name)}"
-                          + ("" if bv is None else f": val {bv:.4f}") + f" ({params})", markup=False, highlight=False, soft_wrap=True)
+            console.print(f"trial {t.number} {state_text(t, retried).plain}"
+                          + ("" if bv is None else f": val {bv:.4f}") + f" ({params})",
+                          markup=False, highlight=False, soft_wrap=True)
 
 
 def _write_best(study, spec: Spec, out_dir: Path, console) -> Path | None:

@@ -182,7 +182,7 @@ def _one(key: str, kind: str, arg: Any, base: Config, src: str) -> dict[str, Any
         for v in arg:
             if not (v is None or isinstance(v, (bool, int, float, str))):
                 raise UsageError(f"{src}: choice values must be numbers or strings, got {v!r}")
-            _check_value(key, v, base, src)
+            _check_value(key, v, base, f"the space of {src.rsplit(' in ', 1)[-1]}")
         return {"kind": kind, "values": list(arg)}
     if kind in ("int", "log_int") and typ is not int and typ is not float:
         raise UsageError(f"{src}: {key} is not a number", "use {choice: [...]}")
@@ -206,7 +206,7 @@ def _one(key: str, kind: str, arg: Any, base: Config, src: str) -> dict[str, Any
     if kind == "int" and (step < 1 or (high - low) % step):
         raise UsageError(f"{src}: the step must be >= 1 and divide high - low, got step {step} for [{low}, {high}]")
     for v in (low, high):
-        _check_value(key, v, base, src)
+        _check_value(key, v, base, f"the space of {src.rsplit(' in ', 1)[-1]}")
     out = {"kind": kind, "low": low, "high": high}
     if kind == "int":
         out["step"] = step

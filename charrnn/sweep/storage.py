@@ -158,9 +158,12 @@ class Store:
         return True
 
     def fail_dead_trials(self, study) -> list[int]:
-        """Journal only, under the ask lock: fail the RUNNING trials of dead workers and queue retries.
-        (A database does this with heartbeats inside study.optimize.) Returns the failed numbers."""
+        """Under the ask lock: fail the RUNNING trials of dead workers and queue retries.
+        On a database, Optuna's heartbeat check does it (study.optimize runs it too, but a worker that
+        is only waiting for others' trials must run it itself). Returns the failed numbers (journal)."""
         if self.database:
+            import optuna
+            optuna.storages.fail_stale_trials(study)
             return []
         from optuna.exceptions import UpdateFinishedTrialError
         from optuna.trial import TrialState
@@ -187,16 +190,26 @@ def _database(optuna, url: str, heartbeat: int):
     if not url.startswith("postgresql"):
         raise UsageError(f"unsupported storage URL {redact(url)!r}",
                          "use postgresql+psycopg://user:password@host:port/database, or a journal file path")
-    try:
-        import warnings
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # heartbeat_interval is marked experimental
-            return RDBStorage(
-                url, heartbeat_interval=heartbeat, grace_period=3 * heartbeat,
-                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
-                    max_retry=MAX_RETRY, inherit_intermediate_values=True),
-                engine_kwargs={"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}})
-    except Exception as e:  # sqlalchemy's OperationalError, ArgumentError, ...: say it in one line
-        reason = " ".join(str(getattr(e, "orig", None) or e).split())
-        raise CharrnnError(f"cannot reach the sweep database {redact(url)}: {reason[:300]}",
-                           "check the URL, that the server is up and that this machine may connect") from None
+    import time
+    import warnings
+
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+    for attempt in range(5):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # heartbeat_interval is marked experimental
+                return RDBStorage(
+                    url, heartbeat_interval=heartbeat, grace_period=3 * heartbeat,
+                    heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
+                        max_retry=MAX_RETRY, inherit_intermediate_values=True),
+                    engine_kwargs={"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}})
+        except (IntegrityError, ProgrammingError):
+            # Two machines starting on a fresh database both create Optuna's tables; one loses the
+            # race ("already exists"). The tables are there a moment later: open them again.
+            if attempt == 4:
+                raise
+            time.sleep(0.5 + attempt)
+        except Exception as e:  # sqlalchemy's OperationalError, ArgumentError, ...: say it in one line
+            reason = " ".join(str(getattr(e, "orig", None) or e).split())
+            raise CharrnnError(f"cannot reach the sweep database {redact(url)}: {reason[:300]}",
+                               "check the URL, that the server is up and that this machine may connect") from None

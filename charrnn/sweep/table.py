@@ -34,13 +34,20 @@ def _seconds(t) -> float | None:
     return max(0.0, (end - t.datetime_start).total_seconds())
 
 
-def state_text(t, trials_by_retry: dict[int, int]) -> Text:
+def retried_as(trials) -> dict[int, int]:
+    """failed trial number -> the number of the retry that continues it."""
+    return {t.system_attrs["retry_history"][-1]: t.number for t in trials if t.system_attrs.get("retry_history")}
+
+
+def state_text(t, retried: dict[int, int]) -> Text:
     name = t.state.name
     label = LABEL.get(name, name.lower())
-    if name == "FAIL" and t.number in trials_by_retry:
-        label += f" (retried as #{trials_by_retry[t.number]})"
-    elif name == "FAIL" and t.user_attrs.get("error"):
-        label += ": " + str(t.user_attrs["error"])[:60]
+    if name == "FAIL":
+        label = "stopped" if t.user_attrs.get("interrupted") else label
+        if t.number in retried:
+            label += f" → #{retried[t.number]}"
+        elif t.user_attrs.get("error"):
+            label += ": " + str(t.user_attrs["error"])[:60]
     return Text(label, style=STYLE.get(name, ""))
 
 
@@ -49,20 +56,20 @@ def render(trials, title: str, limit: int | None = None) -> Table:
     keys = []
     for t in trials:
         keys += [k for k in t.params if k not in keys]
-    retried = {t.system_attrs["failed_trial"]: t.number for t in trials if "failed_trial" in t.system_attrs}
+    retried = retried_as(trials)
     best = min((t for t in trials if t.state.name == "COMPLETE" and t.value is not None),
                key=lambda t: t.value, default=None)
     short = [k.split(".")[1] for k in keys]
     heads = [h if short.count(h) == 1 else k for h, k in zip(short, keys)]  # optim.lr -> lr
     table = Table(title=Text(title), title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1), collapse_padding=True,
                   pad_edge=False)
-    for col in ["#", "run", "state", *heads, "val", "step", "time"]:
+    for col in ["#", "state", *heads, "val", "step", "time"]:
         table.add_column(col, justify="left" if col == "state" else "right", no_wrap=col != "state",
-                         min_width=8 if col == "state" else None)
+                         min_width=12 if col == "state" else None)
     shown = trials[-limit:] if limit and len(trials) > limit else trials
     for t in shown:
         bv, secs = best_val(t), _seconds(t)
-        row = [str(t.number), t.user_attrs.get("run", "-").removeprefix("trial-"), state_text(t, retried),
+        row = [str(t.number), state_text(t, retried),
                *[fmt(t.params[k]) if k in t.params else "-" for k in keys],
                "-" if bv is None else f"{bv:.4f}", fmt(t.user_attrs.get("step", "-")),
                "-" if secs is None else f"{secs:.1f}s" if secs < 10 else f"{secs:.0f}s"]
@@ -76,6 +83,7 @@ def summary(trials) -> str:
     counts: dict[str, int] = {}
     for t in trials:
         label = LABEL.get(t.state.name, t.state.name.lower())
+        label = "stopped" if label == "failed" and t.user_attrs.get("interrupted") else label
         counts[label] = counts.get(label, 0) + 1
     parts = [f"{n} {label}" for label, n in counts.items()]
     done = [t for t in trials if t.state.name == "COMPLETE" and t.value is not None]

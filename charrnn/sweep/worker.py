@@ -12,8 +12,9 @@ import os
 import signal
 import sys
 import time
-import zlib
 from pathlib import Path
+
+import numpy as np
 
 from .. import rundir
 from ..errors import CharrnnError
@@ -63,10 +64,13 @@ class Worker:
         self.optuna = optuna
         self.name = self.store.worker_name(self.index)
         study = self.store.load(self.spec.study)
-        # Distinct, repeatable sampler seeds: per machine, per worker, and per how far the study is
-        # (a second `charrnn sweep` on the same study must not replay the first one's random draws).
-        host = zlib.crc32(os.uname().nodename.encode())
-        seed = hash((self.spec.seed, host, self.index, len(study.trials))) % 2**32
+        # Every worker the study ever had gets its own ordinal (under the ask lock, across machines),
+        # and its sampler a seed from (seed, ordinal): workers never draw the same values, and a
+        # one-worker sweep run again from scratch with the same seed proposes the same trials.
+        with self.store.ask_lock(self.spec.study):
+            ordinal = int(study.user_attrs.get("charrnn_workers", 0))
+            study.set_user_attr("charrnn_workers", ordinal + 1)
+        seed = int(np.random.SeedSequence([self.spec.seed, ordinal]).generate_state(1)[0])
         self.study = optuna.load_study(study_name=self.spec.study, storage=self.store.storage,
                                        sampler=make_sampler(optuna, self.spec, seed),
                                        pruner=make_pruner(optuna, self.spec))
@@ -102,6 +106,8 @@ class Worker:
     def objective(self, trial) -> float:
         trial.set_user_attr("worker", self.name)
         self.store.release()
+        if trial.user_attrs.get("interrupted"):  # copied from the attempt this retry continues
+            trial.set_user_attr("interrupted", False)
         frozen = next(t for t in self.study.get_trials(deepcopy=False) if t.number == trial.number)
         run_dir = self.out / f"trial-{original_number(frozen):04d}"
         trial.set_user_attr("run", run_dir.name)
