@@ -115,8 +115,8 @@ def train(corpus_path: str | os.PathLike | None = None, config: Any = None, out_
     run directory (default runs/<corpus stem>). resume: a run directory or checkpoint to continue exactly;
     then only max_steps/max_epochs/max_time, log/eval/sample/checkpoint cadence may differ from the run's
     config. Every check (config, corpus, run directory) runs before anything is written, and a failed
-    start removes the run directory it created. on_eval(step, val_loss), if given, is called after each
-    evaluation's checkpoint; returning True ends training there (how a sweep prunes a trial).
+    start removes the run directory it created. on_eval(metrics), if given, is called with each evaluated
+    step's metrics.jsonl record after its checkpoint; returning True ends training there (a sweep's pruner).
     """
     for name, value in (("corpus_path", corpus_path), ("out_dir", out_dir), ("resume", resume)):
         if value is not None and not isinstance(value, (str, os.PathLike)):

@@ -223,3 +223,24 @@ def test_ctrl_c_checkpoints_and_queues_the_trials(tmp_path, corpus):
     assert "trial-0000 (resumed at step" in log
     steps = [json.loads(line)["step"] for line in (out / "trial-0000" / "metrics.jsonl").read_text().splitlines()]
     assert steps == sorted(set(steps))  # one run, continued: no step logged twice
+
+
+def test_grid_with_two_workers_visits_each_point_once(tmp_path, corpus):
+    f = tmp_path / "grid.yaml"
+    f.write_text(TINY_SWEEP.replace("  optim.lr: {log_uniform: [1.0e-3, 3.0e-2]}\n", "")
+                 .replace("  model.dropout: {uniform: [0, 0.3]}\n", "")
+                 .replace("sampler: random", "sampler: grid, pruner: hyperband").replace("trials: 4", "trials: 10"))
+    out = tmp_path / "out"
+    r = subprocess.run([CHARRNN, "sweep", f, corpus, "--workers", "2", "--out", out, "--plain"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    trials = _study(str(out / "journal.log"), "grid").get_trials()
+    points = {(t.params["model.hidden_size"], t.params["train.seq_len"]) for t in trials}
+    assert len(trials) == 6 and points == {(h, s) for h in (8, 16) for s in (8, 12, 16)}  # the whole grid, once
+
+
+def test_the_example_sweep_file_is_valid():
+    from charrnn.sweep.spec import load
+    spec = load(str(Path(__file__).resolve().parent.parent / "examples" / "sweep-shakespeare.yaml"))
+    assert spec.trials == 20 and spec.base.train.max_time == 60 and spec.sampler == "tpe"
+    assert set(spec.space) == {"optim.lr", "model.hidden_size", "model.dropout", "train.seq_len"}

@@ -52,10 +52,11 @@ def redact(url: str) -> str:
     return head + sep + tail
 
 
-def retry(study, frozen) -> None:
-    """Queue a failed trial again with the same parameters, pointing back at it (its run dir is resumed)."""
+def retry(study, frozen, max_retry: int | None = MAX_RETRY) -> None:
+    """Queue a failed trial again with the same parameters, pointing back at it (its run dir is resumed).
+    A trial stopped by Ctrl-C is always queued again (max_retry None): stopping is not failing."""
     from optuna.storages import RetryHeartbeatStaleTrialCallback
-    RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY, inherit_intermediate_values=True)(study, frozen)
+    RetryHeartbeatStaleTrialCallback(max_retry=max_retry, inherit_intermediate_values=True)(study, frozen)
 
 
 def original_number(frozen) -> int:

@@ -21,6 +21,7 @@ from ..errors import CharrnnError
 from .spec import Spec, trial_config
 from .storage import Store, original_number, retry
 
+TIME_SLOTS = 20  # under a max_time budget, trials are compared at 20 equal points of it
 POLL_S = 1.0  # waiting for running trials that might still fail and come back as retries
 
 
@@ -35,7 +36,8 @@ def suggest(trial, key: str, s: dict):
 
 def make_sampler(optuna, spec: Spec, seed: int):
     if spec.sampler == "grid":
-        return optuna.samplers.GridSampler(spec.grid(), seed=seed)
+        # Every worker must shuffle the grid the same way: trial N takes the grid's point N.
+        return optuna.samplers.GridSampler(spec.grid(), seed=spec.seed)
     if spec.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     # constant_liar: a running trial counts as a bad result, so parallel workers spread out
@@ -43,11 +45,15 @@ def make_sampler(optuna, spec: Spec, seed: int):
 
 
 def make_pruner(optuna, spec: Spec):
+    t = spec.base.train
     if spec.pruner == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=min(5, max(1, spec.trials // 4)))
+        # Not before a quarter of the budget: early losses say little about where a run ends up.
+        return optuna.pruners.MedianPruner(n_startup_trials=min(5, max(1, spec.trials // 4)),
+                                           n_warmup_steps=(t.max_steps or TIME_SLOTS) // 4)
     if spec.pruner == "hyperband":
-        t = spec.base.train
-        return optuna.pruners.HyperbandPruner(min_resource=t.eval_every, max_resource=t.max_steps or "auto")
+        if t.max_steps:
+            return optuna.pruners.HyperbandPruner(min_resource=t.eval_every, max_resource=t.max_steps)
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=TIME_SLOTS)  # see on_eval
     return optuna.pruners.NopPruner()
 
 
@@ -116,12 +122,24 @@ class Worker:
         resume = run_dir if has_checkpoint(run_dir) else None
         pruned = []
 
-        def on_eval(step: int, val_loss: float) -> bool:
-            trial.set_user_attr("step", step)
-            if math.isfinite(val_loss):
-                trial.report(val_loss, step)
+        t = self.spec.base.train
+        slot = None if t.max_steps else t.max_time / TIME_SLOTS
+        reported = set(frozen.intermediate_values)  # a retry inherits its first attempt's values
+
+        def on_eval(m: dict) -> bool:
+            trial.set_user_attr("step", m["step"])
+            # The pruner compares trials at equal steps, or under a time budget at equal training time:
+            # TIME_SLOTS points of the budget (a large model must not be judged at a small one's step
+            # count). Slots passed since the last evaluation get this evaluation's loss.
+            if math.isfinite(m["val_loss"]):
+                at = m["step"] if slot is None else int(m["elapsed_s"] / slot)
+                first = at if slot is None else max(reported, default=-1) + 1
+                for s in range(first, at + 1):
+                    if s not in reported:
+                        reported.add(s)
+                        trial.report(m["val_loss"], s)
             if trial.should_prune():
-                pruned.append(step)
+                pruned.append(m["step"])
                 return True
             return False
 
@@ -140,8 +158,9 @@ class Worker:
             self._requeue(trial)
             raise KeyboardInterrupt from None
         from ..checkpoint import read_meta
-        meta = read_meta(best) or {}
-        progress, losses = meta.get("progress", {}), meta.get("losses", {})
+        last = best.with_name("last.npz")
+        progress = (read_meta(last if last.is_file() else best) or {}).get("progress", {})
+        losses = (read_meta(best) or {}).get("losses", {})
         trial.set_user_attr("step", progress.get("step"))
         trial.set_user_attr("elapsed_s", progress.get("elapsed_s"))
         if pruned:
@@ -155,7 +174,7 @@ class Worker:
         """Stopped by a signal: its checkpoint is written; queue it again to resume from there."""
         trial.set_user_attr("interrupted", True)
         frozen = next(t for t in self.study.get_trials(deepcopy=True) if t.number == trial.number)
-        retry(self.study, frozen)
+        retry(self.study, frozen, max_retry=None)
 
 
 def _die_with_parent(parent: int) -> None:
