@@ -2,6 +2,7 @@
 the best config that `charrnn train --config` takes, --status, and both in a pseudo-terminal."""
 import os
 import pty
+import re
 import select
 import signal
 import struct
@@ -181,9 +182,10 @@ def test_changed_space_is_not_mixed_into_a_study(tmp_path, sweep_file, corpus, c
 
 def test_live_table_and_status_in_a_terminal(tmp_path, sweep_file, corpus):
     out = tmp_path / "out"
-    code, text = run_in_pty(["sweep", sweep_file, corpus, "--out", out], tmp_path)
+    code, text = run_in_pty(["sweep", sweep_file, corpus, "--out", "out"], tmp_path)
     assert code == 0, text
     assert "study tiny (random, median pruning, 4 trials)" in text
+    assert re.search(r"4 trials\) on out/journal\.log - ", text)  # the live view's title, with its summary
     assert "lr" in text and "hidden_size" in text and "best: trial" in text
     assert "Traceback" not in text
     code, status = run_in_pty(["sweep", "--status", "--storage", out / "journal.log"], tmp_path)
