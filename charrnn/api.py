@@ -120,7 +120,7 @@ def _resume_point(resume: str | os.PathLike) -> tuple[Path, store.Loaded]:
 def train(corpus_path: str | os.PathLike | None = None, config: Any = None, out_dir: str | os.PathLike | None = None,
           *, sets=(), options: Mapping | None = None, resume: str | os.PathLike | None = None, force: bool = False,
           live: bool | None = None, console=None, encoding: str | None = None, errors: str | None = None,
-          init_from: str | os.PathLike | None = None, extend_vocab: bool = False) -> Path:
+          init_from: str | os.PathLike | None = None, extend_vocab: bool = False, on_eval=None) -> Path:
     """Train a model and return the path of its best checkpoint.
 
     corpus_path: a UTF-8 text file, a directory (its files, recursively; data.glob selects them), or a
@@ -133,7 +133,8 @@ def train(corpus_path: str | os.PathLike | None = None, config: Any = None, out_
     run directory (default runs/<corpus stem>). resume: a run directory or checkpoint to continue exactly;
     then only max_steps/max_epochs/max_time, log/eval/sample/checkpoint cadence may differ from the run's
     config. Every check (config, corpus, run directory) runs before anything is written, and a failed
-    start removes the run directory it created.
+    start removes the run directory it created. on_eval(metrics), if given, is called with each evaluated
+    step's metrics.jsonl record after its checkpoint; returning True ends training there (a sweep's pruner).
     """
     if corpus_path is not None:
         corpus_path = as_paths(corpus_path)  # one or more files and directories, as a list of str
@@ -207,6 +208,7 @@ def train(corpus_path: str | os.PathLike | None = None, config: Any = None, out_
             if not had_cache:
                 shutil.rmtree(run_dir / "cache", ignore_errors=True)
             raise
+        trainer.on_eval = on_eval
         return _run(trainer, corpus, warning, cfg, run_dir, remove, loaded, live, console)
 
 

@@ -386,6 +386,40 @@ def _corpus_row(corpus: dict) -> str:
     if isinstance(files, list) and isinstance(corpus.get("sources"), list):
         return f"{len(files)} file(s) from {', '.join(map(str, corpus['sources']))}"
     return str(corpus.get("path", "-"))
+@main.command()
+@click.argument("sweep_file", metavar="SWEEP.yaml", required=False, type=click.Path())
+@click.argument("corpus", required=False, type=click.Path())
+@click.option("--trials", type=int, help="Trials in the study in all (overrides sweep.trials).")
+@click.option("--workers", type=int, default=1, show_default=True,
+              help="Worker processes on this machine (each trial then trains on cores/workers threads).")
+@click.option("--storage", envvar="CHARRNN_SWEEP_STORAGE", metavar="PATH|URL",
+              help="Journal file (default OUT/journal.log) or postgresql+psycopg://user:pass@host/db "
+                   "(env CHARRNN_SWEEP_STORAGE).")
+@click.option("--study", metavar="NAME", help="Study name (default: sweep.study, else the file's stem).")
+@click.option("--out", "-o", metavar="DIR", help="Where trial run dirs go (default: sweeps/<study>).")
+@click.option("--status", is_flag=True, help="Print the study's trials from its storage and exit.")
+@click.option("--plain", is_flag=True, help="One line per finished trial instead of the live table.")
+@friendly_errors
+def sweep(sweep_file, corpus, trials, workers, storage, study, out, status, plain):
+    """Search hyperparameters with Optuna: SWEEP.yaml holds the base config (train's sections), the
+    search space and the sweep settings; each trial is a run dir OUT/trial-NNNN trained like
+    `charrnn train`. Run the same command on other machines with one --storage URL to add workers.
+    Needs the sweep extra: pip install 'charrnn[sweep]'."""
+    import signal
+    import threading
+    from .errors import UsageError
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
+    console = _console()
+    if status:
+        from .sweep.main import status as show
+        sys.exit(show(sweep_file, storage, study, out, console))
+    if sweep_file is None:
+        raise UsageError("missing SWEEP.yaml", "e.g. charrnn sweep sweep.yaml corpus.txt; see charrnn sweep --help")
+    from .sweep.main import run
+    live = not plain and console.is_terminal
+    sys.exit(run(sweep_file, corpus, trials=trials, workers=workers, storage=storage, study_name=study, out=out,
+                 console=console, err_console=_err_console(), live=live))
 
 
 def _fmt(x) -> str:

@@ -28,7 +28,11 @@ if hasattr(os, "register_at_fork"):
 
 
 def usable_cores() -> int:
+    """The cores this process may use: its CPU affinity, capped by CHARRNN_THREADS when set (a sweep
+    runs several trials side by side and gives each its share). Results never depend on it."""
     try:
-        return len(os.sched_getaffinity(0))
+        n = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+        n = os.cpu_count() or 1
+    cap = os.environ.get("CHARRNN_THREADS", "")
+    return max(1, min(n, int(cap))) if cap.isdigit() else n

@@ -62,6 +62,7 @@ class Trainer:
         self.stop_signal: int | None = None
         self._writing = False  # inside save(): a second signal waits for the write to finish
         self._quit_signal: int | None = None
+        self.on_eval = None  # optional on_eval(metrics of the step) -> True to stop here (a sweep's pruner)
         if cfg.optim.schedule == "cosine" and self.total_steps is None:
             # Checked here, before any file is written, rather than at the first step.
             raise UsageError("the cosine schedule needs train.max_steps or train.max_epochs",
@@ -239,6 +240,8 @@ class Trainer:
                     self.reporter.sample(self.step, self.sample_text())
                 if evaluated or (t.checkpoint_every and self.step % t.checkpoint_every == 0):
                     self.save(m.get("val_loss"))
+                if evaluated and self.on_eval is not None and m["val_loss"] is not None and self.on_eval(m):
+                    break  # the checkpoint of this evaluation is written: stop as if the budget ended
                 if self.patience_spent():
                     self.early_stopped = True
                     self.reporter.info(f"early stop at step {self.step}: no better validation loss in "
