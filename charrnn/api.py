@@ -6,6 +6,7 @@ hint) for problems a user can fix.
 import contextlib
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -106,7 +107,8 @@ def _resume_point(resume: str | os.PathLike) -> tuple[Path, store.Loaded]:
 
 def train(corpus_path: str | os.PathLike | None = None, config: Any = None, out_dir: str | os.PathLike | None = None,
           *, sets=(), options: Mapping | None = None, resume: str | os.PathLike | None = None, force: bool = False,
-          live: bool | None = None, console=None, encoding: str | None = None, errors: str | None = None) -> Path:
+          live: bool | None = None, console=None, encoding: str | None = None, errors: str | None = None,
+          started: float | None = None) -> Path:
     """Train a model and return the path of its best checkpoint.
 
     corpus_path: a UTF-8 text file (default: the bundled tiny Shakespeare). config: a YAML path, a bundled
@@ -114,8 +116,11 @@ def train(corpus_path: str | os.PathLike | None = None, config: Any = None, out_
     run directory (default runs/<corpus stem>). resume: a run directory or checkpoint to continue exactly;
     then only max_steps/max_epochs/max_time, log/eval/sample/checkpoint cadence may differ from the run's
     config. Every check (config, corpus, run directory) runs before anything is written, and a failed
-    start removes the run directory it created.
+    start removes the run directory it created. started: the time.perf_counter() reading that
+    train.max_time and the logged elapsed_s count from (default: now, the call of this function; the CLI
+    passes the moment its process started), so start-up (corpus, kernels) counts against the budget.
     """
+    started = time.perf_counter() if started is None else started
     for name, value in (("corpus_path", corpus_path), ("out_dir", out_dir), ("resume", resume)):
         if value is not None and not isinstance(value, (str, os.PathLike)):
             raise UsageError(f"{name} must be a path (str or os.PathLike), got {type(value).__name__}")
@@ -170,7 +175,7 @@ def train(corpus_path: str | os.PathLike | None = None, config: Any = None, out_
         had_cache = (run_dir / "cache").exists()
         try:
             remove = _replaced_files(run_dir, loaded, force)
-            trainer, corpus, warning = _prepare(cfg, corpus_path, run_dir, loaded)
+            trainer, corpus, warning = _prepare(cfg, corpus_path, run_dir, loaded, started)
         except BaseException:
             rundir.remove_created(created)  # leave no trace of a run that never started
             if not had_cache:
@@ -220,7 +225,7 @@ def _run(trainer, corpus, warning, cfg: Config, run_dir: Path, remove: list[str]
         return trainer.run()
 
 
-def _prepare(cfg: Config, corpus_path, run_dir: Path, loaded: store.Loaded | None):
+def _prepare(cfg: Config, corpus_path, run_dir: Path, loaded: store.Loaded | None, started: float | None = None):
     """Create the run directory, load the corpus and build (or restore) the trainer: (trainer, corpus,
     warning). Writes nothing but the directory and the corpus cache; raises on any bad input."""
     from .data import load_corpus
@@ -238,7 +243,7 @@ def _prepare(cfg: Config, corpus_path, run_dir: Path, loaded: store.Loaded | Non
         warning = None
     else:
         shape, warning = fit_shape(cfg, corpus)
-    trainer = Trainer(cfg, corpus, run_dir, None, shape)
+    trainer = Trainer(cfg, corpus, run_dir, None, shape, started)
     if loaded is not None:
         restore(trainer, loaded)
     elif trainer.val_batches is None and cfg.train.eval_every:

@@ -159,7 +159,7 @@ def main():
 @click.option("--grad-clip", type=float, help="Clip gradients to this global norm (0 = off).")
 @click.option("--max-steps", type=int, help="Stop after this many steps (0 = no limit).")
 @click.option("--max-epochs", type=int, help="Stop after this many epochs (0 = no limit).")
-@click.option("--max-time", metavar="DURATION", help="Stop after this long, e.g. 600, 10m, 1.5h.")
+@click.option("--max-time", metavar="DURATION", help="Stop after this long (counted from the command's start), e.g. 600, 10m, 1.5h.")
 @click.option("--eval-every", type=int, help="Validate every N steps (0 = never).")
 @click.option("--sample-every", type=int, help="Show a sample every N steps (0 = never).")
 @click.option("--sample-length", type=int, help="Characters per sample shown during training.")
@@ -179,7 +179,9 @@ def train(corpus, config_file, out, sets, resume, force, encoding, errors, plain
     """
     import signal
     import threading
+    import time
 
+    started = time.perf_counter()  # before the heavy imports: max_time counts what the user waits for
     from .api import train as api_train
     # Outside the trainer's own handler (before training starts, or between its checkpoint-and-stop
     # and process exit) a SIGTERM still ends the command with 143 and no traceback; files are only
@@ -188,7 +190,7 @@ def train(corpus, config_file, out, sets, resume, force, encoding, errors, plain
         signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
     options = {TRAIN_OPTIONS[k]: v for k, v in opts.items() if v is not None}
     best = api_train(corpus, config_file, out, sets=sets, options=options, resume=resume, force=force,
-                     live=False if plain else None, encoding=encoding, errors=errors)
+                     live=False if plain else None, encoding=encoding, errors=errors, started=started)
     if sys.stdout is not None:  # `charrnn train ... >&-`: the run itself succeeded
         _emit(lambda: click.echo(f"best checkpoint: {best}\nloss curves: charrnn plot {best.parent}"))
 
