@@ -17,12 +17,12 @@ What is kept identical (so the only difference left is speed, i.e. steps done in
     charrnn.data.eval_batches, i.e. what charrnn's Trainer.evaluate does; (b) the val split as one stream.
     charrnn's own number for (a), from its checkpoint, is printed as a cross-check.
 
-The time budget covers the training loop only (charrnn: train.max_time, measured by its Trainer from the
-start of Trainer.run; torch: the loop below). Corpus loading, Numba warm-up and the final evaluation are
-outside it. The two trainers run one after the other, never together.
+The time budget covers the training (charrnn: train.max_time, counted from the call of charrnn.train, so
+its corpus loading, a few ms, is inside; torch: the loop below). Numba warm-up and the final evaluation
+are outside it. The two trainers run one after the other, never together.
 
-    python benchmarks/quality.py                    # 300 s each (about 11 minutes in all)
-    python benchmarks/quality.py --seconds 20       # smoke test
+    python benchmarks/quality_same_init.py                  # 300 s each (about 11 minutes in all)
+    python benchmarks/quality_same_init.py --seconds 20  # smoke test
 """
 from __future__ import annotations
 
