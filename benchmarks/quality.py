@@ -1,327 +1,280 @@
 #!/usr/bin/env python
-"""Equal wall-clock quality: charrnn and an equivalent PyTorch trainer each train for the same number of
-seconds on the same data, then both models are scored on the same validation text by the same code.
+"""Best text per minute (issue 14): validation loss that `charrnn train` and a hand-written PyTorch trainer
+reach in the same wall-clock budget, both as a user runs them.
 
-What is kept identical (so the only difference left is speed, i.e. steps done in the time budget):
-  * model: LSTM/GRU/RNN L x H, one-hot input, linear decoder, no dropout (torch names = charrnn's names);
-  * initial weights: charrnn's own init (uniform +-0.08, LSTM forget-gate bias_ih = 1, bias_hh = 0) drawn
-    by charrnn.params.init_params from numpy.random.default_rng(seed), exactly as charrnn's Trainer draws
-    them, and loaded into the torch module;
-  * data: charrnn.data.split (contiguous train/val/test, 5 % / 5 %), charrnn.data.Batches (B contiguous
-    streams, windows of T, state carried across batches, reset at epoch ends), epoch 1 at offset 0 and
-    later epochs at the random offset charrnn draws: the torch loop continues the same numpy Generator
-    after the init draw, so it sees the same offsets in the same order;
-  * optimiser: Adam lr 2e-3 (betas 0.9/0.999, eps 1e-8), global-norm clipping at 5, mean cross-entropy;
-  * evaluation: one PyTorch evaluator for both models (charrnn's final weights are loaded into a torch
-    module): (a) the whole val split as B contiguous streams of T from a zero state, the batches of
-    charrnn.data.eval_batches, i.e. what charrnn's Trainer.evaluate does; (b) the val split as one stream.
-    charrnn's own number for (a), from its checkpoint, is printed as a cross-check.
+Sides, each a subprocess whose clock starts when it starts (start-up counts against the budget):
+  reference   benchmarks/torch_reference.py: nn.LSTM 2x256 + Linear, B64 T100, Adam 2e-3, global-norm clip
+              5, every weight and bias U(+-0.08), state carried across batches; its clock starts on the
+              script's first line, before `import torch`.
+  same        (a) `charrnn train` with the reference's hyperparameters spelled out (model, batch, optimizer,
+              constant lr, no dropout, no evaluation or samples during the run), charrnn's default init.
+  box         (b) out of the box: `charrnn train CORPUS --max-time B --out DIR`, nothing else (runs after
+              the first add --seed N: two runs of one seed would differ only by timing).
+Both trainers see the first 90 % of the corpus (contiguous split); one PyTorch evaluator scores every model
+on the next 5 % read as one stream from a zero state: the headline number, in nats/char. Curves: weights
+saved during the runs (charrnn's own checkpoints, the reference's in-memory copies) scored the same way on
+the first --curve-chars characters of val.
 
-The time budget covers the training loop only (charrnn: train.max_time, measured by its Trainer from the
-start of Trainer.run; torch: the loop below). Corpus loading, Numba warm-up and the final evaluation are
-outside it. The two trainers run one after the other, never together.
-
-    python benchmarks/quality.py                    # 300 s each (about 11 minutes in all)
-    python benchmarks/quality.py --seconds 20       # smoke test
+    python benchmarks/quality.py                                  # 180 s and 600 s, 2 runs: ~90 minutes
+    python benchmarks/quality.py --budgets 180 --sides same,reference
+    python benchmarks/quality.py --corpus pystdlib                # or manpages-de, or a path
+    python benchmarks/quality.py --quick                          # smoke test, ~2 minutes
 """
 from __future__ import annotations
 
 import argparse
-import io
-import json
-import math
+import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (ROOT, fmt_num, import_torch, machine_header, note_load_at_end, print_header,  # noqa: E402
-                     print_table, save_json)
+from _common import ROOT, import_torch, machine_header, note_load_at_end, print_header, print_table, save_json  # noqa: E402
+from quality_eval import (CheckpointWatcher, Evaluator, charrnn_snapshots, charrnn_weights,  # noqa: E402
+                          reference_snapshots, reference_weights, val_split)
 
-import numpy as np  # noqa: E402
+SIDES = ("reference", "same", "box")
+LABEL = {"reference": "reference (torch)", "same": "(a) charrnn, same recipe", "box": "(b) charrnn, out of the box"}
+TARGET = {"same": -0.03, "box": -0.08}  # charrnn minus reference, nats/char (issue 14)
+RECIPE = dict(cell="lstm", layers=2, hidden=256, batch=64, seq=100, lr=2e-3, clip=5.0)
+MAX_TIME_MEANS = ("--max-time counts wall time from the moment the `charrnn train` command starts running "
+                  "(before its heavy imports: numpy, Numba, the kernels, the corpus and the first step all count), "
+                  "to the start of the last step; the final validation and checkpoint come after it. The "
+                  "reference's budget counts from its script's first line, before `import torch`.")
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seconds", type=float, default=300.0, help="training time budget per trainer (default 300)")
-    p.add_argument("--max-steps", type=int, default=0, help="also stop both at this many steps (0 = no limit)")
-    p.add_argument("--corpus", default=str(ROOT / "corpora" / "tinyshakespeare.txt"))
-    p.add_argument("--cell", default="lstm", choices=["lstm", "gru", "rnn"])
-    p.add_argument("--layers", type=int, default=2)
-    p.add_argument("--hidden", type=int, default=128)
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--seq", type=int, default=64)
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--clip", type=float, default=5.0)
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
-    p.add_argument("--order", choices=["charrnn-first", "torch-first"], default="charrnn-first")
-    p.add_argument("--no-torch", action="store_true", help="charrnn side only (also the fallback without torch)")
-    p.add_argument("--out", metavar="DIR", help="keep charrnn's run directory here (default: a temp dir, removed)")
+    p.add_argument("--budgets", default="180,600", help="comma-separated seconds (default 180,600)")
+    p.add_argument("--runs", type=int, default=2, help="runs per side and budget (default 2)")
+    p.add_argument("--sides", default=",".join(SIDES), help="comma-separated, from: " + ", ".join(SIDES))
+    p.add_argument("--corpus", default="shakespeare", help="a text file, or shakespeare, pystdlib, manpages-de")
+    p.add_argument("--curve-chars", type=int, default=20000, help="val characters per curve point (0 = all)")
+    p.add_argument("--val-chars", type=int, default=0, help="val characters for the final score (0 = all)")
+    p.add_argument("--curve-points", type=int, default=12, help="about this many curve points per run")
+    p.add_argument("--threads", type=int, default=0, help="torch threads for reference and evaluator (0 = torch's default)")
+    p.add_argument("--quick", action="store_true", help="smoke test: 10 s budget, 1 run, 3000 val chars")
+    p.add_argument("--keep", metavar="DIR", help="keep the run directories here (default: a temp dir, removed)")
+    p.add_argument("--png", metavar="FILE", help="curve plot (default quality_<corpus>.png; needs matplotlib)")
+    p.add_argument("--no-png", action="store_true")
     p.add_argument("--json", metavar="FILE", help="also save the results as JSON")
     a = p.parse_args(argv)
-    if a.seconds <= 0:
-        p.error("--seconds must be > 0")
+    if a.quick:
+        a.budgets, a.runs, a.curve_chars, a.val_chars, a.curve_points = "10", 1, 3000, 3000, 3
+    try:
+        a.budgets = [float(x) for x in a.budgets.split(",") if x]
+    except ValueError:
+        p.error("--budgets must be comma-separated seconds, e.g. 180,600")
+    a.sides = [x for x in a.sides.split(",") if x]
+    if not a.budgets or min(a.budgets) <= 0 or a.runs < 1 or not set(a.sides) <= set(SIDES) or not a.sides:
+        p.error("need budgets > 0, --runs >= 1 and sides from " + ", ".join(SIDES))
     return a
 
 
-# -- the common model/data pieces ------------------------------------------------------------------------
-def charrnn_config(a) -> dict:
-    return {
-        "model": {"cell": a.cell, "hidden_size": a.hidden, "num_layers": a.layers, "dropout": 0.0,
-                  "embedding_size": 0, "init_scale": 0.08},
-        "data": {"val_fraction": 0.05, "test_fraction": 0.05},
-        "optim": {"optimizer": "adam", "lr": a.lr, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8,
-                  "grad_clip": a.clip, "grad_clip_value": 0.0, "schedule": "constant", "weight_decay": 0.0},
-        "train": {"batch_size": a.batch, "seq_len": a.seq, "max_time": a.seconds, "max_steps": a.max_steps,
-                  "max_epochs": 0, "eval_every": 0, "sample_every": 0, "checkpoint_every": 0, "log_every": 1,
-                  "seed": a.seed},
-    }
+def resolve_corpus(name: str) -> Path:
+    if name == "shakespeare":
+        return ROOT / "corpora" / "tinyshakespeare.txt"
+    path = Path(name)
+    if path.is_file():
+        return path
+    from make_corpora import NAMES, corpus_path
+    if name in NAMES:
+        return corpus_path(name)
+    raise SystemExit(f"error: no corpus file {name!r}; give a path or one of shakespeare, {', '.join(NAMES)}")
 
 
-def torch_module(torch, cell: str, V: int, H: int, L: int):
-    nn = torch.nn
-
-    class TorchLM(nn.Module):
-        """Names match charrnn's parameter layout: rnn.weight_ih_l0 ... decoder.weight/bias."""
-
-        def __init__(self):
-            super().__init__()
-            R = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}[cell]
-            self.rnn = R(V, H, L, batch_first=True)
-            self.decoder = nn.Linear(H, V)
-
-        def forward(self, x, h=None):
-            y, h = self.rnn(nn.functional.one_hot(x, V).float(), h)
-            return self.decoder(y), h
-
-    return TorchLM()
+def charrnn_cmd(side: str, corpus: Path, budget: float, run: int, out: Path, ckpt_every: int) -> list[str]:
+    exe = shutil.which("charrnn", path=str(Path(sys.executable).parent)) or shutil.which("charrnn")
+    base = [exe] if exe else [sys.executable, "-m", "charrnn"]
+    cmd = base + ["train", str(corpus), "--max-time", f"{budget:g}", "--out", str(out)]
+    if side == "box":
+        return cmd + (["--seed", str(run)] if run > 1 else [])
+    r = RECIPE
+    return cmd + ["--seed", str(run), "--model", r["cell"], "--layers", str(r["layers"]), "--hidden", str(r["hidden"]),
+                  "--batch-size", str(r["batch"]), "--seq-len", str(r["seq"]), "--optimizer", "adam", "--lr", f"{r['lr']:g}",
+                  "--grad-clip", f"{r['clip']:g}", "--dropout", "0", "--embedding", "0", "--max-steps", "0",
+                  "--max-epochs", "0", "--eval-every", "0", "--sample-every", "0", "--checkpoint-every", str(ckpt_every),
+                  "--keep-last", "0", "--plain", "--set", "optim.schedule=constant", "--set", "optim.warmup_steps=0",
+                  "--set", "optim.weight_decay=0", "--set", "optim.grad_clip_value=0", "--set", "optim.beta1=0.9",
+                  "--set", "optim.beta2=0.999", "--set", "optim.eps=1e-8"]
 
 
-def load_into(torch, module, views: dict) -> None:
-    module.load_state_dict({k: torch.from_numpy(np.array(v, dtype=np.float32)) for k, v in views.items()},
-                           strict=True)
+def reference_cmd(corpus: Path, budget: float, run: int, out: Path, threads: int, snap_every: float) -> list[str]:
+    r = RECIPE
+    return [sys.executable, str(Path(__file__).resolve().parent / "torch_reference.py"), str(corpus),
+            "--seconds", f"{budget:g}", "--out", str(out), "--snapshot-every", f"{snap_every:g}", "--seed", str(run),
+            "--cell", r["cell"], "--layers", str(r["layers"]), "--hidden", str(r["hidden"]), "--batch", str(r["batch"]),
+            "--seq", str(r["seq"]), "--lr", f"{r['lr']:g}", "--clip", f"{r['clip']:g}", "--threads", str(threads)]
 
 
-def evaluate_torch(torch, module, val: np.ndarray, B: int, T: int) -> dict:
-    """(a) B contiguous streams from a zero state (charrnn.data.eval_batches), (b) one stream."""
-    from charrnn.data import eval_batches
-    F = torch.nn.functional
-    V = module.decoder.weight.shape[0]
-    out = {}
-    module.eval()
-    with torch.no_grad():
-        vb = eval_batches(val, B, T)
-        total, n, h = 0.0, 0, None
-        for i in range(vb.batches_per_epoch()):
-            x, y = vb.batch(i)
-            logits, h = module(torch.from_numpy(x).long(), h)
-            total += F.cross_entropy(logits.reshape(-1, V), torch.from_numpy(y).long().reshape(-1),
-                                     reduction="sum").item()
-            n += x.size
-        out["val_streams"] = total / n
-        out["val_streams_chars"] = n
-        out["val_streams_B"] = vb.batch_size
-        x = torch.from_numpy(val[:-1].astype(np.int64)).view(1, -1)
-        y = torch.from_numpy(val[1:].astype(np.int64)).view(1, -1)
-        logits, _ = module(x)
-        out["val_one_stream"] = F.cross_entropy(logits.reshape(-1, V), y.reshape(-1)).item()
-        out["val_one_stream_chars"] = int(y.numel())
-    module.train()
-    return out
-
-
-def quiet_console():
-    from rich.console import Console
-    return Console(file=io.StringIO(), width=120)
-
-
-# -- charrnn side -------------------------------------------------------------------------------------------
-def warm_up_charrnn(a, text: str, work: Path) -> float:
-    """A 2-step run of a tiny model of the same cell: compiles (or loads from the on-disk Numba cache) every
-    kernel the timed run needs, so compile time does not eat into its budget."""
-    from charrnn import api
+def run_side(side, corpus, budget, run, work: Path, a) -> dict:
+    """One training subprocess; returns its snapshots, final weights and timing."""
+    out = work / f"{side}-{budget:g}s-run{run}"
+    # charrnn (a) checkpoints by steps: ~3.5 steps/s is LSTM 2x256 B64 T100 on 2 quiet cores (22k chars/s)
+    ckpt_every = max(5, int(budget * 3.5 / a.curve_points))
+    cmd = (reference_cmd(corpus, budget, run, out, a.threads, budget / a.curve_points) if side == "reference"
+           else charrnn_cmd(side, corpus, budget, run, out / "run", ckpt_every))
+    watcher = None
+    if side != "reference":
+        watcher = CheckpointWatcher(out / "run", out / "captured")
+        (out / "run").mkdir(parents=True)  # an empty directory is a new run for charrnn
+        watcher.start()
     t = time.perf_counter()
-    small = work / "warmup.txt"
-    small.write_text(text[:20000], encoding="utf-8")
-    cfg = charrnn_config(a)
-    cfg["model"].update(hidden_size=8)
-    cfg["train"].update(max_time=0, max_steps=2, batch_size=2, seq_len=8)
-    api.train(small, cfg, work / "warmup-run", live=False, console=quiet_console())
-    return time.perf_counter() - t
-
-
-def run_charrnn(a, run_dir: Path) -> dict:
-    from charrnn import api, store
-    t = time.perf_counter()
-    api.train(a.corpus, charrnn_config(a), run_dir, live=False, console=quiet_console())
+    r = subprocess.run(cmd, cwd=work, capture_output=True, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
     wall = time.perf_counter() - t
-    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines() if x]
-    last = run_dir / "last.npz"
-    loaded = store.load(last)
-    meta = loaded.meta
-    steps = int(meta["progress"]["step"])
-    B, T = int(meta["batch"]["batch_size"]), int(meta["batch"]["seq_len"])
-    train_s = lines[-1]["elapsed_s"] if lines else float(meta["progress"]["elapsed_s"])
-    assert not lines or lines[-1]["step"] == steps, "metrics.jsonl and the checkpoint disagree"
-    return {
-        "steps": steps, "B": B, "T": T, "train_s": train_s, "wall_s": wall,
-        "chars_per_sec": steps * B * T / train_s if train_s > 0 else None,
-        "epochs_started": int(meta["progress"]["epoch"]) + 1,
-        "first_loss": lines[0]["train_loss"] if lines else None,
-        "last_loss": lines[-1]["train_loss"] if lines else None,
-        "loss_curve": [x["train_loss"] for x in lines],
-        "own_val_streams": meta["losses"]["val_loss"],  # charrnn's Trainer.evaluate on the final weights
-        "checkpoint": str(last),
-        "_views": {k: np.array(v) for k, v in loaded.model.params.views.items()},
-        "_model": loaded.model,
-    }
+    if watcher is not None:
+        watcher.stop.set()
+        watcher.join()
+    if r.returncode != 0:
+        raise SystemExit(f"error: {side} run failed (exit {r.returncode}): {' '.join(cmd)}\n{r.stderr[-2000:]}")
+    res = {"side": side, "budget": budget, "run": run, "wall_s": wall, "cmd": cmd}
+    if side == "reference":
+        snaps, log = reference_snapshots(out)
+        res.update(steps=log["steps"], chars=log["steps"] * log["B"] * log["T"], last_step_s=log["step_elapsed_s"][-1],
+                   rate=log["steps"] * log["B"] * log["T"] / log["step_elapsed_s"][-1],
+                   step10_s=log["step_elapsed_s"][min(9, log["steps"] - 1)], torch_threads=log["torch_threads"])
+        res["_load"] = lambda p, log=log: reference_weights(p, log)
+        res["_final"] = snaps[-1]
+    else:
+        import json
+        snaps = charrnn_snapshots(out / "captured")
+        recs = [json.loads(x) for x in (out / "run" / "metrics.jsonl").read_text(encoding="utf-8").splitlines() if x]
+        from charrnn import checkpoint
+        _, meta = checkpoint.load(out / "run" / "last.npz")
+        steps, B, T = meta["progress"]["step"], meta["batch"]["batch_size"], meta["batch"]["seq_len"]
+        first = next((m for m in recs if m["step"] >= 10), recs[0] if recs else None)
+        last = recs[-1] if recs else None  # the last *logged* step (every log_every steps)
+        res.update(steps=steps, chars=steps * B * T, step10_s=first["elapsed_s"] if first else None,
+                   last_step_s=min(meta["progress"]["elapsed_s"], budget),  # it started before the budget ran out
+                   rate=last["step"] * B * T / last["elapsed_s"] if last else None,
+                   saved_elapsed_s=meta["progress"]["elapsed_s"], own_val_streams=meta["losses"]["val_loss"])
+        res["_load"] = charrnn_weights
+        from quality_eval import Snapshot
+        # the saved elapsed_s includes the final validation: the curve puts the final model at its last step
+        res["_final"] = Snapshot(steps, res["last_step_s"], out / "run" / "last.npz")
+    res["_snaps"] = [s for s in snaps if s.step != res["_final"].step] + [res["_final"]]
+    return res
 
 
-# -- torch side ---------------------------------------------------------------------------------------------
-def run_torch(torch, a, train: np.ndarray, V: int, B: int, T: int) -> dict:
-    """torch_charrnn_ref.py's loop, with charrnn's init, batches and epoch offsets (see the module doc)."""
-    from charrnn.data import Batches
-    from charrnn.params import Params, Shape, init_params
-    nn = torch.nn
-    torch.manual_seed(a.seed)
-    rng = np.random.default_rng(a.seed)  # the Trainer's one Generator: init first, then epoch offsets
-    p = Params(Shape(a.cell, V, a.hidden, a.layers, 0), np.float32)
-    init_params(p, rng, 0.08)
-    m = torch_module(torch, a.cell, V, a.hidden, a.layers)
-    load_into(torch, m, p.views)
-    opt = torch.optim.Adam(m.parameters(), a.lr, betas=(0.9, 0.999), eps=1e-8)
-    batches = Batches(train, B, T)
-
-    def detach(h):
-        return tuple(x.detach() for x in h) if isinstance(h, tuple) else h.detach()
-
-    step = epoch = batch_index = offset = 0
-    h = None
-    losses = []
-    t0 = time.perf_counter()
-    while not (a.max_steps and step >= a.max_steps) and time.perf_counter() - t0 < a.seconds:
-        if batch_index >= batches.batches_per_epoch(offset):  # as charrnn's Trainer._next_batch
-            epoch += 1
-            batch_index = 0
-            room = batches.stream_len - T + 1
-            offset = int(rng.integers(min(T, room)))
-            h = None
-        x, y = batches.batch(batch_index, offset)
-        x, y = torch.from_numpy(x).long(), torch.from_numpy(y).long()
-        opt.zero_grad()
-        logits, h = m(x, h)
-        h = detach(h)
-        loss = nn.functional.cross_entropy(logits.reshape(-1, V), y.reshape(-1))
-        loss.backward()
-        if a.clip > 0:
-            nn.utils.clip_grad_norm_(m.parameters(), a.clip)
-        opt.step()
-        step += 1
-        batch_index += 1
-        losses.append(loss.detach())
-    train_s = time.perf_counter() - t0
-    curve = [x.item() for x in losses]
-    return {"steps": step, "B": B, "T": T, "train_s": train_s, "wall_s": train_s,
-            "chars_per_sec": step * B * T / train_s, "epochs_started": epoch + 1,
-            "first_loss": curve[0] if curve else None, "last_loss": curve[-1] if curve else None,
-            "loss_curve": curve, "_module": m}
+def score(res: dict, ev: Evaluator, a) -> None:
+    """Final model on val (--val-chars), every snapshot on the curve's prefix."""
+    load = res.pop("_load")
+    final = res.pop("_final")
+    w = load(final.path)
+    res["val"] = ev.one_stream(w, a.val_chars)
+    res["curve"] = [(s.elapsed_s, s.step, ev.one_stream(load(s.path), a.curve_chars)) for s in res.pop("_snaps")]
+    if res["side"] != "reference":  # cross-check the loading: charrnn's own kernels on the same text
+        from charrnn import store
+        from charrnn.generate import evaluate
+        loaded = store.load(final.path)
+        text = ev.val_text[: a.val_chars + 1] if a.val_chars else ev.val_text
+        total, n = evaluate(loaded.model, loaded.vocab.encode(text))
+        res["charrnn_own_val"] = total / n
 
 
-# -- main -----------------------------------------------------------------------------------------------------
+def report(results: list[dict], a, corpus: Path) -> None:
+    measure = "whole val split" if not a.val_chars else f"first {a.val_chars:,} val chars"
+    for budget in a.budgets:
+        rows = [r for r in results if r["budget"] == budget]
+        print(f"\n== {budget:g} s budget on {corpus.name}: val loss in nats/char ({measure} as one stream, "
+              "one torch evaluator) ==")
+        print_table(["side", "run", "steps", "chars/s from start", "s to step 10", "last step at s", "wall s", "val"], [
+            [LABEL[r["side"]], str(r["run"]), f"{r['steps']:,}", f"{r['rate']:,.0f}" if r["rate"] else "-",
+             f"{r['step10_s']:.1f}" if r["step10_s"] is not None else "-",
+             f"{r['last_step_s']:.1f}" if r["last_step_s"] else "-", f"{r['wall_s']:.1f}", f"{r['val']:.4f}"]
+            for r in rows])
+        mean = {s: [r["val"] for r in rows if r["side"] == s] for s in SIDES}
+        for side in ("same", "box"):
+            if mean[side] and mean["reference"]:
+                c, t = sum(mean[side]) / len(mean[side]), sum(mean["reference"]) / len(mean["reference"])
+                ok = "met" if c - t <= TARGET[side] else "NOT met"
+                print(f"{LABEL[side]}: {c:.4f} (runs {', '.join(f'{x:.4f}' for x in mean[side])}) vs reference "
+                      f"{t:.4f} (runs {', '.join(f'{x:.4f}' for x in mean['reference'])}): {c - t:+.4f}; "
+                      f"target <= {TARGET[side]:+.2f}: {ok}")
+        gaps = [abs(r["charrnn_own_val"] - r["val"]) for r in rows if r.get("charrnn_own_val") is not None]
+        if gaps:
+            print(f"cross-check: charrnn's own evaluation of its final weights differs from the torch evaluator's by "
+                  f"at most {max(gaps):.1e}" + ("  WARNING: the weights may be loaded wrongly" if max(gaps) > 2e-3 else ""))
+        curve = "val" if not a.curve_chars else f"first {a.curve_chars:,} val chars"
+        print(f"\ncurves, {budget:g} s ({curve}; seconds on each run's own clock: loss)")
+        for r in rows:
+            pts = "  ".join(f"{t:.0f}s:{v:.3f}" for t, _, v in r["curve"])
+            print(f"  {LABEL[r['side']]:<28} run {r['run']}  {pts}")
+
+
+def plot(results: list[dict], a, corpus: Path) -> str | None:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    colours = {"reference": "tab:gray", "same": "tab:blue", "box": "tab:orange"}
+    fig, axes = plt.subplots(1, len(a.budgets), figsize=(6 * len(a.budgets), 4.2), squeeze=False)
+    for ax, budget in zip(axes[0], a.budgets):
+        for r in (r for r in results if r["budget"] == budget):
+            xs, _, ys = zip(*r["curve"])
+            ax.plot(xs, ys, marker="o", ms=3, color=colours[r["side"]], ls="-" if r["run"] == 1 else "--",
+                    label=f"{LABEL[r['side']]}, run {r['run']}")
+        ax.set(title=f"{corpus.name}, {budget:g} s budget", xlabel="seconds on the run's clock (from its start)",
+               ylabel=f"val loss, nats/char ({'all' if not a.curve_chars else f'first {a.curve_chars:,}'} chars)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="upper right")
+    fig.tight_layout()
+    path = a.png or f"quality_{corpus.stem}.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def main(argv=None) -> int:
     a = parse_args(argv)
-    from charrnn.data import fit_batch_shape, load_corpus, split
-    from charrnn.generate import evaluate as charrnn_evaluate
-
-    torch = None if a.no_torch else import_torch()
-    if torch is not None:
-        torch.set_num_threads(a.threads)
-    header = machine_header(torch, a.threads if torch is not None else None)
-    print_header(header, f"charrnn quality at equal wall-clock ({a.seconds:g} s each)")
+    torch = import_torch()
     if torch is None:
-        print("torch     skipped (" + ("--no-torch" if a.no_torch else "not installed: pip install -e '.[bench]'")
-              + "): charrnn side only")
-
-    corpus = load_corpus(a.corpus)
-    V = corpus.vocab.size
-    train, val, _ = split(corpus.data, 0.05, 0.05)
-    B, T, warning = fit_batch_shape(len(train), a.batch, a.seq)
-    if warning:
-        print("note:", warning)
-    print(f"model     {a.cell.upper()} {a.layers}x{a.hidden}, one-hot input (V={V}), B{B} T{T}, Adam lr {a.lr:g}, "
-          f"clip {a.clip:g}, init U(+-0.08)" + (" + forget bias 1" if a.cell == "lstm" else "") + f", seed {a.seed}")
-    print(f"data      {Path(a.corpus).name}: train {len(train):,} / val {len(val):,} chars; "
-          f"{(len(train) - 1) // B // T} batches per epoch at offset 0")
+        raise SystemExit("error: quality.py needs torch for the reference and the evaluator: pip install -e '.[bench]'")
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    corpus = resolve_corpus(a.corpus)
+    header = machine_header(torch, a.threads or None)
+    print_header(header, f"charrnn vs a PyTorch reference at equal wall-clock budgets ({corpus.name})")
+    print("max-time  " + MAX_TIME_MEANS)
+    text = corpus.read_text(encoding="utf-8")
+    val = val_split(text)
+    print(f"data      {corpus} ({len(text):,} chars): train = first {len(text) - 2 * len(val):,}, val = next "
+          f"{len(val):,}; vocab {len(set(text))}")
+    total = sum(a.budgets) * a.runs * len(a.sides)
+    print(f"plan      sides {', '.join(a.sides)}; budgets {', '.join(f'{b:g} s' for b in a.budgets)}; {a.runs} run(s) "
+          f"each: {total / 60:.1f} min of training plus start-up and scoring")
     sys.stdout.flush()
-
-    work = Path(tempfile.mkdtemp(prefix="charrnn-quality-"))
-    run_dir = Path(a.out) if a.out else work / "run"
-    results = {"header": header, "args": vars(a), "vocab": V, "train_chars": len(train), "val_chars": len(val)}
+    work = Path(a.keep) if a.keep else Path(tempfile.mkdtemp(prefix="charrnn-quality-"))
+    work.mkdir(parents=True, exist_ok=True)
+    ev = Evaluator(torch, val)
+    results = []
     try:
-        text = Path(a.corpus).read_text(encoding="utf-8")
-        results["charrnn_warmup_s"] = warm_up_charrnn(a, text, work)
-        order = ["charrnn", "torch"] if a.order == "charrnn-first" else ["torch", "charrnn"]
-        got = {}
-        for side in order:
-            if side == "torch" and torch is None:
-                continue
-            print(f"... training {side} for {a.seconds:g} s", flush=True)
-            got[side] = run_charrnn(a, run_dir) if side == "charrnn" else run_torch(torch, a, train, V, B, T)
-        print("... evaluating", flush=True)
-        c = got["charrnn"]
-        cm = c.pop("_model")
-        total, n = charrnn_evaluate(cm, val)
-        c["own_val_one_stream"] = total / n
-        views = c.pop("_views")
-        if torch is not None:
-            tm = got["torch"].pop("_module")
-            got["torch"].update(evaluate_torch(torch, tm, val, B, T))
-            cmod = torch_module(torch, a.cell, V, a.hidden, a.layers)
-            load_into(torch, cmod, views)
-            c.update(evaluate_torch(torch, cmod, val, B, T))
-        results.update(got)
+        for run in range(1, a.runs + 1):
+            for budget in a.budgets:
+                order = a.sides[run - 1:] + a.sides[:run - 1]  # rotate who goes first: drift cancels
+                for side in order:
+                    print(f"... run {run}, {budget:g} s: {LABEL[side]}", flush=True)
+                    res = run_side(side, corpus, budget, run, work, a)
+                    score(res, ev, a)
+                    results.append(res)
+                    print(f"    {res['steps']:,} steps, wall {res['wall_s']:.1f} s, val {res['val']:.4f}", flush=True)
     finally:
-        if not a.out:
+        if not a.keep:
             shutil.rmtree(work, ignore_errors=True)
-
-    t = got.get("torch")
-    rows = [
-        ["steps", f"{c['steps']:,}", fmt_num(t and t["steps"], ",")],
-        ["training seconds", f"{c['train_s']:.1f}", fmt_num(t and t["train_s"], ".1f")],
-        ["chars/s", fmt_num(c["chars_per_sec"]), fmt_num(t and t["chars_per_sec"])],
-        ["epochs started", str(c["epochs_started"]), fmt_num(t and t["epochs_started"], "d")],
-        ["train loss, step 1 (same init and batch)", f"{c['first_loss']:.5f}", fmt_num(t and t["first_loss"], ".5f")],
-        ["train loss, last step", f"{c['last_loss']:.4f}", fmt_num(t and t["last_loss"], ".4f")],
-    ]
-    if t is not None:
-        rows += [
-            [f"VAL LOSS, {c['val_streams_B']} streams x T{T} from zero (torch eval)", f"{c['val_streams']:.4f}",
-             f"{t['val_streams']:.4f}"],
-            ["val loss, one stream (torch eval)", f"{c['val_one_stream']:.4f}", f"{t['val_one_stream']:.4f}"],
-        ]
-    rows += [
-        ["val loss, streams, charrnn's own eval (checkpoint)", fmt_num(c["own_val_streams"], ".4f"), "-"],
-        ["val loss, one stream, charrnn's own eval", f"{c['own_val_one_stream']:.4f}", "-"],
-    ]
-    print()
-    print_table(["nats/char unless stated", "charrnn", "torch"], rows)
-    if t is not None:
-        d = c["val_streams"] - t["val_streams"]
-        print(f"\ncharrnn - torch val loss (streams): {d:+.4f} nats/char  "
-              f"(speed ratio {c['chars_per_sec'] / t['chars_per_sec']:.2f}x, steps ratio "
-              f"{c['steps'] / max(1, t['steps']):.2f}x)")
-        if c["own_val_streams"] is not None and not math.isclose(c["own_val_streams"], c["val_streams"], abs_tol=1e-3):
-            print("warning: charrnn's own evaluation and the torch evaluator disagree on the same weights")
-    if a.out:
-        print(f"charrnn run kept in {run_dir}")
+    report(results, a, corpus)
+    if not a.no_png:
+        path = plot(results, a, corpus)
+        print(f"\ncurve plot: {path}" if path else "\n(no PNG: matplotlib is not installed)")
     note_load_at_end(header)
     print(f"load avg at start {header['loadavg_1_5_15']}, at end {header.get('loadavg_at_end')} "
-          "(the two trainers ran one after the other; a busy machine skews the comparison)")
-    save_json(results, a.json)
+          "(runs are one at a time; a busy machine skews the comparison)")
+    save_json({"header": header, "args": vars(a), "corpus": str(corpus), "results": results}, a.json)
     return 0
 
 

@@ -6,6 +6,7 @@ hint) for problems a user can fix.
 import contextlib
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -120,7 +121,8 @@ def _resume_point(resume: str | os.PathLike) -> tuple[Path, store.Loaded]:
 def train(corpus_path: str | os.PathLike | None = None, config: Any = None, out_dir: str | os.PathLike | None = None,
           *, sets=(), options: Mapping | None = None, resume: str | os.PathLike | None = None, force: bool = False,
           live: bool | None = None, console=None, encoding: str | None = None, errors: str | None = None,
-          init_from: str | os.PathLike | None = None, extend_vocab: bool = False, on_eval=None) -> Path:
+          init_from: str | os.PathLike | None = None, extend_vocab: bool = False, on_eval=None,
+          started: float | None = None) -> Path:
     """Train a model and return the path of its best checkpoint.
 
     corpus_path: a UTF-8 text file, a directory (its files, recursively; data.glob selects them), or a
@@ -135,7 +137,11 @@ def train(corpus_path: str | os.PathLike | None = None, config: Any = None, out_
     config. Every check (config, corpus, run directory) runs before anything is written, and a failed
     start removes the run directory it created. on_eval(metrics), if given, is called with each evaluated
     step's metrics.jsonl record after its checkpoint; returning True ends training there (a sweep's pruner).
+    started: the time.perf_counter() reading that train.max_time and the logged elapsed_s count from
+    (default: now, the call of this function; the CLI passes the moment its process started), so start-up
+    (corpus, kernels) counts against the budget.
     """
+    started = time.perf_counter() if started is None else started
     if corpus_path is not None:
         corpus_path = as_paths(corpus_path)  # one or more files and directories, as a list of str
     for name, value in (("out_dir", out_dir), ("resume", resume), ("init_from", init_from)):
@@ -202,7 +208,7 @@ def train(corpus_path: str | os.PathLike | None = None, config: Any = None, out_
         had_cache = (run_dir / "cache").exists()
         try:
             remove = _replaced_files(run_dir, loaded, force)
-            trainer, corpus, warning = _prepare(cfg, corpus_path, run_dir, loaded, src, extend_vocab)
+            trainer, corpus, warning = _prepare(cfg, corpus_path, run_dir, loaded, src, extend_vocab, started)
         except BaseException:
             rundir.remove_created(created)  # leave no trace of a run that never started
             if not had_cache:
@@ -273,7 +279,7 @@ def _run(trainer, corpus, warning, cfg: Config, run_dir: Path, remove: list[str]
 
 
 def _prepare(cfg: Config, corpus_path: list[str], run_dir: Path, loaded: store.Loaded | None,
-             src: store.Loaded | None = None, extend_vocab: bool = False):
+             src: store.Loaded | None = None, extend_vocab: bool = False, started: float | None = None):
     """Create the run directory, load the corpus and build (or restore) the trainer: (trainer, corpus,
     warning). Writes nothing but the directory and the corpus cache; raises on any bad input.
     src: fine-tuning, the checkpoint whose weights and vocabulary the new run starts from."""
@@ -303,7 +309,7 @@ def _prepare(cfg: Config, corpus_path: list[str], run_dir: Path, loaded: store.L
     else:
         shape, fit_warning = fit_shape(cfg, corpus)
         warning = "; ".join(w for w in (warning, fit_warning) if w) or None
-    trainer = Trainer(cfg, corpus, run_dir, None, shape)
+    trainer = Trainer(cfg, corpus, run_dir, None, shape, started)
     trainer.origin = origin
     if len(corpus_path) > 1 or Path(corpus_path[0]).is_dir():
         trainer.sources = [os.path.abspath(p) for p in corpus_path]

@@ -161,7 +161,7 @@ def main():
 @click.option("--grad-clip", type=float, help="Clip gradients to this global norm (0 = off).")
 @click.option("--max-steps", type=int, help="Stop after this many steps (0 = no limit).")
 @click.option("--max-epochs", type=int, help="Stop after this many epochs (0 = no limit).")
-@click.option("--max-time", metavar="DURATION", help="Stop after this long, e.g. 600, 10m, 1.5h.")
+@click.option("--max-time", metavar="DURATION", help="Stop after this long (counted from the command's start), e.g. 600, 10m, 1.5h.")
 @click.option("--eval-every", type=int, help="Validate every N steps (0 = never).")
 @click.option("--sample-every", type=int, help="Show a sample every N steps (0 = never).")
 @click.option("--sample-length", type=int, help="Characters per sample shown during training.")
@@ -187,7 +187,9 @@ def train(corpus, config_file, out, sets, resume, init_from, extend_vocab, force
     """
     import signal
     import threading
+    import time
 
+    started = time.perf_counter()  # before the heavy imports: max_time counts what the user waits for
     from .api import train as api_train
     # Outside the trainer's own handler (before training starts, or between its checkpoint-and-stop
     # and process exit) a SIGTERM still ends the command with 143 and no traceback; files are only
@@ -200,7 +202,7 @@ def train(corpus, config_file, out, sets, resume, init_from, extend_vocab, force
         options["data.separator"] = decode_escapes(separator)
     best = api_train(list(corpus) or None, config_file, out, sets=sets, options=options, resume=resume,
                      force=force, live=False if plain else None, encoding=encoding, errors=errors,
-                     init_from=init_from, extend_vocab=extend_vocab)
+                     init_from=init_from, extend_vocab=extend_vocab, started=started)
     if sys.stdout is not None:  # `charrnn train ... >&-`: the run itself succeeded
         _emit(lambda: click.echo(f"best checkpoint: {best}\nloss curves: charrnn plot {best.parent}"))
 

@@ -138,7 +138,10 @@ def diagnose(checkpoint, cell, hidden, layers, init_scale, forget_bias, seed, te
         from .inspect import split_ids
         loaded = store.load(checkpoint)
         cfg = Config.from_dict(loaded.meta.get("config", {}), source=str(loaded.path))
-        init = dg.initial_model(loaded.model.shape, cfg.train.seed, cfg.model.init_scale)
+        m = cfg.model
+        init = dg.initial_model(loaded.model.shape, cfg.train.seed, m.init_scale,
+                                init={"scheme": m.init, "forget_bias": m.forget_bias,
+                                      "orthogonal_recurrent": m.orthogonal_recurrent})
         models, vocab = [("trained", loaded.model), ("init", init)], loaded.vocab
         T = seq_len or loaded.meta.get("batch", {}).get("seq_len") or 100
         if text_file:

@@ -31,7 +31,10 @@ class ModelConfig:
     num_layers: int = 2
     dropout: float = 0.0  # between layers, training only
     embedding_size: int = 0  # 0 = one-hot input
-    init_scale: float = 0.08  # weights ~ U(-init_scale, init_scale)
+    init: str = "uniform"  # uniform: every parameter ~ U(-init_scale, init_scale) | torch: PyTorch's own
+    init_scale: float = 0.08  # the uniform init's bound
+    forget_bias: float | None = 1.0  # LSTM forget-gate bias at init; None = drawn like every other bias
+    orthogonal_recurrent: bool = False  # each gate's H x H block of weight_hh a random orthogonal matrix
 
 
 @dataclass
@@ -60,7 +63,8 @@ class OptimConfig:
     weight_decay: float = 0.0
     grad_clip: float = 5.0  # global norm, 0 = off
     grad_clip_value: float = 0.0  # per element, 0 = off
-    schedule: str = "constant"  # constant | step | cosine
+    schedule: str = "constant"  # constant | step | cosine | linear
+    schedule_length: str = "steps"  # cosine/linear end at: steps (the step budget) | auto (also max_time)
     warmup_steps: int = 0
     decay_rate: float = 0.97  # step schedule: lr *= decay_rate every decay_every steps
     decay_every: int = 1000
@@ -121,7 +125,9 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.cell": ("lstm", "gru", "rnn"),
     "data.errors": ("strict", "replace"),
     "optim.optimizer": ("adam", "rmsprop", "adagrad", "sgd"),
-    "optim.schedule": ("constant", "step", "cosine"),
+    "model.init": ("uniform", "torch"),
+    "optim.schedule": ("constant", "step", "cosine", "linear"),
+    "optim.schedule_length": ("steps", "auto"),
 }
 
 # Keys that only change how long or how chattily a run goes, never the model or its optimisation,
@@ -216,6 +222,14 @@ def _coerce(key: str, value: Any, source: str | None) -> Any:
     if key == "train.max_time":
         return parse_duration(value, key, source)
     typ, example = _TYPES[key], f"e.g. {key}={get(Config(), key)}"
+    if typ is bool:
+        if isinstance(value, bool):  # YAML and --set read true/false/yes/no as bools already
+            return value
+        raise _type_error(key, "true or false", value, source, f"e.g. {key}=true")
+    if typ == float | None:
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null")):
+            return None
+        typ, example = float, f"{example} (or none)"
     if typ is int:
         # bool is an int subclass, but `hidden_size: yes` is never what someone meant.
         if isinstance(value, numbers.Integral) and not isinstance(value, bool):

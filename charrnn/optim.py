@@ -30,7 +30,7 @@ from charrnn.kernels.optim import (
 )
 
 OPTIMIZERS = ("adam", "rmsprop", "adagrad", "sgd")
-SCHEDULES = ("constant", "step", "cosine")
+SCHEDULES = ("constant", "step", "cosine", "linear")
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _STATE_PREFIX = "optim."
 
@@ -292,8 +292,8 @@ def clip_grad_value(grads: np.ndarray, clip_value: float) -> None:
 
 def lr_at(step: int, *, lr: float, schedule: str = "constant", warmup_steps: int = 0,
           decay_rate: float = 1.0, decay_every: int = 1, min_lr: float = 0.0,
-          total_steps: int | None = None) -> float:
-    """Learning rate for the update at 0-based `step`; a pure function of the step.
+          total_steps: int | None = None, time_fraction: float | None = None) -> float:
+    """Learning rate for the update at 0-based `step`; a pure function of its arguments.
 
     Warmup (all schedules): steps 0..warmup_steps-1 ramp linearly lr/warmup_steps*(step+1), reaching lr
     on the last warmup step. After warmup, with s = step - warmup_steps (the schedules start counting
@@ -301,10 +301,14 @@ def lr_at(step: int, *, lr: float, schedule: str = "constant", warmup_steps: int
 
     - constant: lr.
     - step: max(min_lr, lr * decay_rate ** (s // decay_every)); min_lr acts as a floor.
-    - cosine: min_lr + (lr - min_lr) * (1 + cos(pi * s / (N - 1))) / 2 with N = total_steps - warmup_steps
-      post-warmup steps, so the first post-warmup step uses exactly lr and the last (step total_steps-1)
-      exactly min_lr; later steps stay at min_lr (as do all post-warmup steps when N <= 1).
-      Requires total_steps.
+    - cosine: min_lr + (lr - min_lr) * (1 + cos(pi * p)) / 2, and
+    - linear: lr + (min_lr - lr) * p, where p in [0, 1] is how much of the run's budget is used:
+      the step budget's p = s / (N - 1) with N = total_steps - warmup_steps post-warmup steps (so the first
+      post-warmup step uses exactly lr and the last, step total_steps-1, exactly min_lr; 1 when N <= 1);
+      time_fraction (elapsed / max_time, for a time-bounded run) is a second budget, and p is the larger
+      of the two: the schedule ends at whichever limit comes first. Time counts from the run's start, so
+      a run whose warmup ends at 10 % of its time starts its decay a little below lr. Later steps stay at
+      min_lr. Needs total_steps or time_fraction.
 
     Never negative. Raises ValueError for an unknown schedule or invalid arguments.
     """
@@ -321,8 +325,10 @@ def lr_at(step: int, *, lr: float, schedule: str = "constant", warmup_steps: int
     if schedule == "step" and (decay_every <= 0 or not (decay_rate >= 0 and math.isfinite(decay_rate))):
         raise ValueError(f"step schedule needs decay_every > 0 and decay_rate >= 0, "
                          f"got decay_every={decay_every}, decay_rate={decay_rate}")
-    if schedule == "cosine" and total_steps is None:
-        raise ValueError("the cosine schedule needs total_steps")
+    if time_fraction is not None and not 0 <= time_fraction <= 1:
+        raise ValueError(f"time_fraction must be in [0, 1], got {time_fraction}")
+    if schedule in ("cosine", "linear") and total_steps is None and time_fraction is None:
+        raise ValueError(f"the {schedule} schedule needs total_steps or time_fraction")
 
     if step < warmup_steps:
         return lr * (step + 1) / warmup_steps
@@ -332,7 +338,14 @@ def lr_at(step: int, *, lr: float, schedule: str = "constant", warmup_steps: int
     elif schedule == "step":
         rate = max(min_lr, lr * decay_rate ** (s // decay_every))
     else:
-        last = total_steps - warmup_steps - 1  # s of the last scheduled step (total_steps - 1)
-        progress = 1.0 if s >= last else s / last
-        rate = min_lr + (lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
+        progress = 0.0
+        if total_steps is not None:
+            last = total_steps - warmup_steps - 1  # s of the last scheduled step (total_steps - 1)
+            progress = 1.0 if s >= last else s / last
+        if time_fraction is not None:
+            progress = max(progress, time_fraction)
+        if schedule == "cosine":
+            rate = min_lr + (lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
+        else:
+            rate = lr + (min_lr - lr) * progress
     return max(0.0, rate)

@@ -79,12 +79,41 @@ class Params:
         return dict(self.layout)
 
 
-def init_params(p: Params, rng: np.random.Generator, scale: float = 0.08) -> None:
-    """char-rnn's init: every weight and bias uniform in [-scale, scale], then the LSTM forget-gate bias
-    set to 1 (in bias_ih; the forget block of bias_hh set to 0) so early gradients flow through c."""
-    p.flat[:] = rng.uniform(-scale, scale, size=p.flat.size).astype(p.flat.dtype)
-    if p.shape.cell == "lstm":
-        H = p.shape.hidden_size
+INIT_SCHEMES = ("uniform", "torch")
+
+
+def init_params(p: Params, rng: np.random.Generator, scale: float = 0.08, *, scheme: str = "uniform",
+                forget_bias: float | None = 1.0, orthogonal_recurrent: bool = False) -> None:
+    """Draw the initial weights from `rng` (the trainer's one Generator, so the seed fixes them).
+
+    scheme "uniform" (char-rnn's): every weight and bias uniform in [-scale, scale], one draw over the flat
+    buffer. scheme "torch" (PyTorch's defaults, `scale` unused): nn.LSTM/GRU/RNN and nn.Linear draw
+    U(+-1/sqrt(H)) for weights and biases, nn.Embedding N(0, 1); here one draw per parameter, in order.
+    Then, in this order (each is a choice measured in benchmarks/quality.py, not a law):
+    orthogonal_recurrent: each gate's H x H block of weight_hh becomes a random orthogonal matrix (QR of a
+    Gaussian, signs fixed so it is uniform over the orthogonal group), drawn after the weights above.
+    forget_bias (LSTM only): the forget-gate block of bias_ih set to it and that of bias_hh to 0, so
+    early gradients flow through c; None leaves both as drawn.
+    """
+    if scheme == "uniform":
+        p.flat[:] = rng.uniform(-scale, scale, size=p.flat.size).astype(p.flat.dtype)
+    elif scheme == "torch":
+        bound = 1.0 / np.sqrt(p.shape.hidden_size)  # nn.Linear's fan_in is H too
+        for name, view in p.views.items():
+            if name == "encoder.weight":
+                view[...] = rng.standard_normal(view.shape)
+            else:
+                view[...] = rng.uniform(-bound, bound, size=view.shape)
+    else:
+        raise ValueError(f"unknown init scheme {scheme!r}; choose one of: {', '.join(INIT_SCHEMES)}")
+    H = p.shape.hidden_size
+    if orthogonal_recurrent:
         for k in range(p.shape.num_layers):
-            p[f"rnn.bias_ih_l{k}"][H:2 * H] = 1.0
+            w = p[f"rnn.weight_hh_l{k}"]
+            for g in range(GATES[p.shape.cell]):
+                q, r = np.linalg.qr(rng.standard_normal((H, H)))
+                w[g * H:(g + 1) * H] = q * np.sign(np.diag(r))
+    if p.shape.cell == "lstm" and forget_bias is not None:
+        for k in range(p.shape.num_layers):
+            p[f"rnn.bias_ih_l{k}"][H:2 * H] = forget_bias
             p[f"rnn.bias_hh_l{k}"][H:2 * H] = 0.0

@@ -31,9 +31,15 @@ class Interrupted(CharrnnError):
 class Trainer:
     """Holds the run's whole state; `run()` trains until a stop condition and returns the best checkpoint."""
 
-    def __init__(self, cfg: Config, corpus: Corpus, run_dir: Path, reporter, batch_shape: tuple[int, int]):
+    def __init__(self, cfg: Config, corpus: Corpus, run_dir: Path, reporter, batch_shape: tuple[int, int],
+                 started: float | None = None):
+        """started: the time.perf_counter() reading this session's clock (elapsed_s, max_time) counts from;
+        the CLI passes the moment its process started, the API the moment train() was called. Default: the
+        start of run()."""
         self.cfg, self.corpus, self.run_dir, self.reporter = cfg, corpus, run_dir, reporter
         self.sources: list[str] | None = None  # the corpus paths as given (absolute), for meta
+        if started is not None:
+            self._t0 = started
         m, t = cfg.model, cfg.train
         self.train_data, self.val_data, _ = split(corpus.data, cfg.data.val_fraction, cfg.data.test_fraction)
         self.B, self.T = batch_shape
@@ -43,7 +49,8 @@ class Trainer:
         self.rng = np.random.default_rng(t.seed)
         shape = Shape(m.cell, corpus.vocab.size, m.hidden_size, m.num_layers, m.embedding_size)
         self.model = Model(shape)
-        init_params(self.model.params, self.rng, m.init_scale)
+        init_params(self.model.params, self.rng, m.init_scale, scheme=m.init, forget_bias=m.forget_bias,
+                    orthogonal_recurrent=m.orthogonal_recurrent)
         self.grads = self.model.params.zeros_like()
         o = cfg.optim
         self.opt = make_optimizer(o.optimizer, len(self.model.params), beta1=o.beta1, beta2=o.beta2, eps=o.eps,
@@ -63,9 +70,10 @@ class Trainer:
         self._writing = False  # inside save(): a second signal waits for the write to finish
         self._quit_signal: int | None = None
         self.on_eval = None  # optional on_eval(metrics of the step) -> True to stop here (a sweep's pruner)
-        if cfg.optim.schedule == "cosine" and self.total_steps is None:
+        if cfg.optim.schedule in ("cosine", "linear") and self.total_steps is None and self._time_bound is None:
             # Checked here, before any file is written, rather than at the first step.
-            raise UsageError("the cosine schedule needs train.max_steps or train.max_epochs",
+            timed = " (or train.max_time with optim.schedule_length=auto)"
+            raise UsageError(f"the {cfg.optim.schedule} schedule needs train.max_steps or train.max_epochs{timed}",
                              "set --max-steps or --max-epochs, or use another optim.schedule")
 
     # -- sizes and limits ---------------------------------------------------------------------
@@ -77,13 +85,22 @@ class Trainer:
             return min(t.max_steps, by_epochs)
         return t.max_steps or by_epochs
 
+    @property
+    def _time_bound(self) -> float | None:
+        """max_time when the cosine/linear schedule is to follow it (optim.schedule_length=auto)."""
+        t, o = self.cfg.train, self.cfg.optim
+        return t.max_time if t.max_time and o.schedule_length == "auto" else None
+
     def lr(self) -> float:
-        """The learning rate of the next update (0-based step self.step); a pure function of the step,
-        so a resumed run continues the schedule exactly."""
+        """The learning rate of the next update (0-based step self.step): a pure function of the step, and
+        for a time-bounded schedule (optim.schedule_length=auto with max_time) of the elapsed time too,
+        which checkpoints save (progress.elapsed_s), so a resumed run continues the schedule where it was."""
         o = self.cfg.optim
+        bound = self._time_bound
         return lr_at(self.step, lr=o.lr, schedule=o.schedule, warmup_steps=o.warmup_steps,
                      decay_rate=o.decay_rate, decay_every=o.decay_every, min_lr=o.min_lr,
-                     total_steps=self.total_steps)
+                     total_steps=self.total_steps,
+                     time_fraction=None if bound is None else min(1.0, self.elapsed() / bound))
 
     # -- one step -------------------------------------------------------------------------------
     def _next_batch(self) -> tuple[np.ndarray, np.ndarray] | None:
@@ -217,7 +234,8 @@ class Trainer:
 
     def run(self) -> Path:
         t = self.cfg.train
-        self._t0 = time.perf_counter()
+        if not hasattr(self, "_t0"):
+            self._t0 = time.perf_counter()
         chars = self.B * self.T
         restore = self._install_signals()
         try:
@@ -261,8 +279,9 @@ class Trainer:
 
     def _should_stop(self) -> bool:
         t = self.cfg.train
+        # A fresh run takes at least one step even when start-up alone used up a tiny max_time.
         return (self.stop_signal is not None or (t.max_steps and self.step >= t.max_steps)
-                or (t.max_time and self.elapsed() >= t.max_time) or self.patience_spent())
+                or (t.max_time and self.step > 0 and self.elapsed() >= t.max_time) or self.patience_spent())
 
     def patience_spent(self) -> bool:
         """Early stopping: train.patience evaluations in a row without a better validation loss."""

@@ -197,7 +197,7 @@ def test_str_field_rejects_number():
     ("model.hidden_size", 0), ("model.num_layers", 0), ("train.batch_size", 0),
     ("train.seq_len", -5), ("model.embedding_size", -1), ("model.init_scale", 0),
     ("data.val_fraction", -0.1), ("data.test_fraction", -0.1),
-    ("model.cell", "transformer"), ("optim.optimizer", "adamw"), ("optim.schedule", "linear"),
+    ("model.cell", "transformer"), ("optim.optimizer", "adamw"), ("optim.schedule", "exponential"),
     ("data.errors", "ignore"), ("data.encoding", "klingon-8"), ("data.encoding", "rot13"),
     ("optim.beta1", 1.0), ("optim.beta2", -0.1), ("optim.alpha", 1.0), ("optim.momentum", 1.5),
     ("optim.eps", 0), ("optim.grad_clip", -1), ("optim.grad_clip_value", -1),

@@ -396,3 +396,23 @@ def test_lr_never_negative_and_bad_args():
         lr_at(-1, lr=0.1)
     with pytest.raises(ValueError):
         lr_at(0, lr=-0.1)
+
+
+def test_lr_linear_and_time_fraction():
+    kw = dict(lr=0.1, schedule="linear", min_lr=0.0, total_steps=11)
+    np.testing.assert_allclose([lr_at(s, **kw) for s in (0, 5, 10, 20)], [0.1, 0.05, 0.0, 0.0], atol=1e-12)
+    # time-bounded: the time fraction alone drives the decay ...
+    assert lr_at(3, lr=0.1, schedule="linear", time_fraction=0.25) == pytest.approx(0.075)
+    assert lr_at(3, lr=0.1, schedule="cosine", min_lr=0.01, time_fraction=0.5) == pytest.approx(0.055)
+    assert lr_at(3, lr=0.1, schedule="cosine", min_lr=0.01, time_fraction=1.0) == pytest.approx(0.01)
+    # ... and with a step budget too, whichever is further along wins
+    assert lr_at(5, time_fraction=0.2, **kw) == pytest.approx(0.05)
+    assert lr_at(1, time_fraction=0.8, **kw) == pytest.approx(0.02)
+    # warmup stays a step ramp; constant and step schedules ignore the time
+    assert lr_at(0, lr=0.1, schedule="cosine", warmup_steps=4, time_fraction=0.9) == pytest.approx(0.025)
+    assert lr_at(7, lr=0.1, schedule="constant", time_fraction=0.9) == 0.1
+    for bad in (-0.1, 1.5, float("nan")):
+        with pytest.raises(ValueError):
+            lr_at(0, lr=0.1, schedule="cosine", time_fraction=bad)
+    with pytest.raises(ValueError):
+        lr_at(0, lr=0.1, schedule="linear")
