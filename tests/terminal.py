@@ -43,7 +43,7 @@ from pathlib import Path
 
 __all__ = ["DEFAULT_TIMEOUT", "Hang", "Terminal", "charrnn_command", "render", "run", "strip_ansi"]
 
-# A hang is the bug class this catches; a slow shared CI core is not. 150 s is ~30x the longest wait here.
+# A hang is the bug class this catches; a slow shared CI core is not: far longer than any command here takes.
 DEFAULT_TIMEOUT = float(os.environ.get("CHARRNN_TERMINAL_TIMEOUT", "150"))
 COLS, ROWS = 100, 30
 
@@ -113,8 +113,8 @@ class Terminal:
     stdout / stderr: a path to redirect that stream to a file (truncated) instead of the terminal.
     env: extra environment variables (added to a copy of os.environ). cmd: argv prefix, default the
     installed charrnn. startup: Python source run at interpreter start (as sitecustomize.py, first on
-    PYTHONPATH), before the command. Attributes: code (exit status once finished, -N for a signal), raw (bytes drawn),
-    events (timestamped chunks, for streaming checks and render()), text (raw decoded, escapes stripped).
+    PYTHONPATH), before the command. Attributes: code (exit status once finished, -N for a signal),
+    raw (bytes drawn), events (timestamped chunks, for render()), text (raw decoded, escapes stripped).
     """
 
     def __init__(self, args, *, cwd=None, cols: int = COLS, rows: int = ROWS, env=None, stdout=None, stderr=None,
@@ -133,7 +133,8 @@ class Terminal:
         if startup is not None:
             self._startup_dir = tempfile.TemporaryDirectory(prefix="terminal-startup-")
             Path(self._startup_dir.name, "sitecustomize.py").write_text(startup, encoding="utf-8")
-            full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [self._startup_dir.name, full_env.get("PYTHONPATH")]))
+            first = [self._startup_dir.name, full_env.get("PYTHONPATH")]
+            full_env["PYTHONPATH"] = os.pathsep.join(p for p in first if p)
         master, slave = os.openpty()
         _set_size(slave, cols, rows)
         files = [open(p, "wb") if p is not None else None for p in (stdout, stderr)]
@@ -150,7 +151,6 @@ class Terminal:
                 if f is not None:
                     f.close()
         self.master = master
-        self.started = time.monotonic()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 

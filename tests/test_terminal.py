@@ -313,3 +313,20 @@ def test_stderr_to_a_file_stdout_the_terminal(work):
     lines = err.read_text().splitlines()
     assert lines[0].startswith("warning: stopping after this step")
     assert lines[-1].startswith("error: interrupted at step") and "charrnn train --resume errlog" in lines[-1]
+
+
+def test_readme_capture_has_the_shape_of_a_run_today(tiny):
+    """README's "What a run looks like" is a rendered screen (tools/capture_run.py), whose header, bar and
+    last line read as a run of this version draws them."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    block = re.search(r"<!-- tools/capture_run.py: begin -->\n```text\n(.*?)\n```", readme, re.S)[1].splitlines()
+    assert block[0] == "$ charrnn train corpora/tinyshakespeare.txt --config tiny --max-steps 200"
+    assert all(len(line) <= 100 and "\x1b" not in line and "\r" not in line for line in block)
+
+    def header_keys(screen):  # the run header's keys: every line before the first panel or bar
+        end = next(i for i, line in enumerate(screen) if line.startswith(("╭", "step ")))
+        return [line.split("  ")[0] for line in screen[:end]]
+    assert header_keys(block[1:]) == header_keys(tiny.screen(history=True))
+    assert any(line.startswith("╭") and "sample @ step 200" in line for line in block)
+    assert BAR.fullmatch(block[-2]) and block[-2].startswith("step 200/200")
+    assert block[-1] == "best checkpoint: runs/tinyshakespeare/best.npz"
