@@ -23,6 +23,23 @@ except ImportError:  # pragma: no cover - depends on how it is launched
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS",
               "OMP_WAIT_POLICY", "NUMBA_CACHE_DIR")
+# Set on some machines for old OpenBLAS builds; they push numpy onto slower kernels (Haswell's on an
+# AVX-512 CPU: 2048^3 sgemm 215 vs 345 GFLOP/s) that a user's machine would not run. torch ignores them.
+# Unset them in the benchmark's command line (env -u ...), not here: the header reports what was set.
+OPENBLAS_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+
+
+def blas_kernel() -> str:
+    """The OpenBLAS core numpy's sgemm runs (threadpoolctl's `architecture`), or why it is unknown."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return "unknown (pip install threadpoolctl)"
+    import numpy  # noqa: F401 - load numpy's BLAS before asking
+    for info in threadpool_info():
+        if info.get("internal_api") == "openblas" and "numpy" in (info.get("filepath") or ""):
+            return f"{info.get('architecture')} (OpenBLAS {info.get('version')}, numpy's)"
+    return "not OpenBLAS or not found"
 
 
 # -- FLOPs -------------------------------------------------------------------------------------------
@@ -132,6 +149,8 @@ def machine_header(torch=None, torch_threads: int | None = None) -> dict:
         "torch_threads": (torch.get_num_threads() if torch is not None else None),
         "torch_threads_requested": torch_threads,
         "env": {k: os.environ.get(k) for k in THREAD_ENV if os.environ.get(k) is not None},
+        "blas_kernel": blas_kernel(),
+        "openblas_env": {k: os.environ.get(k) for k in OPENBLAS_ENV},
     }
     return h
 
@@ -141,6 +160,9 @@ def print_header(h: dict, title: str) -> None:
     print(f"date      {h['date']}   charrnn {h['charrnn']} ({h['charrnn_git'] or 'no git'})")
     print(f"cpu       {h['cpu']}  [{h['isa'] or 'isa unknown'}]")
     print(f"cores     {h['cores']} (usable {h['cores_usable']}), load avg {h['loadavg_1_5_15']}")
+    oe = h.get("openblas_env") or {}
+    state = ", ".join(f"{k}={v}" for k, v in oe.items() if v is not None) or "unset (as on a user's machine)"
+    print(f"blas      numpy sgemm kernel {h.get('blas_kernel')}; OPENBLAS_CORETYPE/L2_SIZE: {state}")
     print(f"versions  python {h['python']}, numpy {h['numpy']}, scipy {h['scipy']}, numba {h['numba']}, "
           f"torch {h['torch'] or 'not installed'}")
     env = ", ".join(f"{k}={v}" for k, v in h["env"].items()) or "no thread env vars set"

@@ -61,11 +61,13 @@ class Row:
     target_peak: float | None = None  # fraction of the 2048^3 sgemm peak
 
 
+# Targets of issue 13 (median of paired ratios in one run).
 ROWS = {
-    "lstm128": Row("lstm128", "train", "lstm", 2, 128, 50, 50, steps=20, target_ratio=2.5),
-    "lstm256": Row("lstm256", "train", "lstm", 2, 256, 64, 100, steps=5, target_ratio=1.1),
-    "gru256": Row("gru256", "train", "gru", 2, 256, 64, 100, steps=5, target_ratio=1.1),
-    "lstm512": Row("lstm512", "train", "lstm", 2, 512, 64, 100, steps=3, target_ratio=1.0, target_peak=0.85),
+    "lstm128": Row("lstm128", "train", "lstm", 2, 128, 50, 50, steps=20, target_ratio=1.8),
+    "lstm256": Row("lstm256", "train", "lstm", 2, 256, 64, 100, steps=5, target_ratio=1.5),
+    "gru256": Row("gru256", "train", "gru", 2, 256, 64, 100, steps=5, target_ratio=3.0),
+    "rnn256": Row("rnn256", "train", "rnn", 2, 256, 64, 100, steps=8),
+    "lstm512": Row("lstm512", "train", "lstm", 2, 512, 64, 100, steps=3, target_ratio=1.4, target_peak=0.85),
     "sample256": Row("sample256", "sample", "lstm", 2, 256, steps=2000, target_ratio=20.0),
     "startup": Row("startup", "startup"),
 }
@@ -575,6 +577,19 @@ def report(results: dict, quick: bool) -> None:
               "step (numpy allocations only).")
         print("  maxRSS MB: getrusage ru_maxrss of this whole process so far (torch included; coarse, "
               "never decreases).")
+    via = [r for r in rows if r.get("via_train")]
+    if via:
+        print()
+        print("Through `charrnn train` (subprocess on the bundled corpus; chars/s from its metrics.jsonl over "
+              "the steady steps; ratio against this run's torch median)")
+        table = []
+        for r in via:
+            v = r["via_train"]
+            cps = v.get("cps")
+            ratio = cps / r["torch_cps"] if cps and r.get("torch_cps") else None
+            table.append([row_label(r), fmt_num(cps) if cps else v.get("error", "-"), fmt_num(r.get("torch_cps")),
+                          (fmt_num(ratio, ".2f") + "x") if ratio else "-", str(v.get("steps", "-"))])
+        print_table(["row", "charrnn train c/s", "torch c/s", "ratio", "steady steps"], table, right={1, 2, 3, 4})
     for r in rows:
         if r.get("warning"):
             print(f"  warning ({r['row']}): {r['warning']}")
@@ -621,6 +636,9 @@ def main(argv=None) -> int:
                         "(default 0.25)")
     p.add_argument("--startup-full", action="store_true", help="in --quick, also time `charrnn sample`")
     p.add_argument("--json", metavar="FILE", help="also save every measurement as JSON")
+    p.add_argument("--via-train", type=int, default=0, metavar="STEPS",
+                   help="also run each training row through `charrnn train` for STEPS steps on the bundled "
+                        "corpus and report its own chars/s from metrics.jsonl (default 0: off)")
     args = p.parse_args(argv)
     if args.rounds is None:
         args.rounds = 1 if args.quick else 5
@@ -651,6 +669,9 @@ def main(argv=None) -> int:
         print(f"... {name}", end="", flush=True)
         if row.kind == "train":
             r = run_train_row(row, args, torch)
+            if args.via_train:
+                from via_train import charrnn_train_cps
+                r["via_train"] = charrnn_train_cps(row.cell, row.hidden, row.layers, row.B, row.T, args.via_train)
         elif row.kind == "sample":
             r = run_sample_row(row, args, torch)
         else:

@@ -190,7 +190,7 @@ def train(corpus, config_file, out, sets, resume, force, encoding, errors, plain
     best = api_train(corpus, config_file, out, sets=sets, options=options, resume=resume, force=force,
                      live=False if plain else None, encoding=encoding, errors=errors)
     if sys.stdout is not None:  # `charrnn train ... >&-`: the run itself succeeded
-        _emit(lambda: click.echo(f"best checkpoint: {best}"))
+        _emit(lambda: click.echo(f"best checkpoint: {best}\nloss curves: charrnn plot {best.parent}"))
 
 
 @main.command()
@@ -273,8 +273,10 @@ def sample(checkpoint, length, temperature, prime, prime_file, no_echo, prime_un
 @click.option("--unknown", type=click.Choice(["error", "skip"]), default="error", show_default=True,
               help="Characters the model has never seen: refuse, or drop them.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object instead of a table.")
+@click.option("--per-char", "per_char", type=click.Path(), metavar="FILE.jsonl",
+              help="Also write each character's loss: one JSON line per predicted character.")
 @friendly_errors
-def eval_cmd(checkpoint, file, which, encoding, errors, unknown, as_json):
+def eval_cmd(checkpoint, file, which, encoding, errors, unknown, as_json, per_char):
     """Average negative log-likelihood of FILE (one continuous stream from a zero state) under CHECKPOINT,
     in nats/char, bits/char and perplexity."""
     from . import store
@@ -285,6 +287,9 @@ def eval_cmd(checkpoint, file, which, encoding, errors, unknown, as_json):
     _stdout()
     loaded = store.load(checkpoint)
     r = eval_file(loaded, file, encoding, errors, unknown=unknown) if file else eval_split(loaded, which)
+    if per_char:
+        from .cli_see import write_per_char
+        write_per_char(loaded, file, which, encoding, errors, unknown, per_char)
     if as_json:
         import json
         _emit(lambda: click.echo(json.dumps(r)))
@@ -340,6 +345,8 @@ def info(checkpoint, as_json):
 def _fmt(x) -> str:
     return "-" if x is None else f"{x:.4f}"
 
+
+from . import cli_see  # noqa: E402,F401  registers plot, diagnose, activations on `main`
 
 if __name__ == "__main__":
     main()

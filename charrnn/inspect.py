@@ -80,9 +80,17 @@ def eval_file(loaded: store.Loaded, path: str | Path, encoding="utf-8", errors="
 
 def eval_split(loaded: store.Loaded, which: str) -> dict:
     """The model's NLL on the val or test split of the corpus it was trained on."""
+    from .generate import evaluate
+    ids = split_ids(loaded, which)
+    total, n = evaluate(loaded.model, ids)
+    return metrics(total, n, int(ids.size))
+
+
+def split_ids(loaded: store.Loaded, which: str) -> np.ndarray:
+    """The val or test split of the corpus the checkpoint was trained on, as the model's token ids
+    (UsageError when the corpus is gone, changed, or the split is empty)."""
     from .config import Config
     from .data import load_corpus, split
-    from .generate import evaluate
     meta = loaded.meta
     if "corpus" not in meta or "config" not in meta:
         raise UsageError(f"{loaded.path} does not record its training corpus", "pass a FILE to evaluate instead")
@@ -99,8 +107,7 @@ def eval_split(loaded: store.Loaded, which: str) -> dict:
     if ids.size < 2:
         raise UsageError(f"the {which} split is empty (data.{which}_fraction = "
                          f"{getattr(cfg.data, which + '_fraction')})", "evaluate on a FILE instead")
-    total, n = evaluate(loaded.model, remap(ids, corpus.vocab.chars, loaded.vocab))
-    return metrics(total, n, int(ids.size))
+    return remap(ids, corpus.vocab.chars, loaded.vocab)
 
 
 def describe(loaded: store.Loaded) -> dict:

@@ -12,7 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .kernels import gru, head, lstm, rnn
+import numba
+
+from .kernels import gemm, gru, head, lstm, lstm_fused, rnn
 from .kernels.blas import matmul, single_threaded_blas
 from .params import GATES, Params, Shape
 from .threads import pool, usable_cores
@@ -34,6 +36,14 @@ class _Prepared:
     table: np.ndarray          # (V, G) layer 0 input projection per character
     bias: list[np.ndarray]     # (G) per layer, folded biases
     w_hh_t: list[np.ndarray]   # (H, G) per layer, W_hh transposed for the per-step GEMM
+    fwd: list[np.ndarray] | None = None  # per layer gemm.pack(W_hh^T) (P, H, NR): the packed path
+    bwd: list[np.ndarray] | None = None  # per layer gemm.pack(W_hh) (P, G, NR), built by the first backward
+
+
+def packed_path(dtype) -> bool:
+    """Whether passes use the jitted T loops over packed weights (float32 with the JIT on), or the
+    per-step numpy GEMM loops (float64 gradient checks, NUMBA_DISABLE_JIT=1 runs, the trace option)."""
+    return np.dtype(dtype) == np.float32 and not numba.config.DISABLE_JIT
 
 
 class _LayerWork:
@@ -44,7 +54,8 @@ class _LayerWork:
         self.xproj = z(T, B, G)
         self.hs = z(T + 1, B, H)          # hs[0] = h0, hs[t+1] = output of step t
         self.gates = z(T, B, G)
-        self.hh = z(B, G)
+        self.hh = z(B, gemm.padded(G))    # per-step recurrent product (panel-padded for the packed path)
+        self.dhh = z(B, gemm.padded(H))   # per-step dgates @ W_hh (packed path)
         self.dgates = z(T, B, G)          # d(loss)/d(xproj)
         self.dhs = z(T, B, H)             # d(loss)/d(outputs)
         self.dh = z(B, H)
@@ -152,7 +163,7 @@ class Model:
         x, y = self._check(x, y, state, masks)
         B, T = x.shape
         groups = [(0, B)] if B < 2 else [(0, (B + 1) // 2), ((B + 1) // 2, B)]
-        prep = self._prepare_weights()
+        prep = self._prepare_weights(kind == "train" and trace is None)
         scale = self.dtype.type(1.0 / x.size)
 
         def job(gi: int):
@@ -177,7 +188,7 @@ class Model:
             if loss_weights is not None:  # rows are time-major: row t*Bg + b
                 w.logits *= loss_weights[b0:b1].T.reshape(-1, 1)
             tr = None if trace is None else [a[:, b0:b1] for a in trace]
-            self._backward(ids, top, m, w, grads if gi == 0 else self._group_grads(gi), tr)
+            self._backward(ids, top, m, w, grads if gi == 0 else self._group_grads(gi), prep, tr)
             return s, w
 
         with single_threaded_blas():
@@ -233,11 +244,25 @@ class Model:
             g = self._extra_grads[group] = self.params.zeros_like()
         return g
 
-    def _prepare_weights(self) -> "_Prepared":
-        """Arrays derived from the weights once per pass and shared by both groups."""
+    def _prepare_weights(self, backward: bool) -> "_Prepared":
+        """Arrays derived from the weights once per pass and shared by both groups: on the packed path,
+        W_hh^T (and for a training pass W_hh) cut into the panels the micro-kernel reads in order."""
         P, L = self.params, self.num_layers
-        return _Prepared(table=self.input_table(), bias=[self._layer_bias(k) for k in range(L)],
-                         w_hh_t=[np.ascontiguousarray(P[f"rnn.weight_hh_l{k}"].T) for k in range(L)])
+        w_hh = [P[f"rnn.weight_hh_l{k}"] for k in range(L)]
+        prep = _Prepared(table=self.input_table(), bias=[self._layer_bias(k) for k in range(L)],
+                         w_hh_t=[np.ascontiguousarray(w.T) for w in w_hh])
+        if packed_path(self.dtype):
+            if self._fused(forward=True):
+                prep.fwd = [lstm_fused.pack_forward(w) for w in w_hh]
+            else:
+                prep.fwd = [gemm.pack(wt) for wt in prep.w_hh_t]
+            prep.bwd = [gemm.pack(w) for w in w_hh] if backward else None
+        return prep
+
+    def _fused(self, forward: bool) -> bool:
+        """LSTM on the packed path where fusing the gates into the micro-kernel measured faster."""
+        ok = lstm_fused.fused_forward_ok if forward else lstm_fused.fused_backward_ok
+        return self.cell == "lstm" and ok(self.hidden_size)
 
     def _layer_bias(self, k: int) -> np.ndarray:
         """Both biases folded into the input projection; GRU keeps b_hn apart (r scales it)."""
@@ -272,14 +297,26 @@ class Model:
                 xp += bias
             lw.hs[0] = state.h[k]
             w_hh_t = prep.w_hh_t[k]
+            packed = prep.fwd is not None
             if self.cell == "lstm":
                 lw.cs[0] = state.c[k]
-                lstm.lstm_forward(lw.hs, lw.cs, lw.gates, lw.hh, lw.xproj, w_hh_t)
+                if packed and self._fused(forward=True):
+                    lstm_fused.lstm_forward_fused(lw.hs, lw.cs, lw.gates, lw.xproj, prep.fwd[k])
+                elif packed:
+                    lstm.lstm_forward_packed(lw.hs, lw.cs, lw.gates, lw.hh, lw.xproj, prep.fwd[k])
+                else:
+                    lstm.lstm_forward(lw.hs, lw.cs, lw.gates, lw.hh[:, :w_hh_t.shape[1]], lw.xproj, w_hh_t)
             elif self.cell == "gru":
                 H = self.hidden_size
-                gru.gru_forward(lw.hs, lw.gates, lw.hn, lw.hh, lw.xproj, w_hh_t, P[f"rnn.bias_hh_l{k}"][2 * H:])
+                b_hn = P[f"rnn.bias_hh_l{k}"][2 * H:]
+                if packed:
+                    gru.gru_forward_packed(lw.hs, lw.gates, lw.hn, lw.hh, lw.xproj, prep.fwd[k], b_hn)
+                else:
+                    gru.gru_forward(lw.hs, lw.gates, lw.hn, lw.hh[:, :w_hh_t.shape[1]], lw.xproj, w_hh_t, b_hn)
+            elif packed:
+                rnn.rnn_forward_packed(lw.hs, lw.hh, lw.xproj, prep.fwd[k])
             else:
-                rnn.rnn_forward(lw.hs, lw.hh, lw.xproj, w_hh_t)
+                rnn.rnn_forward(lw.hs, lw.hh[:, :w_hh_t.shape[1]], lw.xproj, w_hh_t)
             inp = lw.hs[1:]
             if masks is not None:
                 np.multiply(inp, masks[k], out=lw.dropped)
@@ -288,7 +325,7 @@ class Model:
         w.logits += P["decoder.bias"]
         return inp
 
-    def _backward(self, ids, top, masks, w: _Work, g: Params, trace=None) -> None:
+    def _backward(self, ids, top, masks, w: _Work, g: Params, prep: "_Prepared", trace=None) -> None:
         """Reverse of _forward; w.logits holds d(loss)/d(logits) on entry. trace: see forward_backward."""
         P, T, B = self.params, ids.shape[0], ids.shape[1]
         N = T * B
@@ -303,15 +340,29 @@ class Model:
             lw.dh[:] = 0
             w_hh = P[f"rnn.weight_hh_l{k}"]
             tr = None if trace is None else trace[k]
+            wp = None if prep.bwd is None else prep.bwd[k]  # None: per-step numpy loop (trace, float64)
             if self.cell == "lstm":
                 lw.dc[:] = 0
-                lstm.lstm_backward(lw.dgates, lw.dh, lw.dc, lw.dhs, lw.hs, lw.cs, lw.gates, w_hh, tr)
+                if wp is not None and self._fused(forward=False):
+                    # The carried dh is zero here (truncated BPTT), so dhs[T-1] needs nothing added, and
+                    # the gradient w.r.t. h0 (dgates[0] @ W_hh) is not wanted.
+                    lstm_fused.lstm_backward_fused(lw.dgates, lw.dc, lw.dhs, lw.cs, lw.gates, wp)
+                elif wp is not None:
+                    lstm.lstm_backward_packed(lw.dgates, lw.dh, lw.dc, lw.dhs, lw.cs, lw.gates, wp, lw.dhh)
+                else:
+                    lstm.lstm_backward(lw.dgates, lw.dh, lw.dc, lw.dhs, lw.hs, lw.cs, lw.gates, w_hh, tr)
                 dgh = lw.dgates
             elif self.cell == "gru":
-                gru.gru_backward(lw.dgates, lw.dgh, lw.dh, lw.dtmp, lw.dhs, lw.hs, lw.gates, lw.hn, w_hh, tr)
+                if wp is not None:
+                    gru.gru_backward_packed(lw.dgates, lw.dgh, lw.dh, lw.dhs, lw.hs, lw.gates, lw.hn, wp, lw.dhh)
+                else:
+                    gru.gru_backward(lw.dgates, lw.dgh, lw.dh, lw.dtmp, lw.dhs, lw.hs, lw.gates, lw.hn, w_hh, tr)
                 dgh = lw.dgh
             else:
-                rnn.rnn_backward(lw.dgates, lw.dh, lw.dhs, lw.hs, w_hh, tr)
+                if wp is not None:
+                    rnn.rnn_backward_packed(lw.dgates, lw.dh, lw.dhs, lw.hs, wp, lw.dhh)
+                else:
+                    rnn.rnn_backward(lw.dgates, lw.dh, lw.dhs, lw.hs, w_hh, tr)
                 dgh = lw.dgates
             dgx = lw.dgates.reshape(N, -1)
             dgh = dgh.reshape(N, -1)

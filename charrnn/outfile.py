@@ -26,8 +26,8 @@ def _own_fd(p: Path) -> int | None:
     return int(m.group(1) or m.group(2)) if m else None
 
 
-def write_user_file(path: str | os.PathLike, text: str) -> None:
-    """Write text (UTF-8) to path.
+def write_user_file(path: str | os.PathLike, text: str | bytes) -> None:
+    """Write text (UTF-8; or bytes as they are, e.g. a PNG) to path.
 
     A regular file, or a path that does not exist yet, is replaced atomically (through a symlink: its
     target is replaced and the link kept), keeping an existing file's permission bits; a file this
@@ -38,7 +38,7 @@ def write_user_file(path: str | os.PathLike, text: str) -> None:
     renaming over it would replace the stream with a plain file. OSError on any problem
     (IsADirectoryError for a directory)."""
     p = Path(path)
-    data = text.encode("utf-8")
+    data = text.encode("utf-8") if isinstance(text, str) else bytes(text)
     fd = _own_fd(p)
     if fd is not None:
         view = memoryview(data)

@@ -10,6 +10,7 @@ jitted step kernels (see lstm.py for why).
 import numpy as np
 
 from .activations import sigmoid, tanh
+from .gemm import panel_product
 from .jit import kernel
 
 
@@ -32,6 +33,25 @@ def gru_backward(dgx, dgh, dh, dtmp, dhs, hs, gates, hn, w_hh, trace=None):
         _backward_step(dgx[t], dgh[t], dh, dhs[t], hs[t], gates[t], hn[t])
         np.matmul(dgh[t], w_hh, out=dtmp)
         dh += dtmp
+
+
+@kernel
+def gru_forward_packed(hs, gates, hn, hh, xproj, wp, b_hn):
+    """gru_forward with the whole T loop jitted: wp = gemm.pack(W_hh^T) (P, H, NR), packed once per pass;
+    hh (B, >= P*NR) scratch. float32, C-contiguous (checked by the model)."""
+    for t in range(gates.shape[0]):
+        panel_product(hs[t], wp, hh)
+        _forward_step(hs[t + 1], gates[t], hn[t], hh, xproj[t], hs[t], b_hn)
+
+
+@kernel
+def gru_backward_packed(dgx, dgh, dh, dhs, hs, gates, hn, wp, dhh):
+    """gru_backward with the T loop jitted: wp = gemm.pack(W_hh) (P, G, NR); dhh (B, >= P*NR) scratch."""
+    H = dh.shape[1]
+    for t in range(gates.shape[0] - 1, -1, -1):
+        _backward_step(dgx[t], dgh[t], dh, dhs[t], hs[t], gates[t], hn[t])
+        panel_product(dgh[t], wp, dhh)
+        dh += dhh[:, :H]
 
 
 @kernel

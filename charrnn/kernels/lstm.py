@@ -13,6 +13,7 @@ done by the jitted step kernels below.
 import numpy as np
 
 from .activations import sigmoid, tanh
+from .gemm import panel_product
 from .jit import kernel
 
 
@@ -36,6 +37,26 @@ def lstm_backward(dgates, dh, dc, dhs, hs, cs, gates, w_hh, trace=None):
             np.add(dh, dhs[t], out=trace[t])
         _backward_step(dgates[t], dh, dc, tc, dhs[t], gates[t], cs[t], cs[t + 1])
         np.matmul(dgates[t], w_hh, out=dh)
+
+
+@kernel
+def lstm_forward_packed(hs, cs, gates, hh, xproj, wp):
+    """lstm_forward with the whole T loop jitted: wp = gemm.pack(W_hh^T) (P, H, NR), packed once per pass;
+    hh (B, >= P*NR) scratch. float32, C-contiguous (checked by the model)."""
+    for t in range(gates.shape[0]):
+        panel_product(hs[t], wp, hh)
+        _forward_step(hs[t + 1], cs[t + 1], gates[t], hh, xproj[t], cs[t])
+
+
+@kernel
+def lstm_backward_packed(dgates, dh, dc, dhs, cs, gates, wp, dhh):
+    """lstm_backward with the T loop jitted: wp = gemm.pack(W_hh) (P, G, NR); dhh (B, >= P*NR) scratch."""
+    H = dh.shape[1]
+    tc = np.empty(H, dh.dtype)
+    for t in range(gates.shape[0] - 1, -1, -1):
+        _backward_step(dgates[t], dh, dc, tc, dhs[t], gates[t], cs[t], cs[t + 1])
+        panel_product(dgates[t], wp, dhh)
+        dh[:, :] = dhh[:, :H]
 
 
 @kernel

@@ -7,6 +7,7 @@ element-wise work jitted (see lstm.py for why).
 import numpy as np
 
 from .activations import tanh
+from .gemm import panel_product
 from .jit import kernel
 
 
@@ -25,6 +26,24 @@ def rnn_backward(dgates, dh, dhs, hs, w_hh, trace=None):
             np.add(dh, dhs[t], out=trace[t])
         _backward_step(dgates[t], dh, dhs[t], hs[t + 1])
         np.matmul(dgates[t], w_hh, out=dh)
+
+
+@kernel
+def rnn_forward_packed(hs, hh, xproj, wp):
+    """rnn_forward with the whole T loop jitted: wp = gemm.pack(W_hh^T); hh (B, >= P*NR) scratch."""
+    for t in range(xproj.shape[0]):
+        panel_product(hs[t], wp, hh)
+        _forward_step(hs[t + 1], hh, xproj[t])
+
+
+@kernel
+def rnn_backward_packed(dgates, dh, dhs, hs, wp, dhh):
+    """rnn_backward with the T loop jitted: wp = gemm.pack(W_hh); dhh (B, >= P*NR) scratch."""
+    H = dh.shape[1]
+    for t in range(dhs.shape[0] - 1, -1, -1):
+        _backward_step(dgates[t], dh, dhs[t], hs[t + 1])
+        panel_product(dgates[t], wp, dhh)
+        dh[:, :] = dhh[:, :H]
 
 
 @kernel
