@@ -78,6 +78,11 @@ def assert_clean_exit(t: Terminal) -> None:
     assert t.raw.rfind(b"\x1b[?25l") < t.raw.rfind(b"\x1b[?25h") or b"\x1b[?25l" not in t.raw
 
 
+def ending(run: str) -> list[str]:
+    """The last two lines of a finished `charrnn train --out RUN`."""
+    return [f"best checkpoint: {run}/best.npz", f"loss curves: charrnn plot {run}"]
+
+
 def step_files(run_dir: Path) -> list[str]:
     return sorted(p.name for p in run_dir.glob("step*.npz"))
 
@@ -101,9 +106,9 @@ def test_train_draws_a_live_bar_and_finishes(tiny, work):
         bottom = next(i for i in range(top, len(screen)) if screen[i].startswith("╰"))
         assert bottom > top + 1 and all(line.startswith("│") and line.endswith("│")
                                         for line in screen[top + 1:bottom])
-    # the bar's redraws leave one bar behind (no stale copies), and the last line names the best checkpoint
+    # the bar's redraws leave one bar behind (no stale copies); the end names the best checkpoint
     assert sum(1 for line in screen if line.startswith("step ")) == 1
-    assert screen[-1] == "best checkpoint: run/best.npz"
+    assert screen[-2:] == ending("run")
     assert (work / "run" / "best.npz").is_file()
 
 
@@ -134,7 +139,7 @@ def test_ctrl_c_writes_one_checkpoint_and_the_printed_command_resumes(work):
     assert_clean_exit(again)
     assert f"(resumed at step {step})" in again.text
     assert int(bars(again)[0][1]) > step and bars(again)[-1][1] == "60"
-    assert again.screen()[-1] == "best checkpoint: ctrlc/best.npz"
+    assert again.screen()[-2:] == ending("ctrlc")
     steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert steps[-1] == 60 and steps == sorted(set(steps))
 
@@ -171,11 +176,11 @@ def test_narrow_terminal_keeps_every_number(work):
     assert_clean_exit(t)
     screen = t.screen(history=True)
     i = next(i for i, line in enumerate(screen) if line.startswith("step 20/20 ━"))
-    status = " ".join(screen[i + 1:-1])  # the numbers, wrapped under the bar
+    status = " ".join(screen[i + 1:-2])  # the numbers, wrapped under the bar
     assert re.fullmatch(r"epoch 1 \| loss \d+\.\d+ \| val \d+\.\d+ \| [\d,]+ chars/s \| eta 0:00:00", status), status
     assert sum(1 for line in screen if line.startswith("step ")) == 1
     assert not any("…" in line for line in screen)
-    assert screen[-1] == "best checkpoint: narrow/best.npz"
+    assert screen[-2:] == ending("narrow")
 
 
 def test_resize_in_the_middle_of_training(work):
@@ -189,8 +194,8 @@ def test_resize_in_the_middle_of_training(work):
         assert t.wait() == 0
     assert_clean_exit(t)
     screen = t.screen()
-    assert screen[-1] == "best checkpoint: resized/best.npz"
-    assert BAR.fullmatch(screen[-2]) and screen[-2].startswith("step 40/40")  # one line again at 120
+    assert screen[-2:] == ending("resized")
+    assert BAR.fullmatch(screen[-3]) and screen[-3].startswith("step 40/40")  # one line again at 120
 
 
 # -- sample, eval, info ------------------------------------------------------------------------------------
@@ -297,7 +302,7 @@ def test_stdout_to_a_file_stderr_the_terminal(work):
     log = out.read_text()
     assert "\x1b[" not in log
     assert [int(s) for s in re.findall(r"^step (\d+) \| epoch 1 \| loss", log, re.M)] == [5, 10, 15, 20]
-    assert "--- sample @ step 10 ---" in log and log.splitlines()[-1] == "best checkpoint: logged/best.npz"
+    assert "--- sample @ step 10 ---" in log and log.splitlines()[-2:] == ending("logged")
 
 
 def test_stderr_to_a_file_stdout_the_terminal(work):
@@ -328,5 +333,5 @@ def test_readme_capture_has_the_shape_of_a_run_today(tiny):
         return [line.split("  ")[0] for line in screen[:end]]
     assert header_keys(block[1:]) == header_keys(tiny.screen(history=True))
     assert any(line.startswith("╭") and "sample @ step 200" in line for line in block)
-    assert BAR.fullmatch(block[-2]) and block[-2].startswith("step 200/200")
-    assert block[-1] == "best checkpoint: runs/tinyshakespeare/best.npz"
+    assert BAR.fullmatch(block[-3]) and block[-3].startswith("step 200/200")
+    assert block[-2:] == ending("runs/tinyshakespeare")
