@@ -54,8 +54,10 @@ def work(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny(work) -> Terminal:
-    """`charrnn train` of the tiny config for 30 steps, finished; shared by the tests that read its run."""
-    return run(["train", CORPUS, *TINY, "--max-steps", "30", "--out", "run"], cwd=work)
+    """`charrnn train` of the tiny config for 30 steps, finished; shared by the tests that read its run.
+    Steps take at least 50 ms, so the bar (redrawn 4 times a second) shows several states before step 10."""
+    return run(["train", CORPUS, *TINY, "--max-steps", "30", "--out", "run"], cwd=work, startup=SLOW,
+               env={"SLOW_STEP": "0.05"})
 
 
 def bars(t: Terminal) -> list[re.Match]:
@@ -75,7 +77,8 @@ def piped(*args, cwd) -> subprocess.CompletedProcess:
 def assert_clean_exit(t: Terminal) -> None:
     """No traceback, and the cursor the live bar hid is visible again."""
     assert "Traceback" not in t.text
-    assert t.raw.rfind(b"\x1b[?25l") < t.raw.rfind(b"\x1b[?25h") or b"\x1b[?25l" not in t.raw
+    hidden, shown = t.raw.rfind(b"\x1b[?25l"), t.raw.rfind(b"\x1b[?25h")
+    assert hidden == -1 or hidden < shown, "the cursor stayed hidden"
 
 
 def ending(run: str) -> list[str]:
