@@ -85,6 +85,7 @@ class _GuardedStdout:
     def flush(self) -> None:
         self._guard(lambda: self._stream.flush())
 
+
 def _same_terminal(a, b) -> bool:
     """Whether two output streams are one terminal (stderr not redirected away from stdout's tty)."""
     a, b = (getattr(f, "_stream", f) for f in (a, b))  # a _GuardedStdout's stream
@@ -230,12 +231,11 @@ class Reporter:
         self.total_steps = total_steps
         self.max_time = max_time
         self.log_every = log_every
-        # Warnings go to stderr so they survive `charrnn train > log`; while the live bar
-        # runs, rich's stderr redirection routes them above the bar instead of through it.
+        # Warnings go to stderr so they survive `charrnn train > log`. A Console writes to the real
+        # stderr even while the live bar redirects sys.stderr, so when stderr is the bar's own terminal
+        # warn() prints through the bar's console instead (above the bar, not into its line).
         self.err_console = err_console if err_console is not None else Console(stderr=True)
         self.console = console if console is not None else Console(file=_GuardedStdout(self.warn))
-        # rich writes a Console's output to the real stderr even while the live bar has sys.stderr
-        # redirected, so a warning on the bar's own terminal landed in the middle of the bar line.
         self._warn_above_bar = _same_terminal(self.console.file, self.err_console.file)
         self.live = self.console.is_terminal if live is None else live
         self.smoothed_loss: float | None = None
@@ -336,7 +336,7 @@ class Reporter:
         While the live bar runs and stderr is its terminal, the warning goes above the bar instead."""
         text = Text(f"warning: {msg}", style="yellow")
         try:
-            if self._progress is not None and self._warn_above_bar:
+            if self._progress is not None and self._warn_above_bar and self.console.is_terminal:
                 self.console.print(text, soft_wrap=True)  # printed above the bar, which is redrawn below
             else:
                 self.err_console.print(text, soft_wrap=True)
