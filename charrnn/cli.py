@@ -260,9 +260,14 @@ def sample(checkpoint, length, temperature, prime, prime_file, no_echo, prime_un
     if stream:
         _emit(lambda: sys.stdout.write(echo))
         on_text = lambda i, piece: _emit(lambda: sys.stdout.write(piece))  # noqa: E731
-    texts = generate(loaded.model, loaded.vocab, length, temperature=temperature, prime=prime, top_k=top_k or 0,
-                     top_p=1.0 if top_p is None else top_p, argmax=argmax, seed=seed, num_samples=num_samples,
-                     prime_unknown=prime_unknown, on_text=on_text, stop=stop)
+    try:
+        texts = generate(loaded.model, loaded.vocab, length, temperature=temperature, prime=prime,
+                         top_k=top_k or 0, top_p=1.0 if top_p is None else top_p, argmax=argmax, seed=seed,
+                         num_samples=num_samples, prime_unknown=prime_unknown, on_text=on_text, stop=stop)
+    except KeyboardInterrupt:
+        if stream:  # end the half-streamed line, so "interrupted" is not glued to the text
+            _emit(lambda: sys.stdout.write("\n"))
+        raise
     if stream:
         _emit(lambda: sys.stdout.write("\n"))
         return

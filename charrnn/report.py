@@ -16,7 +16,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
+from rich.cells import cell_len
 from rich.console import Console
+from rich.constrain import Constrain
 from rich.panel import Panel
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
 from rich.table import Table
@@ -83,10 +85,24 @@ class _GuardedStdout:
     def flush(self) -> None:
         self._guard(lambda: self._stream.flush())
 
+
+def _same_terminal(a, b) -> bool:
+    """Whether two output streams are one terminal (stderr not redirected away from stdout's tty)."""
+    a, b = (getattr(f, "_stream", f) for f in (a, b))  # a _GuardedStdout's stream
+    try:
+        return (a.isatty() and b.isatty()
+                and os.fstat(a.fileno()).st_rdev == os.fstat(b.fileno()).st_rdev)
+    except (OSError, ValueError, AttributeError):  # closed, or no descriptor (a StringIO)
+        return False
+
+
 # Weight of the newest step in the smoothed train loss. Per-step losses on small batches
 # are noisy; 0.1 averages over roughly the last 10-20 steps, so the shown loss still
 # follows the fast early drop without jittering.
 SMOOTHING = 0.1
+
+# The narrowest bar worth drawing beside the numbers; with less room the numbers go under the bar.
+MIN_BAR = 10
 
 # Keys every step() dict must carry; they are written first, in this order.
 REQUIRED_KEYS = ("step", "epoch", "train_loss", "lr", "chars_per_sec", "elapsed_s")
@@ -166,6 +182,30 @@ def _open_log(path: Path, append: bool) -> IO[str]:
     return handle
 
 
+class _TrainProgress(Progress):
+    """The live bar: `step N/M ━━━━ epoch 1 | loss ... | eta 0:01:23` on one line when the terminal is
+    wide enough, else the step and the bar on one line and the numbers wrapped on the lines below. One
+    row cut to the width lost what matters most: a 40-column terminal showed `ste… epoch 1 | loss 3.36 |
+    val 3.34…`, no step count, no speed, no ETA."""
+
+    def get_renderables(self):
+        # Two columns stay free on the right: the terminal echoes a typed Ctrl-C as "^C" after the bar,
+        # and on a full-width line that echo wrapped, leaving a stale copy of the bar above the next one.
+        step_column, bar_column, _ = self.columns
+        for task in self.tasks:
+            width = max(self.console.width - 2, 1)
+            status = task.fields["status"]
+            step = step_column(task)
+            if cell_len(step.plain) + 1 + MIN_BAR + 1 + cell_len(status) <= width:
+                yield Constrain(self.make_tasks_table([task]), width)
+                continue
+            row = Table.grid(step_column.get_table_column().copy(), bar_column.get_table_column().copy(),
+                             padding=(0, 1))
+            row.add_row(step, bar_column(task))
+            yield Constrain(row, width)
+            yield Constrain(Text(status), width)
+
+
 class Reporter:
     """Shows training progress and writes ``metrics.jsonl`` / ``samples.txt`` in ``run_dir``.
 
@@ -191,10 +231,12 @@ class Reporter:
         self.total_steps = total_steps
         self.max_time = max_time
         self.log_every = log_every
-        # Warnings go to stderr so they survive `charrnn train > log`; while the live bar
-        # runs, rich's stderr redirection routes them above the bar instead of through it.
+        # Warnings go to stderr so they survive `charrnn train > log`. A Console writes to the real
+        # stderr even while the live bar redirects sys.stderr, so when stderr is the bar's own terminal
+        # warn() prints through the bar's console instead (above the bar, not into its line).
         self.err_console = err_console if err_console is not None else Console(stderr=True)
         self.console = console if console is not None else Console(file=_GuardedStdout(self.warn))
+        self._warn_above_bar = _same_terminal(self.console.file, self.err_console.file)
         self.live = self.console.is_terminal if live is None else live
         self.smoothed_loss: float | None = None
         self.last_val_loss: float | None = None
@@ -290,9 +332,14 @@ class Reporter:
 
     def warn(self, msg: str) -> None:
         """Print ``warning: msg`` in yellow on the error console. A stderr that cannot be written (a
-        closed pipe, a full disk under `2>&1`) never stops training: the run's files keep the record."""
+        closed pipe, a full disk under `2>&1`) never stops training: the run's files keep the record.
+        While the live bar runs and stderr is its terminal, the warning goes above the bar instead."""
+        text = Text(f"warning: {msg}", style="yellow")
         try:
-            self.err_console.print(Text(f"warning: {msg}", style="yellow"), soft_wrap=True)
+            if self._progress is not None and self._warn_above_bar and self.console.is_terminal:
+                self.console.print(text, soft_wrap=True)  # printed above the bar, which is redrawn below
+            else:
+                self.err_console.print(text, soft_wrap=True)
         except OSError:
             silence(sys.stderr)
 
@@ -326,7 +373,7 @@ class Reporter:
     def _start_live(self) -> None:
         if self._progress is not None or self._closed:
             return
-        self._progress = Progress(
+        self._progress = _TrainProgress(
             TextColumn("[bold]step[/] {task.fields[step_text]}"),
             BarColumn(),
             TextColumn("{task.fields[status]}", markup=False),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -221,3 +222,86 @@ def test_estimate_eta() -> None:
     assert estimate_eta(10, 20.0, total_steps=100, max_time=60.0) == pytest.approx(40.0)
     assert estimate_eta(10, 20.0, total_steps=None, max_time=None) is None
     assert estimate_eta(100, 20.0, total_steps=100, max_time=None) == 0.0
+
+
+# -- on a terminal (issue 12) ---------------------------------------------------------------------------------
+# A Reporter made as `charrnn train` makes it (its own Console on sys.stdout), with sys.stdout a terminal.
+# In a child process: the bug this guards against was an endless loop, which a timeout can stop there.
+ON_A_TTY = """
+import io, sys
+from pathlib import Path
+
+class Tty(io.StringIO):
+    def isatty(self):
+        return True
+
+tty = sys.stdout = Tty()
+from charrnn.report import Reporter
+with Reporter(Path(sys.argv[1]), total_steps=3, max_time=None) as r:
+    assert r.live
+    r.start({"model": "lstm"})
+    for step in (1, 2, 3):
+        r.step({"step": step, "epoch": 1, "train_loss": 2.0, "lr": 0.01, "chars_per_sec": 1000.0,
+                "elapsed_s": step * 0.1, "val_loss": 1.5 if step == 3 else None})
+    r.sample(3, "a sample")
+    r.info("done")
+sys.__stdout__.write(tty.getvalue())
+"""
+
+
+def test_live_bar_on_a_terminal_stdout_does_not_loop(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "NO_COLOR", "TTY_COMPATIBLE")}
+    try:
+        p = subprocess.run([sys.executable, "-c", ON_A_TTY, str(tmp_path)], capture_output=True, text=True,
+                           timeout=60, env=env)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the live bar on a terminal stdout did not finish in 60 s (the issue 12 write loop)")
+    assert p.returncode == 0, p.stderr
+    shown = re.sub(r"\x1b\[[0-?]*[ -/]*[@-~]", "", p.stdout)
+    assert "step 3/3" in shown and "a sample" in shown and "done" in shown
+    assert [row["step"] for row in read_jsonl(tmp_path / "metrics.jsonl")] == [3]
+
+
+class _Recording:
+    """A text stream on a real descriptor that also remembers what was written to it."""
+
+    def __init__(self, fd: int) -> None:
+        self._file = open(fd, "w", encoding="utf-8", closefd=False)
+        self.written: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.written.append(text)
+        return self._file.write(text)
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def isatty(self) -> bool:
+        return self._file.isatty()
+
+    def fileno(self) -> int:
+        return self._file.fileno()
+
+
+@pytest.mark.parametrize("same_terminal", [True, False])
+def test_warning_during_the_live_bar(tmp_path: Path, same_terminal: bool) -> None:
+    """On the bar's own terminal a warning is printed above the bar (rich redraws the bar below it);
+    stderr elsewhere (`2> err.txt`) gets it itself."""
+    import os
+    master, slave = os.openpty()
+    try:
+        console = Console(file=_Recording(slave), force_terminal=True, width=100)
+        err_stream = _Recording(slave if same_terminal else os.open(tmp_path / "err", os.O_WRONLY | os.O_CREAT))
+        with Reporter(tmp_path, total_steps=10, max_time=None, console=console,
+                      err_console=Console(file=err_stream, width=100)) as r:
+            r.start({"model": "lstm"})
+            r.step(metrics(1, 2.0))
+            r.warn("look out")
+        shown, err = "".join(console.file.written), "".join(err_stream.written)
+        assert ("look out" in shown) is same_terminal and ("look out" in err) is not same_terminal
+    finally:
+        os.close(master)
+        os.close(slave)
