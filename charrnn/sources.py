@@ -103,6 +103,11 @@ def find_files(paths: str | os.PathLike | Sequence[str | os.PathLike], glob: str
     return out
 
 
+def encode_escapes(text: str) -> str:
+    r"""The inverse of decode_escapes, for showing a setting such as data.separator on one line."""
+    return text.replace("\\", "\\\\").replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r")
+
+
 def decode_escapes(text: str) -> str:
     r"""--separator as typed in a shell: \n, \t, \r and \\ become the characters they name."""
     out, i = [], 0

@@ -131,8 +131,8 @@ def test_resume_continues_the_time_schedule(corpus, tmp_path):
     go_on = Config.from_dict({**cfg, "train": {**cfg["train"], "max_steps": 10**9}})  # step budget: no say
     for d in ("other", "fresh"):
         (tmp_path / d).mkdir()
-    resumed, _, _ = api._prepare(go_on, corpus, tmp_path / "other", loaded)
-    fresh, _, _ = api._prepare(go_on, corpus, tmp_path / "fresh", None)
+    resumed, _, _ = api._prepare(go_on, [str(corpus)], tmp_path / "other", loaded)
+    fresh, _, _ = api._prepare(go_on, [str(corpus)], tmp_path / "fresh", None)
     assert resumed.elapsed_before == saved
     assert resumed.lr() == pytest.approx(0.01 * (1 - saved / 600), rel=0.05) and fresh.lr() > 0.0099
 

@@ -14,6 +14,7 @@ import pytest
 from terminal import Terminal, charrnn_command, run
 
 from charrnn import checkpoint
+from charrnn.sources import encode_escapes
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO / "corpora" / "tinyshakespeare.txt"
@@ -272,7 +273,7 @@ def test_info_tables(tiny, work):
     assert rows["step / epoch"] == f"{d['training']['step']} / {d['training']['epoch']}"
     for section, values in d["config"].items():
         for key, value in values.items():
-            assert rows[f"{section}.{key}"] == str(value)
+            assert rows[f"{section}.{key}"] == (encode_escapes(value) if isinstance(value, str) else str(value))
 
 
 def _commands():
