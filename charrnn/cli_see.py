@@ -90,7 +90,7 @@ def plot(runs, output, terminal, smooth, x_axis):
 @click.option("--hidden", type=int, default=128, show_default=True, help="Fresh model: hidden size.")
 @click.option("--layers", type=int, default=1, show_default=True, help="Fresh model: layers.")
 @click.option("--init-scale", type=float, default=0.08, show_default=True, help="Fresh model: weights ~ U(-s, s).")
-@click.option("--forget-bias", type=float, help="Fresh LSTM: forget-gate bias (the init uses 1).")
+@click.option("--forget-bias", type=float, help="Fresh LSTM: forget-gate bias (default: drawn like every other bias, as train does).")
 @click.option("--seed", type=int, default=1, show_default=True, help="Fresh model: the init seed.")
 @click.option("--text", "text_file", type=click.Path(),
               help="Text file to take the batch from (default: the checkpoint's validation split; the bundled "

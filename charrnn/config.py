@@ -33,7 +33,7 @@ class ModelConfig:
     embedding_size: int = 0  # 0 = one-hot input
     init: str = "uniform"  # uniform: every parameter ~ U(-init_scale, init_scale) | torch: PyTorch's own
     init_scale: float = 0.08  # the uniform init's bound
-    forget_bias: float | None = 1.0  # LSTM forget-gate bias at init; None = drawn like every other bias
+    forget_bias: float | None = None  # LSTM forget-gate bias at init; None = drawn like every other bias
     orthogonal_recurrent: bool = False  # each gate's H x H block of weight_hh a random orthogonal matrix
 
 

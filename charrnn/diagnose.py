@@ -92,8 +92,8 @@ def initial_model(shape: Shape, seed: int, init_scale: float, forget_bias: float
                   init: dict | None = None) -> Model:
     """The weights `charrnn train` starts from with this seed and scale (the trainer's first draw from
     its Generator is init_params). init: the run's init_params keywords (scheme, forget_bias,
-    orthogonal_recurrent). forget_bias: set the LSTM forget-gate bias (in bias_ih, as the
-    init does with 1) to see what a larger one does."""
+    orthogonal_recurrent). forget_bias: set the LSTM forget-gate bias (in bias_ih, as the init's
+    model.forget_bias does) to see what a larger one does."""
     model = Model(shape, Params(shape, np.float32))
     init_params(model.params, np.random.default_rng(seed), init_scale, **(init or {}))
     if forget_bias is not None:

@@ -83,7 +83,7 @@ INIT_SCHEMES = ("uniform", "torch")
 
 
 def init_params(p: Params, rng: np.random.Generator, scale: float = 0.08, *, scheme: str = "uniform",
-                forget_bias: float | None = 1.0, orthogonal_recurrent: bool = False) -> None:
+                forget_bias: float | None = None, orthogonal_recurrent: bool = False) -> None:
     """Draw the initial weights from `rng` (the trainer's one Generator, so the seed fixes them).
 
     scheme "uniform" (char-rnn's): every weight and bias uniform in [-scale, scale], one draw over the flat

@@ -70,7 +70,8 @@ class Trainer:
         self._writing = False  # inside save(): a second signal waits for the write to finish
         self._quit_signal: int | None = None
         self.on_eval = None  # optional on_eval(metrics of the step) -> True to stop here (a sweep's pruner)
-        if cfg.optim.schedule in ("cosine", "linear") and self.total_steps is None and self._time_bound is None:
+        if (cfg.optim.schedule in ("cosine", "linear") and cfg.optim.schedule_length == "steps"
+                and self.total_steps is None):
             # Checked here, before any file is written, rather than at the first step.
             timed = " (or train.max_time with optim.schedule_length=auto)"
             raise UsageError(f"the {cfg.optim.schedule} schedule needs train.max_steps or train.max_epochs{timed}",
@@ -97,7 +98,10 @@ class Trainer:
         which checkpoints save (progress.elapsed_s), so a resumed run continues the schedule where it was."""
         o = self.cfg.optim
         bound = self._time_bound
-        return lr_at(self.step, lr=o.lr, schedule=o.schedule, warmup_steps=o.warmup_steps,
+        schedule = o.schedule
+        if schedule in ("cosine", "linear") and self.total_steps is None and bound is None:
+            schedule = "constant"  # schedule_length=auto with no budget at all (run until stopped): no decay
+        return lr_at(self.step, lr=o.lr, schedule=schedule, warmup_steps=o.warmup_steps,
                      decay_rate=o.decay_rate, decay_every=o.decay_every, min_lr=o.min_lr,
                      total_steps=self.total_steps,
                      time_fraction=None if bound is None else min(1.0, self.elapsed() / bound))

@@ -21,9 +21,15 @@ def drawn(cell="lstm", V=7, H=8, L=2, E=0, seed=3, **kw) -> Params:
     return p
 
 
-def test_default_init_is_the_one_from_before_the_keys():
-    """One uniform draw over the flat buffer, then the LSTM forget block: bias_ih 1, bias_hh 0."""
-    p = drawn()
+def test_default_init_is_one_uniform_draw():
+    """The default (issue 14, measured): one uniform draw over the flat buffer, nothing set afterwards."""
+    np.testing.assert_array_equal(drawn().flat, drawn(forget_bias=None).flat)
+    assert Config.from_dict({}).model.forget_bias is None
+
+
+def test_forget_bias_one_is_char_rnns_init():
+    """forget_bias=1 (char-rnn's, the default before issue 14): the LSTM forget block bias_ih 1, bias_hh 0."""
+    p = drawn(forget_bias=1.0)
     want = np.random.default_rng(3).uniform(-0.08, 0.08, size=len(p)).astype(np.float32)
     H = 8
     for k in range(2):
@@ -108,6 +114,20 @@ def test_time_bounded_cosine_decays_over_max_time(corpus, tmp_path):
     lrs = [m["lr"] for m in metrics(tmp_path / "r")]
     assert len(lrs) > 2 and all(a >= b for a, b in zip(lrs, lrs[1:]))
     assert lrs[0] <= 0.01 and 0.001 <= lrs[-1] < lrs[0]
+
+
+def test_auto_schedule_without_any_budget_keeps_the_rate(corpus, tmp_path):
+    """schedule_length=auto on a run with no step, epoch or time budget (trained until stopped): nothing to
+    decay over, so the rate stays at lr instead of refusing to start."""
+    from charrnn import api
+    cfg = Config.from_dict({"model": {"hidden_size": 16, "num_layers": 1}, "train": {
+        "batch_size": 4, "seq_len": 16, "max_steps": 0, "max_epochs": 0, "max_time": 0, "eval_every": 0},
+        "optim": {"lr": 0.01, "schedule": "cosine", "schedule_length": "auto"}}, source="test")
+    (tmp_path / "r").mkdir()
+    trainer, _, _ = api._prepare(cfg, [str(corpus)], tmp_path / "r", None)
+    assert trainer.lr() == 0.01
+    trainer.step = 500
+    assert trainer.lr() == 0.01
 
 
 def test_time_schedule_needs_auto(corpus, tmp_path):
