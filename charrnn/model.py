@@ -3,8 +3,10 @@ decoder to vocabulary logits, softmax cross-entropy averaged per character.
 
 This file validates shapes and dtypes once, owns preallocated workspaces, and calls the private kernels.
 Big GEMMs (input projections of layers > 0, all weight gradients, the decoder) run once per chunk
-over all T*B rows through numpy; only the recurrent product runs per time step, inside the cell
-functions of kernels/ (a Python loop over T around jitted gate kernels).
+over all T*B rows through numpy; only the recurrent product runs per time step, inside one jitted T loop
+per layer and direction over W_hh packed once per pass (kernels/gemm.py, lstm_fused.py; float64, trace and
+NUMBA_DISABLE_JIT runs take the per-step numpy loops of kernels/lstm.py, gru.py, rnn.py). Every array the
+kernels get is made here, C-contiguous float32: they read it through raw addresses (docs/architecture.md).
 
 Sizes: B = streams, T = time steps, N = T*B rows, H = hidden, G = gates*H, V = vocab, E = embedding, L = layers.
 """
@@ -37,7 +39,7 @@ class _Prepared:
     bias: list[np.ndarray]     # (G) per layer, folded biases
     w_hh_t: list[np.ndarray]   # (H, G) per layer, W_hh transposed for the per-step GEMM
     fwd: list[np.ndarray] | None = None  # per layer gemm.pack(W_hh^T) (P, H, NR): the packed path
-    bwd: list[np.ndarray] | None = None  # per layer gemm.pack(W_hh) (P, G, NR), built by the first backward
+    bwd: list[np.ndarray] | None = None  # per layer gemm.pack(W_hh) (P, G, NR), for training passes
 
 
 def packed_path(dtype) -> bool:

@@ -58,8 +58,8 @@ def _block_shape() -> tuple[int, int]:
     forced = os.environ.get("CHARRNN_KERNEL_BLOCK", "")
     if forced:
         mr, nr = (int(x) for x in forced.lower().split("x"))
-        if not (1 <= mr <= 8 and nr % 4 == 0 and nr >= 4):
-            raise ValueError(f"CHARRNN_KERNEL_BLOCK={forced!r}: want MRxNR, MR 1-8, NR a multiple of 4")
+        if not (5 <= mr <= 8 and nr % 4 == 0 and nr >= 4):  # remainders are cut into blocks of 4, 2, 1
+            raise ValueError(f"CHARRNN_KERNEL_BLOCK={forced!r}: want MRxNR, MR 5-8, NR a multiple of 4")
         return mr, nr
     return (8, 32) if _host_has_avx512() else (6, 16)
 
