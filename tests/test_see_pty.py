@@ -1,18 +1,13 @@
 """plot, diagnose, activations and eval --per-char as a person runs them: the installed `charrnn` script
 in a pseudo-terminal of 100x30 with TERM=xterm-256color (colours on, rich sizing itself from the tty)."""
-import fcntl
 import os
 import re
-import select
 import shutil
-import struct
-import subprocess
 import sys
-import termios
-import time
 from pathlib import Path
 
 import pytest
+from terminal import run
 
 CHARRNN = shutil.which("charrnn", path=str(Path(sys.executable).parent)) or shutil.which("charrnn")
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
@@ -20,35 +15,9 @@ pytestmark = pytest.mark.skipif(CHARRNN is None or os.name != "posix", reason="n
 
 
 def _run_in_pty(args, cwd, timeout=300) -> tuple[int, str]:
-    """(exit code, output with \\r\\n as \\n) of `charrnn *args` on a 100x30 terminal; fails on a hang."""
-    master, slave = os.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
-    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES", "NO_COLOR", "FORCE_COLOR")}
-    env["TERM"] = "xterm-256color"
-    p = subprocess.Popen([CHARRNN, *map(str, args)], stdin=slave, stdout=slave, stderr=slave, cwd=cwd, env=env,
-                         start_new_session=True)
-    os.close(slave)
-    out, deadline = b"", time.monotonic() + timeout
-    try:
-        while True:
-            if time.monotonic() > deadline:
-                p.kill()
-                pytest.fail(f"charrnn {' '.join(map(str, args))} hung; output so far:\n{out.decode(errors='replace')}")
-            ready, _, _ = select.select([master], [], [], 0.2)
-            if ready:
-                try:
-                    chunk = os.read(master, 65536)
-                except OSError:  # EIO: the child side closed
-                    break
-                if not chunk:
-                    break
-                out += chunk
-            elif p.poll() is not None:
-                break
-        code = p.wait(timeout=30)
-    finally:
-        os.close(master)
-    return code, out.decode("utf-8", errors="replace").replace("\r\n", "\n")
+    """(exit code, output with \\r\\n as \\n, escapes kept) of `charrnn *args` on a 100x30 terminal."""
+    t = run(args, cwd=cwd, timeout=timeout)
+    return t.code, t.raw.decode("utf-8", errors="replace").replace("\r\n", "\n")
 
 
 def _plain(text: str) -> str:

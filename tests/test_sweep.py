@@ -1,19 +1,15 @@
 """charrnn sweep: the sweep file's checks, a tiny sweep with two worker processes on the journal file,
 the best config that `charrnn train --config` takes, --status, and both in a pseudo-terminal."""
 import os
-import pty
 import re
-import select
 import signal
-import struct
 import subprocess
 import sys
-import termios
-import fcntl
 import time
 from pathlib import Path
 
 import pytest
+from terminal import run
 
 optuna = pytest.importorskip("optuna")
 
@@ -31,32 +27,9 @@ sweep: {trials: 4, sampler: random, seed: 0}
 
 
 def run_in_pty(args, cwd, timeout=240.0) -> tuple[int, str]:
-    """Run the installed console script in a 100x30 pseudo-terminal; (exit code, output)."""
-    leader, follower = pty.openpty()
-    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
-    env = dict(os.environ, TERM="xterm-256color", COLUMNS="100", LINES="30")
-    p = subprocess.Popen([CHARRNN, *map(str, args)], cwd=cwd, stdin=follower, stdout=follower,
-                         stderr=follower, env=env, start_new_session=True)
-    os.close(follower)
-    out, deadline = bytearray(), time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            if select.select([leader], [], [], 0.2)[0]:
-                try:
-                    chunk = os.read(leader, 65536)
-                except OSError:  # EIO: the child closed the terminal
-                    break
-                if not chunk:
-                    break
-                out += chunk
-            elif p.poll() is not None:
-                break
-        else:
-            os.killpg(p.pid, signal.SIGKILL)
-            pytest.fail(f"charrnn {' '.join(map(str, args))} hung; output so far:\n{out.decode(errors='replace')}")
-        return p.wait(timeout=30), out.decode(errors="replace")
-    finally:
-        os.close(leader)
+    """(exit code, output decoded, escapes kept) of `charrnn *args` on a 100x30 terminal (tests/terminal.py)."""
+    t = run(args, cwd=cwd, timeout=timeout)
+    return t.code, t.raw.decode(errors="replace")
 
 
 @pytest.fixture
