@@ -69,6 +69,7 @@ class OptimConfig:
     decay_rate: float = 0.97  # step schedule: lr *= decay_rate every decay_every steps
     decay_every: int = 1000
     min_lr: float = 0.0
+    decay_fraction: float = 1.0  # cosine/linear decay only over the budget's last fraction (lr held before)
 
 
 @dataclass
@@ -323,7 +324,7 @@ _RULES: list[tuple[tuple[str, ...], Any, str]] = [
       "train.eval_max_chars", "train.sample_every", "train.sample_length", "train.temperature",
       "train.checkpoint_every", "train.keep_last", "train.patience"), lambda v: v >= 0, ">= 0"),
     (("optim.decay_every", "train.log_every", "train.max_bad_steps"), lambda v: v >= 1, ">= 1"),
-    (("optim.decay_rate",), lambda v: 0 < v <= 1, "in (0, 1]"),
+    (("optim.decay_rate", "optim.decay_fraction"), lambda v: 0 < v <= 1, "in (0, 1]"),
     (("train.seed",), lambda v: 0 <= v < 2**32, "in [0, 2**32)"),  # what numpy accepts
 ]
 

@@ -292,7 +292,8 @@ def clip_grad_value(grads: np.ndarray, clip_value: float) -> None:
 
 def lr_at(step: int, *, lr: float, schedule: str = "constant", warmup_steps: int = 0,
           decay_rate: float = 1.0, decay_every: int = 1, min_lr: float = 0.0,
-          total_steps: int | None = None, time_fraction: float | None = None) -> float:
+          total_steps: int | None = None, time_fraction: float | None = None,
+          decay_fraction: float = 1.0) -> float:
     """Learning rate for the update at 0-based `step`; a pure function of its arguments.
 
     Warmup (all schedules): steps 0..warmup_steps-1 ramp linearly lr/warmup_steps*(step+1), reaching lr
@@ -309,6 +310,9 @@ def lr_at(step: int, *, lr: float, schedule: str = "constant", warmup_steps: int
       of the two: the schedule ends at whichever limit comes first. Time counts from the run's start, so
       a run whose warmup ends at 10 % of its time starts its decay a little below lr. Later steps stay at
       min_lr. Needs total_steps or time_fraction.
+    - decay_fraction f in (0, 1] confines the cosine/linear decay to the budget's last fraction f: lr stays
+      constant while p <= 1 - f, then decays with p' = (p - (1 - f)) / f ("warmup-stable-decay"; 1 = the
+      whole run).
 
     Never negative. Raises ValueError for an unknown schedule or invalid arguments.
     """
@@ -325,6 +329,8 @@ def lr_at(step: int, *, lr: float, schedule: str = "constant", warmup_steps: int
     if schedule == "step" and (decay_every <= 0 or not (decay_rate >= 0 and math.isfinite(decay_rate))):
         raise ValueError(f"step schedule needs decay_every > 0 and decay_rate >= 0, "
                          f"got decay_every={decay_every}, decay_rate={decay_rate}")
+    if not 0 < decay_fraction <= 1:
+        raise ValueError(f"decay_fraction must be in (0, 1], got {decay_fraction}")
     if time_fraction is not None and not 0 <= time_fraction <= 1:
         raise ValueError(f"time_fraction must be in [0, 1], got {time_fraction}")
     if schedule in ("cosine", "linear") and total_steps is None and time_fraction is None:
@@ -344,6 +350,8 @@ def lr_at(step: int, *, lr: float, schedule: str = "constant", warmup_steps: int
             progress = 1.0 if s >= last else s / last
         if time_fraction is not None:
             progress = max(progress, time_fraction)
+        if decay_fraction < 1.0:
+            progress = max(0.0, (progress - (1.0 - decay_fraction)) / decay_fraction)
         if schedule == "cosine":
             rate = min_lr + (lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
         else:

@@ -103,7 +103,7 @@ class Trainer:
             schedule = "constant"  # schedule_length=auto with no budget at all (run until stopped): no decay
         return lr_at(self.step, lr=o.lr, schedule=schedule, warmup_steps=o.warmup_steps,
                      decay_rate=o.decay_rate, decay_every=o.decay_every, min_lr=o.min_lr,
-                     total_steps=self.total_steps,
+                     total_steps=self.total_steps, decay_fraction=o.decay_fraction,
                      time_fraction=None if bound is None else min(1.0, self.elapsed() / bound))
 
     # -- one step -------------------------------------------------------------------------------

@@ -202,7 +202,7 @@ def test_str_field_rejects_number():
     ("optim.beta1", 1.0), ("optim.beta2", -0.1), ("optim.alpha", 1.0), ("optim.momentum", 1.5),
     ("optim.eps", 0), ("optim.grad_clip", -1), ("optim.grad_clip_value", -1),
     ("optim.weight_decay", -1), ("optim.warmup_steps", -1), ("optim.decay_every", 0),
-    ("optim.decay_rate", 0), ("optim.decay_rate", 1.5), ("optim.min_lr", -1),
+    ("optim.decay_rate", 0), ("optim.decay_rate", 1.5), ("optim.decay_fraction", 0), ("optim.decay_fraction", 1.2), ("optim.min_lr", -1),
     ("optim.min_lr", 0.01), ("train.max_steps", -1), ("train.max_epochs", -1),
     ("train.max_time", -1), ("train.log_every", 0), ("train.eval_every", -1),
     ("train.eval_max_chars", -1), ("train.sample_every", -1), ("train.sample_length", -1),

@@ -416,3 +416,22 @@ def test_lr_linear_and_time_fraction():
             lr_at(0, lr=0.1, schedule="cosine", time_fraction=bad)
     with pytest.raises(ValueError):
         lr_at(0, lr=0.1, schedule="linear")
+
+
+def test_lr_decay_fraction_holds_then_decays():
+    """decay_fraction=0.2: lr held for the first 80 % of the budget, then the schedule over the last 20 %."""
+    kw = dict(lr=0.1, schedule="linear", min_lr=0.0, total_steps=101, decay_fraction=0.2)
+    assert [lr_at(s, **kw) for s in (0, 50, 80)] == [0.1, 0.1, 0.1]
+    assert lr_at(90, **kw) == pytest.approx(0.05)
+    assert lr_at(100, **kw) == pytest.approx(0.0)
+    # time-bounded alike, and the cosine shape on the decayed part
+    assert lr_at(3, lr=0.1, schedule="cosine", time_fraction=0.7, decay_fraction=0.2) == 0.1
+    assert lr_at(3, lr=0.1, schedule="cosine", time_fraction=0.9, decay_fraction=0.2) == pytest.approx(0.05)
+    # 1.0 is the plain schedule
+    plain = dict(lr=0.1, schedule="cosine", total_steps=50)
+    assert all(lr_at(s, **plain) == lr_at(s, decay_fraction=1.0, **plain) for s in range(60))
+    post = [lr_at(s, **kw) for s in range(0, 120)]
+    assert all(a >= b for a, b in zip(post, post[1:]))
+    for bad in (0.0, -0.5, 1.01, float("nan")):
+        with pytest.raises(ValueError):
+            lr_at(0, lr=0.1, schedule="cosine", total_steps=10, decay_fraction=bad)
