@@ -62,6 +62,8 @@ def parse_args(argv=None):
     p.add_argument("--png", metavar="FILE", help="curve plot (default quality_<corpus>.png; needs matplotlib)")
     p.add_argument("--no-png", action="store_true")
     p.add_argument("--json", metavar="FILE", help="also save the results as JSON")
+    p.add_argument("--box-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="try a candidate default: pass `--set KEY=VALUE` to the (b) side only (repeatable)")
     a = p.parse_args(argv)
     if a.quick:
         a.budgets, a.runs, a.curve_chars, a.val_chars, a.curve_points = "10", 1, 3000, 3000, 3
@@ -87,12 +89,13 @@ def resolve_corpus(name: str) -> Path:
     raise SystemExit(f"error: no corpus file {name!r}; give a path or one of shakespeare, {', '.join(NAMES)}")
 
 
-def charrnn_cmd(side: str, corpus: Path, budget: float, run: int, out: Path, ckpt_every: int) -> list[str]:
+def charrnn_cmd(side: str, corpus: Path, budget: float, run: int, out: Path, ckpt_every: int,
+                box_sets: tuple[str, ...] = ()) -> list[str]:
     exe = shutil.which("charrnn", path=str(Path(sys.executable).parent)) or shutil.which("charrnn")
     base = [exe] if exe else [sys.executable, "-m", "charrnn"]
     cmd = base + ["train", str(corpus), "--max-time", f"{budget:g}", "--out", str(out)]
     if side == "box":
-        return cmd + (["--seed", str(run)] if run > 1 else [])
+        return cmd + (["--seed", str(run)] if run > 1 else []) + [x for kv in box_sets for x in ("--set", kv)]
     r = RECIPE
     return cmd + ["--seed", str(run), "--model", r["cell"], "--layers", str(r["layers"]), "--hidden", str(r["hidden"]),
                   "--batch-size", str(r["batch"]), "--seq-len", str(r["seq"]), "--optimizer", "adam", "--lr", f"{r['lr']:g}",
@@ -117,7 +120,7 @@ def run_side(side, corpus, budget, run, work: Path, a) -> dict:
     # charrnn (a) checkpoints by steps: ~3.5 steps/s is LSTM 2x256 B64 T100 on 2 quiet cores (22k chars/s)
     ckpt_every = max(5, int(budget * 3.5 / a.curve_points))
     cmd = (reference_cmd(corpus, budget, run, out, a.threads, budget / a.curve_points) if side == "reference"
-           else charrnn_cmd(side, corpus, budget, run, out / "run", ckpt_every))
+           else charrnn_cmd(side, corpus, budget, run, out / "run", ckpt_every, tuple(a.box_set)))
     watcher = None
     if side != "reference":
         watcher = CheckpointWatcher(out / "run", out / "captured")
@@ -249,6 +252,8 @@ def main(argv=None) -> int:
     total = sum(a.budgets) * a.runs * len(a.sides)
     print(f"plan      sides {', '.join(a.sides)}; budgets {', '.join(f'{b:g} s' for b in a.budgets)}; {a.runs} run(s) "
           f"each: {total / 60:.1f} min of training plus start-up and scoring")
+    if a.box_set:
+        print(f"candidate (b) runs with: {' '.join('--set ' + kv for kv in a.box_set)}")
     sys.stdout.flush()
     work = Path(a.keep) if a.keep else Path(tempfile.mkdtemp(prefix="charrnn-quality-"))
     work.mkdir(parents=True, exist_ok=True)
