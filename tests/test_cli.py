@@ -35,18 +35,20 @@ def test_help(cli, command):
             assert c in r.stdout
 
 
-def test_import_is_light_and_help_fast():
-    """`import charrnn` must not pull numpy/numba in; the API names resolve lazily."""
+def test_import_is_light_and_help_light():
+    """`import charrnn` must not pull numpy/numba in; the API names resolve lazily; `charrnn --help` (every
+    command's) loads neither, so it answers at once (measured, not timed here: ~0.3 s idle)."""
     code = ("import sys, charrnn; assert 'numpy' not in sys.modules, 'numpy imported'; "
             "assert 'numba' not in sys.modules; from charrnn import load, train, Model; "
             "assert callable(train) and callable(load) and isinstance(Model, type); "
             "import charrnn.trainer; assert charrnn.train is train, charrnn.train")
     subprocess.run([sys.executable, "-c", code], check=True)
-    t0 = time.perf_counter()
-    r = subprocess.run([sys.executable, "-m", "charrnn", "--help"], capture_output=True, text=True)
-    elapsed = time.perf_counter() - t0
-    assert r.returncode == 0 and "Usage" in r.stdout
-    assert elapsed < 1.5, f"charrnn --help took {elapsed:.2f}s"  # < 0.5 s idle; slack for a busy CI box
+    code = ("import sys\nfrom charrnn.cli import main\nfor argv in (['--help'], ['train', '--help'], "
+            "['sample', '--help']):\n    try:\n        main(argv)\n    except SystemExit as e:\n"
+            "        assert e.code == 0, e.code\n"
+            "heavy = sorted({'numpy', 'numba', 'scipy'} & set(sys.modules))\nassert not heavy, heavy\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0 and "Usage" in r.stdout, r.stderr
 
 
 def test_unknown_attribute():
