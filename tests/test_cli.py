@@ -5,7 +5,6 @@ import math
 import re
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
