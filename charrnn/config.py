@@ -54,7 +54,7 @@ class OptimConfig:
     """Optimizer, gradient clipping and learning-rate schedule."""
 
     optimizer: str = "adam"  # adam | rmsprop | adagrad | sgd
-    lr: float = 0.002
+    lr: float = 0.003
     beta1: float = 0.9
     beta2: float = 0.999
     eps: float = 1e-8
@@ -63,13 +63,13 @@ class OptimConfig:
     weight_decay: float = 0.0
     grad_clip: float = 5.0  # global norm, 0 = off
     grad_clip_value: float = 0.0  # per element, 0 = off
-    schedule: str = "constant"  # constant | step | cosine | linear
-    schedule_length: str = "steps"  # cosine/linear end at: steps (the step budget) | auto (also max_time)
+    schedule: str = "linear"  # constant | step | cosine | linear
+    schedule_length: str = "auto"  # cosine/linear end at: steps (the step budget) | auto (also max_time)
     warmup_steps: int = 0
     decay_rate: float = 0.97  # step schedule: lr *= decay_rate every decay_every steps
     decay_every: int = 1000
     min_lr: float = 0.0
-    decay_fraction: float = 1.0  # cosine/linear decay only over the budget's last fraction (lr held before)
+    decay_fraction: float = 0.2  # cosine/linear decay only over the budget's last fraction (lr held before)
 
 
 @dataclass

@@ -189,7 +189,8 @@ def test_bad_duration(cli, tmp_path, corpus):
 
 def test_cosine_without_limit(cli, tmp_path, corpus):
     line = train_fails(cli, tmp_path, corpus, "--out", tmp_path / "run", *TINY, "--max-steps", 0,
-                       "--max-epochs", 0, "--set", "optim.schedule=cosine")
+                       "--max-epochs", 0, "--set", "optim.schedule=cosine",
+                       "--set", "optim.schedule_length=steps")
     assert "cosine" in line
 
 

@@ -40,7 +40,8 @@ def write(tmp_path: Path, text: str, name: str = "c.yaml") -> Path:
 def test_defaults():
     cfg = Config()
     assert (cfg.model.cell, cfg.model.hidden_size, cfg.model.num_layers) == ("lstm", 256, 2)
-    assert cfg.optim.lr == 0.002 and cfg.optim.eps == 1e-8 and cfg.optim.schedule == "constant"
+    assert cfg.optim.lr == 0.003 and cfg.optim.eps == 1e-8
+    assert (cfg.optim.schedule, cfg.optim.schedule_length, cfg.optim.decay_fraction) == ("linear", "auto", 0.2)
     assert cfg.train.batch_size == 64 and cfg.train.max_epochs == 20 and cfg.train.max_time == 0.0
     assert cfg.data.encoding == "utf-8"
     validate(cfg)

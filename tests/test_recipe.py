@@ -109,7 +109,8 @@ def test_trainer_uses_the_init_keys(corpus, tmp_path):
 
 # -- a schedule that follows max_time --------------------------------------------------------------------
 def test_time_bounded_cosine_decays_over_max_time(corpus, tmp_path):
-    run(corpus, tmp_path / "r", optim={"schedule": "cosine", "schedule_length": "auto", "min_lr": 0.001},
+    run(corpus, tmp_path / "r", optim={"schedule": "cosine", "schedule_length": "auto", "min_lr": 0.001,
+                                          "decay_fraction": 1.0},
         train={"max_steps": 0, "max_epochs": 0, "max_time": 1.0, "eval_every": 0})
     lrs = [m["lr"] for m in metrics(tmp_path / "r")]
     assert len(lrs) > 2 and all(a >= b for a, b in zip(lrs, lrs[1:]))
@@ -132,7 +133,7 @@ def test_auto_schedule_without_any_budget_keeps_the_rate(corpus, tmp_path):
 
 def test_time_schedule_needs_auto(corpus, tmp_path):
     with pytest.raises(UsageError, match="schedule_length=auto"):
-        run(corpus, tmp_path / "r", optim={"schedule": "linear"},
+        run(corpus, tmp_path / "r", optim={"schedule": "linear", "schedule_length": "steps"},
             train={"max_steps": 0, "max_epochs": 0, "max_time": 1.0})
     assert not (tmp_path / "r").exists()
 
@@ -141,7 +142,7 @@ def test_resume_continues_the_time_schedule(corpus, tmp_path):
     """The elapsed time is saved in checkpoints and restored, so a resumed timed run goes on decaying from
     where it was instead of starting the schedule again."""
     from charrnn import api, store
-    cfg = tiny_cfg(optim={"schedule": "linear", "schedule_length": "auto", "min_lr": 0.0},
+    cfg = tiny_cfg(optim={"schedule": "linear", "schedule_length": "auto", "min_lr": 0.0, "decay_fraction": 1.0},
                    train={"max_steps": 4, "max_time": 600, "eval_every": 0})
     r = tmp_path / "r"
     charrnn.train(corpus, cfg, r, live=False, console=None, started=time.perf_counter() - 300)

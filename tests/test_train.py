@@ -107,8 +107,8 @@ def test_optimizer_and_schedule_lower_the_loss(corpus, tmp_path, optimizer, sche
 
 def test_cosine_without_a_step_limit_is_refused_before_writing(corpus, tmp_path):
     with pytest.raises(UsageError, match="cosine schedule needs"):
-        run(corpus, tmp_path / "r", optim={"schedule": "cosine"}, train={"max_steps": 0, "max_epochs": 0,
-                                                                       "max_time": 5})
+        run(corpus, tmp_path / "r", optim={"schedule": "cosine", "schedule_length": "steps"},
+            train={"max_steps": 0, "max_epochs": 0, "max_time": 5})
     assert not (tmp_path / "r").exists()
 
 
