@@ -163,7 +163,7 @@ def train(corpus_path: str | os.PathLike | None = None, config: Any = None, out_
         raise UsageError("--extend-vocab only applies when fine-tuning", "add --init-from CHECKPOINT")
     if resume is not None:
         ckpt, loaded = _resume_point(resume)
-        saved = Config.from_dict(loaded.meta["config"], source=str(ckpt))
+        saved = Config.from_saved(loaded.meta["config"], source=str(ckpt))
         cfg = _layer(config_file, sets, options, extra, saved)
         changed = [k for k in diff(saved, cfg) if k not in SAFE_ON_RESUME]
         if changed:

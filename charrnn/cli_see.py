@@ -137,7 +137,7 @@ def diagnose(checkpoint, cell, hidden, layers, init_scale, forget_bias, seed, te
         from .config import Config
         from .inspect import split_ids
         loaded = store.load(checkpoint)
-        cfg = Config.from_dict(loaded.meta.get("config", {}), source=str(loaded.path))
+        cfg = Config.from_saved(loaded.meta.get("config", {}), source=str(loaded.path))
         m = cfg.model
         init = dg.initial_model(loaded.model.shape, cfg.train.seed, m.init_scale,
                                 init={"scheme": m.init, "forget_bias": m.forget_bias,

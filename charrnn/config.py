@@ -114,6 +114,28 @@ class Config:
         _overlay(flat, origins, d, source)
         return _finish(flat, origins)
 
+    @classmethod
+    def from_saved(cls, d: Mapping[str, Any], source: str = "checkpoint") -> "Config":
+        """A checkpoint's config: from_dict, except that a key the checkpoint predates takes the value the
+        code that wrote it used (BEFORE_THE_KEY), not today's default, so resuming, fine-tuning or
+        describing an old run does what that run did."""
+        filled = {}
+        for sec, values in d.items():
+            if isinstance(values, Mapping):  # anything else is left for from_dict to reject
+                old = {k.split(".", 1)[1]: v for k, v in BEFORE_THE_KEY.items() if k.startswith(sec + ".")}
+                values = {**old, **values}
+            filled[sec] = values
+        return cls.from_dict(filled, source)
+
+
+# Keys added after checkpoints were first written, with the behaviour of the code before each existed.
+# Defaults are chosen by measurement and move; a checkpoint without the key was trained the old way.
+BEFORE_THE_KEY: dict[str, Any] = {
+    "model.forget_bias": 1.0,  # char-rnn's forget-gate bias was the init until the key came (2026-12-02)
+    "optim.schedule_length": "steps",  # cosine decayed over the step budget before `auto` existed
+    "optim.decay_fraction": 1.0,  # the decay ran over the whole budget before warmup-stable-decay
+}
+
 
 # Section name -> dataclass, in the order sections are written out.
 SECTIONS: dict[str, type] = {f.name: f.default_factory for f in dataclasses.fields(Config)}

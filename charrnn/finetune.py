@@ -32,7 +32,7 @@ def base_config(src: store.Loaded) -> Config:
     data section describes the old text (its encoding, glob, splits), so it starts from the defaults."""
     saved = src.meta.get("config")
     if isinstance(saved, dict):
-        return Config.from_dict({k: v for k, v in saved.items() if k != "data"}, source=str(src.path))
+        return Config.from_saved({k: v for k, v in saved.items() if k != "data"}, source=str(src.path))
     s = src.model.shape
     return Config.from_dict({"model": {k: getattr(s, k) for k in SHAPE_KEYS}}, source=str(src.path))
 

@@ -85,7 +85,7 @@ def split_ids(loaded: store.Loaded, which: str) -> np.ndarray:
     meta = loaded.meta
     if "corpus" not in meta or "config" not in meta:
         raise UsageError(f"{loaded.path} does not record its training corpus", "pass a FILE to evaluate instead")
-    cfg = Config.from_dict(meta["config"], source=str(loaded.path))
+    cfg = Config.from_saved(meta["config"], source=str(loaded.path))
     sources = training_sources(meta)
     shown = ", ".join(sources)
     if not all(Path(p).exists() for p in sources):

@@ -172,3 +172,30 @@ def test_a_used_up_budget_still_takes_one_step(corpus, tmp_path):
                            "train": {"max_steps": 0, "max_epochs": 0, "max_time": 1.0, "eval_every": 0}},
                   tmp_path / "r", live=False, console=None, started=time.perf_counter() - 5.0)
     assert checkpoint.load(tmp_path / "r" / "last.npz")[1]["progress"]["step"] == 1
+
+
+# -- checkpoints older than a key -----------------------------------------------------------------------------
+def test_a_checkpoint_older_than_a_key_is_resumed_the_old_way(cli, corpus, tmp_path):
+    """A saved config without optim.decay_fraction / optim.schedule_length / model.forget_bias was trained
+    before those keys existed; today's defaults for them differ (0.2, auto, null), so resuming must take
+    what that code did (1.0, steps, 1.0), or an old cosine run would change its schedule halfway."""
+    r = tmp_path / "r"
+    cfg = tiny_cfg(optim={"schedule": "cosine", "schedule_length": "steps", "decay_fraction": 1.0},
+                   model={"forget_bias": 1.0}, train={"max_steps": 6, "eval_every": 0})
+    charrnn.train(corpus, cfg, r, live=False, console=None)
+    arrays, meta = checkpoint.load(r / "last.npz")
+    meta = {k: v for k, v in meta.items() if k not in ("checksum", "format_version")}
+    del meta["config"]["optim"]["decay_fraction"], meta["config"]["optim"]["schedule_length"]
+    del meta["config"]["model"]["forget_bias"]
+    checkpoint.save(r / "last.npz", arrays, meta)  # as a checkpoint from before the keys
+    today = Config.from_dict(meta["config"])
+    assert (today.optim.decay_fraction, today.optim.schedule_length, today.model.forget_bias) == (0.2, "auto", None)
+    old = Config.from_saved(meta["config"])
+    assert (old.optim.decay_fraction, old.optim.schedule_length, old.model.forget_bias) == (1.0, "steps", 1.0)
+    r2 = cli("train", "--resume", r, "--max-steps", 12, "--plain")
+    assert r2.exit_code == 0, r2.output
+    saved = checkpoint.load(r / "last.npz")[1]["config"]
+    assert (saved["optim"]["decay_fraction"], saved["optim"]["schedule_length"], saved["model"]["forget_bias"]) \
+        == (1.0, "steps", 1.0)
+    lrs = [m["lr"] for m in metrics(r)]
+    assert len(lrs) == 12 and all(a > b for a, b in zip(lrs[6:], lrs[7:]))  # a cosine over 12 steps, not held
