@@ -64,6 +64,9 @@ def parse_args(argv=None):
     p.add_argument("--json", metavar="FILE", help="also save the results as JSON")
     p.add_argument("--box-set", action="append", default=[], metavar="KEY=VALUE",
                    help="try a candidate default: pass `--set KEY=VALUE` to the (b) side only (repeatable)")
+    p.add_argument("--same-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="try a candidate default init on the (a) side only: model.init, init_scale, forget_bias "
+                        "or orthogonal_recurrent (the recipe itself is the reference's; repeatable)")
     a = p.parse_args(argv)
     if a.quick:
         a.budgets, a.runs, a.curve_chars, a.val_chars, a.curve_points = "10", 1, 3000, 3000, 3
@@ -74,6 +77,9 @@ def parse_args(argv=None):
     a.sides = [x for x in a.sides.split(",") if x]
     if not a.budgets or min(a.budgets) <= 0 or a.runs < 1 or not set(a.sides) <= set(SIDES) or not a.sides:
         p.error("need budgets > 0, --runs >= 1 and sides from " + ", ".join(SIDES))
+    bad = [kv for kv in a.same_set if kv.split("=", 1)[0] not in SAME_SET_KEYS]
+    if bad:
+        p.error(f"--same-set {bad[0]}: (a) shares the reference's recipe; only {', '.join(SAME_SET_KEYS)} may vary")
     return a
 
 
@@ -89,8 +95,12 @@ def resolve_corpus(name: str) -> Path:
     raise SystemExit(f"error: no corpus file {name!r}; give a path or one of shakespeare, {', '.join(NAMES)}")
 
 
+# What (a) may vary: charrnn's own default init. Anything else would change the recipe it shares.
+SAME_SET_KEYS = ("model.init", "model.init_scale", "model.forget_bias", "model.orthogonal_recurrent")
+
+
 def charrnn_cmd(side: str, corpus: Path, budget: float, run: int, out: Path, ckpt_every: int,
-                box_sets: tuple[str, ...] = ()) -> list[str]:
+                box_sets: tuple[str, ...] = (), same_sets: tuple[str, ...] = ()) -> list[str]:
     exe = shutil.which("charrnn", path=str(Path(sys.executable).parent)) or shutil.which("charrnn")
     base = [exe] if exe else [sys.executable, "-m", "charrnn"]
     cmd = base + ["train", str(corpus), "--max-time", f"{budget:g}", "--out", str(out)]
@@ -103,7 +113,7 @@ def charrnn_cmd(side: str, corpus: Path, budget: float, run: int, out: Path, ckp
                   "--max-epochs", "0", "--eval-every", "0", "--sample-every", "0", "--checkpoint-every", str(ckpt_every),
                   "--keep-last", "0", "--plain", "--set", "optim.schedule=constant", "--set", "optim.warmup_steps=0",
                   "--set", "optim.weight_decay=0", "--set", "optim.grad_clip_value=0", "--set", "optim.beta1=0.9",
-                  "--set", "optim.beta2=0.999", "--set", "optim.eps=1e-8"]
+                  "--set", "optim.beta2=0.999", "--set", "optim.eps=1e-8"] + [x for kv in same_sets for x in ("--set", kv)]
 
 
 def reference_cmd(corpus: Path, budget: float, run: int, out: Path, threads: int, snap_every: float) -> list[str]:
@@ -120,7 +130,7 @@ def run_side(side, corpus, budget, run, work: Path, a) -> dict:
     # charrnn (a) checkpoints by steps: ~3.5 steps/s is LSTM 2x256 B64 T100 on 2 quiet cores (22k chars/s)
     ckpt_every = max(5, int(budget * 3.5 / a.curve_points))
     cmd = (reference_cmd(corpus, budget, run, out, a.threads, budget / a.curve_points) if side == "reference"
-           else charrnn_cmd(side, corpus, budget, run, out / "run", ckpt_every, tuple(a.box_set)))
+           else charrnn_cmd(side, corpus, budget, run, out / "run", ckpt_every, tuple(a.box_set), tuple(a.same_set)))
     watcher = None
     if side != "reference":
         watcher = CheckpointWatcher(out / "run", out / "captured")
@@ -254,6 +264,8 @@ def main(argv=None) -> int:
           f"each: {total / 60:.1f} min of training plus start-up and scoring")
     if a.box_set:
         print(f"candidate (b) runs with: {' '.join('--set ' + kv for kv in a.box_set)}")
+    if a.same_set:
+        print(f"candidate (a) runs with: {' '.join('--set ' + kv for kv in a.same_set)}")
     sys.stdout.flush()
     work = Path(a.keep) if a.keep else Path(tempfile.mkdtemp(prefix="charrnn-quality-"))
     work.mkdir(parents=True, exist_ok=True)

@@ -160,7 +160,7 @@ def main():
 @click.option("--optimizer", type=click.Choice(["adam", "rmsprop", "adagrad", "sgd"]), help="Optimizer.")
 @click.option("--grad-clip", type=float, help="Clip gradients to this global norm (0 = off).")
 @click.option("--max-steps", type=int, help="Stop after this many steps (0 = no limit).")
-@click.option("--max-epochs", type=int, help="Stop after this many epochs (0 = no limit).")
+@click.option("--max-epochs", type=int, help="Stop after this many epochs (0 = no limit; default: 20 unless --max-steps or --max-time is given).")
 @click.option("--max-time", metavar="DURATION", help="Stop after this long (counted from the command's start), e.g. 600, 10m, 1.5h.")
 @click.option("--eval-every", type=int, help="Validate every N steps (0 = never).")
 @click.option("--sample-every", type=int, help="Show a sample every N steps (0 = never).")

@@ -79,7 +79,7 @@ class TrainConfig:
     batch_size: int = 64
     seq_len: int = 100
     max_steps: int = 0  # 0 = no limit
-    max_epochs: int = 20  # 0 = no limit
+    max_epochs: int | None = None  # 0 = no limit; None (auto) = AUTO_EPOCHS unless max_steps or max_time is set
     max_time: float = 0.0  # seconds, 0 = no limit; "90s", "10m", "1.5h" accepted
     seed: int = 1
     log_every: int = 10
@@ -92,6 +92,17 @@ class TrainConfig:
     keep_last: int = 3  # 0 = keep all
     max_bad_steps: int = 5  # consecutive non-finite losses before giving up
     patience: int = 0  # stop after this many evaluations without a better val loss (0 = off)
+
+    @property
+    def epoch_limit(self) -> int:
+        """max_epochs as applied (0 = none). auto bounds only a run given no other limit: a user's
+        --max-time or --max-steps is then the whole budget, not cut short by a default epoch count."""
+        if self.max_epochs is not None:
+            return self.max_epochs
+        return 0 if self.max_steps or self.max_time else AUTO_EPOCHS
+
+
+AUTO_EPOCHS = 20  # train.max_epochs=auto with neither max_steps nor max_time: 20 passes, then stop
 
 
 @dataclass
@@ -135,6 +146,8 @@ BEFORE_THE_KEY: dict[str, Any] = {
     "optim.schedule_length": "steps",  # cosine decayed over the step budget before `auto` existed
     "optim.decay_fraction": 1.0,  # the decay ran over the whole budget before warmup-stable-decay
 }
+# Keys whose null has a name of its own in messages and YAML (`max_epochs: auto`).
+_NULL_NAMES: dict[str, str] = {"train.max_epochs": "auto"}
 
 
 # Section name -> dataclass, in the order sections are written out.
@@ -181,6 +194,11 @@ def _short(value: Any, limit: int = 60) -> str:
     """repr() cut short, for quoting user input in a one-line message."""
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _spell(key: str, value: Any) -> Any:
+    """A value as the user writes it: a null by its name (auto, null)."""
+    return _NULL_NAMES.get(key, "null") if value is None else value
 
 
 def _where(source: str | None) -> str:
@@ -244,15 +262,17 @@ def _coerce(key: str, value: Any, source: str | None) -> Any:
     """The value as the field's type, or a UsageError; nothing is silently truncated."""
     if key == "train.max_time":
         return parse_duration(value, key, source)
-    typ, example = _TYPES[key], f"e.g. {key}={get(Config(), key)}"
+    typ, example = _TYPES[key], f"e.g. {key}={_spell(key, get(Config(), key))}"
     if typ is bool:
         if isinstance(value, bool):  # YAML and --set read true/false/yes/no as bools already
             return value
         raise _type_error(key, "true or false", value, source, f"e.g. {key}=true")
-    if typ == float | None:
-        if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null")):
+    if typ in (float | None, int | None):
+        null = _NULL_NAMES.get(key, "null")
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null", null)):
             return None
-        typ, example = float, f"{example} (or none)"
+        typ = float if typ == float | None else int
+        example += "" if get(Config(), key) is None else f" (or {null})"
     if typ is int:
         # bool is an int subclass, but `hidden_size: yes` is never what someone meant.
         if isinstance(value, numbers.Integral) and not isinstance(value, bool):
@@ -342,10 +362,11 @@ _RULES: list[tuple[tuple[str, ...], Any, str]] = [
      lambda v: 0 <= v < 1, "in [0, 1)"),
     (("model.embedding_size", "data.val_fraction", "data.test_fraction", "optim.weight_decay",
       "optim.grad_clip", "optim.grad_clip_value", "optim.warmup_steps", "optim.min_lr",
-      "train.max_steps", "train.max_epochs", "train.max_time", "train.eval_every",
+      "train.max_steps", "train.max_time", "train.eval_every",
       "train.eval_max_chars", "train.sample_every", "train.sample_length", "train.temperature",
       "train.checkpoint_every", "train.keep_last", "train.patience"), lambda v: v >= 0, ">= 0"),
     (("optim.decay_every", "train.log_every", "train.max_bad_steps"), lambda v: v >= 1, ">= 1"),
+    (("train.max_epochs",), lambda v: v is None or v >= 0, ">= 0 or auto"),
     (("optim.decay_rate", "optim.decay_fraction"), lambda v: 0 < v <= 1, "in (0, 1]"),
     (("train.seed",), lambda v: 0 <= v < 2**32, "in [0, 2**32)"),  # what numpy accepts
 ]
@@ -366,7 +387,7 @@ def validate(cfg: Config, sources: Mapping[str, str] | None = None) -> None:
     def fail(key: str, requirement: str, value: Any, hint: str | None = None) -> UsageError:
         return UsageError(
             f"{key} must be {requirement}, got {_short(value)}{_where(sources.get(key))}",
-            hint or f"e.g. {key}={defaults[key]}, the default")
+            hint or f"e.g. {key}={_spell(key, defaults[key])}, the default")
 
     for key, choices in CHOICES.items():
         if flat[key] not in choices:

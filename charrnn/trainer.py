@@ -81,7 +81,7 @@ class Trainer:
     @property
     def total_steps(self) -> int | None:
         t = self.cfg.train
-        by_epochs = t.max_epochs * self.batches.batches_per_epoch(0) if t.max_epochs else None
+        by_epochs = t.epoch_limit * self.batches.batches_per_epoch(0) if t.epoch_limit else None
         if t.max_steps and by_epochs:
             return min(t.max_steps, by_epochs)
         return t.max_steps or by_epochs
@@ -111,7 +111,7 @@ class Trainer:
         """The next (x, y), starting a new epoch (fresh state, new random offset) when one ends;
         None when max_epochs is reached."""
         if self.batch_index >= self.batches.batches_per_epoch(self.offset):
-            if self.cfg.train.max_epochs and self.epoch + 1 >= self.cfg.train.max_epochs:
+            if self.cfg.train.epoch_limit and self.epoch + 1 >= self.cfg.train.epoch_limit:
                 return None
             self.epoch += 1
             self.batch_index = 0

@@ -42,9 +42,26 @@ def test_defaults():
     assert (cfg.model.cell, cfg.model.hidden_size, cfg.model.num_layers) == ("lstm", 256, 2)
     assert cfg.optim.lr == 0.003 and cfg.optim.eps == 1e-8
     assert (cfg.optim.schedule, cfg.optim.schedule_length, cfg.optim.decay_fraction) == ("linear", "auto", 0.2)
-    assert cfg.train.batch_size == 64 and cfg.train.max_epochs == 20 and cfg.train.max_time == 0.0
+    assert cfg.train.batch_size == 64 and cfg.train.max_epochs is None and cfg.train.max_time == 0.0
+    assert cfg.train.epoch_limit == 20  # auto, with no other limit
     assert cfg.data.encoding == "utf-8"
     validate(cfg)
+
+
+@pytest.mark.parametrize("train, limit", [
+    ({}, 20), ({"max_time": "10m"}, 0), ({"max_steps": 5000}, 0), ({"max_epochs": "AUTO", "max_steps": 1}, 0),
+    ({"max_epochs": 3, "max_time": 60}, 3), ({"max_epochs": 0}, 0), ({"max_epochs": None}, 20)])
+def test_max_epochs_auto_gives_way_to_the_users_limit(train, limit):
+    # A user's --max-time 10m must be the budget: the default 20 epochs used to end such runs early.
+    assert Config.from_dict({"train": train}).train.epoch_limit == limit
+
+
+def test_max_epochs_rejects_what_is_neither_a_count_nor_auto():
+    with pytest.raises(UsageError, match=r"train.max_epochs must be >= 0 or auto, got -1") as e:
+        Config.from_dict({"train": {"max_epochs": -1}})
+    assert "train.max_epochs=auto, the default" in e.value.hint
+    with pytest.raises(UsageError, match=r"train.max_epochs must be an integer, got 'often'"):
+        Config.from_dict({"train": {"max_epochs": "often"}})
 
 
 def test_to_dict_is_plain_and_ordered():

@@ -60,3 +60,14 @@ def test_pystdlib_corpus_is_reproducible(tmp_path):
     assert a.read_bytes() == b.read_bytes() and 0 < len(a.read_text(encoding="utf-8")) <= 30000
     m = json.loads(a.with_suffix(".json").read_text())
     assert m["files"] == sorted(m["files"]) and m["versions"]["python"]
+
+
+def test_candidate_sets_reach_only_their_side(tmp_path):
+    import quality
+    a = quality.parse_args(["--same-set", "model.orthogonal_recurrent=true", "--box-set", "optim.lr=0.004"])
+    same = quality.charrnn_cmd("same", Path("c.txt"), 60, 1, tmp_path, 10, tuple(a.box_set), tuple(a.same_set))
+    box = quality.charrnn_cmd("box", Path("c.txt"), 60, 1, tmp_path, 10, tuple(a.box_set), tuple(a.same_set))
+    assert "model.orthogonal_recurrent=true" in same and "optim.lr=0.004" not in same
+    assert "optim.lr=0.004" in box and "model.orthogonal_recurrent=true" not in box
+    with pytest.raises(SystemExit):  # (a) is the reference's recipe: only the init may vary
+        quality.parse_args(["--same-set", "optim.lr=0.004"])

@@ -152,6 +152,16 @@ def test_max_epochs(corpus, tmp_path):
     assert meta["progress"]["epoch"] == 1
 
 
+def test_auto_epochs_end_an_unbounded_run_but_not_a_users_step_budget(tmp_path):
+    small = tmp_path / "small.txt"  # one batch (B4 x T16) per epoch
+    small.write_text("abcdefgh" * 9, encoding="utf-8")
+    run(small, tmp_path / "auto", train={"max_steps": 0, "max_epochs": "auto", "eval_every": 0})
+    assert metrics(tmp_path / "auto")[-1]["epoch"] == 20
+    run(small, tmp_path / "steps", train={"max_steps": 30, "max_epochs": "auto", "eval_every": 0})
+    ms = metrics(tmp_path / "steps")
+    assert ms[-1]["step"] == 30 and ms[-1]["epoch"] > 20
+
+
 def test_max_time(corpus, tmp_path):
     t0 = time.perf_counter()
     run(corpus, tmp_path / "r", train={"max_steps": 0, "max_epochs": 0, "max_time": 1.0, "eval_every": 0})
