@@ -365,11 +365,13 @@ def info(checkpoint, as_json):
     rows.append(("format version", str(d["format_version"])))
     for k, val in rows:
         table.add_row(k, Text(val))
+    from .config import spell
     from .sources import encode_escapes
     cfg = Table(title="config", show_header=False)
     for section, values in (d["config"] or {}).items():
         for k, val in values.items():  # a separator of "\n\n" shown as typed, not as two blank lines
-            cfg.add_row(Text(f"{section}.{k}"), Text(encode_escapes(val) if isinstance(val, str) else str(val)))
+            shown = encode_escapes(val) if isinstance(val, str) else str(spell(f"{section}.{k}", val))
+            cfg.add_row(Text(f"{section}.{k}"), Text(shown))
     console = _console()
     _emit(lambda: (console.print(table), console.print(cfg)))
 

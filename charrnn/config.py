@@ -29,7 +29,7 @@ class ModelConfig:
     cell: str = "lstm"  # lstm | gru | rnn
     hidden_size: int = 256
     num_layers: int = 2
-    dropout: float = 0.0  # between layers, training only
+    dropout: float = 0.2  # between layers and before the decoder, training only
     embedding_size: int = 0  # 0 = one-hot input
     init: str = "uniform"  # uniform: every parameter ~ U(-init_scale, init_scale) | torch: PyTorch's own
     init_scale: float = 0.08  # the uniform init's bound
@@ -196,7 +196,7 @@ def _short(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _spell(key: str, value: Any) -> Any:
+def spell(key: str, value: Any) -> Any:
     """A value as the user writes it: a null by its name (auto, null)."""
     return _NULL_NAMES.get(key, "null") if value is None else value
 
@@ -262,7 +262,7 @@ def _coerce(key: str, value: Any, source: str | None) -> Any:
     """The value as the field's type, or a UsageError; nothing is silently truncated."""
     if key == "train.max_time":
         return parse_duration(value, key, source)
-    typ, example = _TYPES[key], f"e.g. {key}={_spell(key, get(Config(), key))}"
+    typ, example = _TYPES[key], f"e.g. {key}={spell(key, get(Config(), key))}"
     if typ is bool:
         if isinstance(value, bool):  # YAML and --set read true/false/yes/no as bools already
             return value
@@ -387,7 +387,7 @@ def validate(cfg: Config, sources: Mapping[str, str] | None = None) -> None:
     def fail(key: str, requirement: str, value: Any, hint: str | None = None) -> UsageError:
         return UsageError(
             f"{key} must be {requirement}, got {_short(value)}{_where(sources.get(key))}",
-            hint or f"e.g. {key}={_spell(key, defaults[key])}, the default")
+            hint or f"e.g. {key}={spell(key, defaults[key])}, the default")
 
     for key, choices in CHOICES.items():
         if flat[key] not in choices:

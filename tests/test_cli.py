@@ -288,3 +288,6 @@ def test_info_table(cli, trained):
     for text in ("LSTM 1x16", "parameters", "vocabulary", "step / epoch", "60 / 1", "best val loss",
                  "model.hidden_size", "train.max_steps"):
         assert text in r.stdout, text
+    # a null shown as a config file spells it: max_epochs auto, forget_bias null (not Python's None)
+    assert re.search(r"train\.max_epochs\W+auto", r.stdout) and re.search(r"model\.forget_bias\W+null", r.stdout)
+    assert "None" not in r.stdout

@@ -39,7 +39,7 @@ def write(tmp_path: Path, text: str, name: str = "c.yaml") -> Path:
 
 def test_defaults():
     cfg = Config()
-    assert (cfg.model.cell, cfg.model.hidden_size, cfg.model.num_layers) == ("lstm", 256, 2)
+    assert (cfg.model.cell, cfg.model.hidden_size, cfg.model.num_layers, cfg.model.dropout) == ("lstm", 256, 2, 0.2)
     assert cfg.optim.lr == 0.003 and cfg.optim.eps == 1e-8
     assert (cfg.optim.schedule, cfg.optim.schedule_length, cfg.optim.decay_fraction) == ("linear", "auto", 0.2)
     assert cfg.train.batch_size == 64 and cfg.train.max_epochs is None and cfg.train.max_time == 0.0
