@@ -271,9 +271,13 @@ def test_info_tables(tiny, work):
     assert rows["model"].startswith(f"{m['cell'].upper()} {m['num_layers']}x{m['hidden_size']}")
     assert rows["parameters"] == f"{m['parameters']:,}"
     assert rows["step / epoch"] == f"{d['training']['step']} / {d['training']['epoch']}"
+    # every config key as the JSON holds it; a null as a config file spells it (auto, null)
+    named_nulls = {"train.max_epochs": "auto"}
     for section, values in d["config"].items():
         for key, value in values.items():
-            assert rows[f"{section}.{key}"] == (encode_escapes(value) if isinstance(value, str) else str(value))
+            want = (encode_escapes(value) if isinstance(value, str)
+                    else named_nulls.get(f"{section}.{key}", "null") if value is None else str(value))
+            assert rows[f"{section}.{key}"] == want
 
 
 def _commands():
