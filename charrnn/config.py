@@ -262,17 +262,18 @@ def _coerce(key: str, value: Any, source: str | None) -> Any:
     """The value as the field's type, or a UsageError; nothing is silently truncated."""
     if key == "train.max_time":
         return parse_duration(value, key, source)
-    typ, example = _TYPES[key], f"e.g. {key}={spell(key, get(Config(), key))}"
+    typ, default = _TYPES[key], get(Config(), key)
+    example = f"e.g. {key}={spell(key, default)}"
     if typ is bool:
         if isinstance(value, bool):  # YAML and --set read true/false/yes/no as bools already
             return value
         raise _type_error(key, "true or false", value, source, f"e.g. {key}=true")
     if typ in (float | None, int | None):
-        null = _NULL_NAMES.get(key, "null")
+        null = spell(key, None)
         if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null", null)):
             return None
         typ = float if typ == float | None else int
-        example += "" if get(Config(), key) is None else f" (or {null})"
+        example += "" if default is None else f" (or {null})"
     if typ is int:
         # bool is an int subclass, but `hidden_size: yes` is never what someone meant.
         if isinstance(value, numbers.Integral) and not isinstance(value, bool):
