@@ -37,9 +37,14 @@ class State:
 class _Prepared:
     table: np.ndarray          # (V, G) layer 0 input projection per character
     bias: list[np.ndarray]     # (G) per layer, folded biases
+    w_ih: list[np.ndarray]     # (G, H) per layer > 0 (None for layer 0), W_ih in the pass's gate order
     w_hh_t: list[np.ndarray]   # (H, G) per layer, W_hh transposed for the per-step GEMM
     fwd: list[np.ndarray] | None = None  # per layer gemm.pack(W_hh^T) (P, H, NR): the packed path
     bwd: list[np.ndarray] | None = None  # per layer gemm.pack(W_hh) (P, G, NR), for training passes
+    # The fused LSTM passes keep 4H-wide arrays in lstm_fused's interleaved gate order: x_il =
+    # x[:, perm], x = x_il[:, inv]. table, bias, w_ih, fwd and bwd are then already permuted.
+    perm: np.ndarray | None = None
+    inv: np.ndarray | None = None
 
 
 def packed_path(dtype) -> bool:
@@ -165,7 +170,7 @@ class Model:
         x, y = self._check(x, y, state, masks)
         B, T = x.shape
         groups = [(0, B)] if B < 2 else [(0, (B + 1) // 2), ((B + 1) // 2, B)]
-        prep = self._prepare_weights(kind == "train" and trace is None)
+        prep = self._prepare_weights(backward=kind == "train" and trace is None, fused=trace is None)
         scale = self.dtype.type(1.0 / x.size)
 
         def job(gi: int):
@@ -246,25 +251,30 @@ class Model:
             g = self._extra_grads[group] = self.params.zeros_like()
         return g
 
-    def _prepare_weights(self, backward: bool) -> "_Prepared":
+    def _prepare_weights(self, backward: bool, fused: bool) -> "_Prepared":
         """Arrays derived from the weights once per pass and shared by both groups: on the packed path,
-        W_hh^T (and for a training pass W_hh) cut into the panels the micro-kernel reads in order."""
+        W_hh^T (and for a training pass W_hh) cut into the panels the micro-kernel reads in order; for
+        the fused LSTM passes (not with a trace: its per-step backward reads PyTorch's gate order) every
+        4H-wide array permuted into the interleaved gate order."""
         P, L = self.params, self.num_layers
         w_hh = [P[f"rnn.weight_hh_l{k}"] for k in range(L)]
         prep = _Prepared(table=self.input_table(), bias=[self._layer_bias(k) for k in range(L)],
+                         w_ih=[None] + [P[f"rnn.weight_ih_l{k}"] for k in range(1, L)],
                          w_hh_t=[np.ascontiguousarray(w.T) for w in w_hh])
-        if packed_path(self.dtype):
-            if self._fused(forward=True):
-                prep.fwd = [lstm_fused.pack_forward(w) for w in w_hh]
-            else:
-                prep.fwd = [gemm.pack(wt) for wt in prep.w_hh_t]
-            prep.bwd = [gemm.pack(w) for w in w_hh] if backward else None
+        if not packed_path(self.dtype):
+            return prep
+        if fused and self.cell == "lstm" and lstm_fused.fused_ok(self.hidden_size):
+            perm = prep.perm = lstm_fused.interleaved_order(self.hidden_size)
+            prep.inv = np.argsort(perm)
+            prep.table = np.ascontiguousarray(prep.table[:, perm])
+            prep.bias = [b[perm] for b in prep.bias]
+            prep.w_ih = [None] + [w[perm] for w in prep.w_ih[1:]]
+            w_hh = [w[perm] for w in w_hh]
+            prep.fwd = [gemm.pack(w.T) for w in w_hh]
+        else:
+            prep.fwd = [gemm.pack(wt) for wt in prep.w_hh_t]
+        prep.bwd = [gemm.pack(w) for w in w_hh] if backward else None
         return prep
-
-    def _fused(self, forward: bool) -> bool:
-        """LSTM on the packed path where fusing the gates into the micro-kernel measured faster."""
-        ok = lstm_fused.fused_forward_ok if forward else lstm_fused.fused_backward_ok
-        return self.cell == "lstm" and ok(self.hidden_size)
 
     def _layer_bias(self, k: int) -> np.ndarray:
         """Both biases folded into the input projection; GRU keeps b_hn apart (r scales it)."""
@@ -295,14 +305,14 @@ class Model:
                 head.gather_rows(lw.xproj, prep.table, ids, bias)
             else:
                 xp = lw.xproj.reshape(T * B, -1)
-                matmul(inp.reshape(T * B, -1), P[f"rnn.weight_ih_l{k}"].T, xp)
+                matmul(inp.reshape(T * B, -1), prep.w_ih[k].T, xp)
                 xp += bias
             lw.hs[0] = state.h[k]
             w_hh_t = prep.w_hh_t[k]
             packed = prep.fwd is not None
             if self.cell == "lstm":
                 lw.cs[0] = state.c[k]
-                if packed and self._fused(forward=True):
+                if prep.perm is not None:
                     lstm_fused.lstm_forward_fused(lw.hs, lw.cs, lw.gates, lw.xproj, prep.fwd[k])
                 elif packed:
                     lstm.lstm_forward_packed(lw.hs, lw.cs, lw.gates, lw.hh, lw.xproj, prep.fwd[k])
@@ -345,7 +355,7 @@ class Model:
             wp = None if prep.bwd is None else prep.bwd[k]  # None: per-step numpy loop (trace, float64)
             if self.cell == "lstm":
                 lw.dc[:] = 0
-                if wp is not None and self._fused(forward=False):
+                if wp is not None and prep.perm is not None:
                     # The carried dh is zero here (truncated BPTT), so dhs[T-1] needs nothing added, and
                     # the gradient w.r.t. h0 (dgates[0] @ W_hh) is not wanted.
                     lstm_fused.lstm_backward_fused(lw.dgates, lw.dc, lw.dhs, lw.cs, lw.gates, wp)
@@ -368,25 +378,38 @@ class Model:
                 dgh = lw.dgates
             dgx = lw.dgates.reshape(N, -1)
             dgh = dgh.reshape(N, -1)
-            matmul(dgh.T, lw.hs[:T].reshape(N, -1), g[f"rnn.weight_hh_l{k}"])
-            np.sum(dgh, axis=0, out=g[f"rnn.bias_hh_l{k}"])
-            np.sum(dgx, axis=0, out=g[f"rnn.bias_ih_l{k}"])
-            w_ih = P[f"rnn.weight_ih_l{k}"]
+            hs = lw.hs[:T].reshape(N, -1)
+            _gate_rows(g[f"rnn.weight_hh_l{k}"], prep.inv, lambda out: matmul(dgh.T, hs, out))
+            _gate_rows(g[f"rnn.bias_hh_l{k}"], prep.inv, lambda out: np.sum(dgh, axis=0, out=out))
+            _gate_rows(g[f"rnn.bias_ih_l{k}"], prep.inv, lambda out: np.sum(dgx, axis=0, out=out))
             if k > 0:
                 below = w.layers[k - 1]
                 inp = (below.dropped if masks is not None else below.hs[1:]).reshape(N, -1)
-                matmul(dgx.T, inp, g[f"rnn.weight_ih_l{k}"])
-                matmul(dgx, w_ih, below.dhs.reshape(N, -1))
+                _gate_rows(g[f"rnn.weight_ih_l{k}"], prep.inv, lambda out: matmul(dgx.T, inp, out))
+                matmul(dgx, prep.w_ih[k], below.dhs.reshape(N, -1))
             else:
                 w.dtable[:] = 0
                 head.scatter_add_rows(w.dtable, lw.dgates, ids)
+                dtable = w.dtable if prep.inv is None else w.dtable[:, prep.inv]
                 if self.shape.embedding_size > 0:
-                    matmul(w.dtable.T, P["encoder.weight"], g["rnn.weight_ih_l0"])
-                    matmul(w.dtable, w_ih, g["encoder.weight"])
+                    matmul(dtable.T, P["encoder.weight"], g["rnn.weight_ih_l0"])
+                    matmul(dtable, P["rnn.weight_ih_l0"], g["encoder.weight"])
                 else:
-                    g["rnn.weight_ih_l0"][:] = w.dtable.T
+                    g["rnn.weight_ih_l0"][:] = dtable.T
 
     def _final_state(self, w: _Work) -> State:
         h = np.stack([lw.hs[-1] for lw in w.layers])
         c = np.stack([lw.cs[-1] for lw in w.layers]) if self.cell == "lstm" else None
         return State(h, c)
+
+
+def _gate_rows(dst: np.ndarray, inv: np.ndarray | None, fill) -> None:
+    """fill(out) computes a gradient whose first axis runs over the pass's gate columns; with the
+    interleaved order (inv given) it goes to a scratch array whose rows are put back into PyTorch's
+    order in dst (G x H floats: cheaper than reordering the N x G dgates)."""
+    if inv is None:
+        fill(dst)
+        return
+    tmp = np.empty_like(dst)
+    fill(tmp)
+    np.take(tmp, inv, axis=0, out=dst)

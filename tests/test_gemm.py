@@ -57,10 +57,40 @@ def per_step_loops(monkeypatch):
     return use
 
 
+@pytest.mark.parametrize("B", range(1, 41))
+def test_row_blocks_are_balanced(B):
+    blocks = [gemm.row_block(B, j) for j in range(gemm.n_row_blocks(B))]
+    starts = [b for b, _ in blocks]
+    sizes = [r for _, r in blocks]
+    assert starts == [sum(sizes[:j]) for j in range(len(sizes))] and sum(sizes) == B
+    assert max(sizes) <= gemm.MR and max(sizes) - min(sizes) <= 1
+    assert len(blocks) == -(-B // gemm.MR)
+
+
+def test_interleaved_gate_order():
+    from charrnn.kernels import lstm_fused
+    U, H = lstm_fused.U, 3 * lstm_fused.U
+    perm = lstm_fused.interleaved_order(H)
+    assert sorted(perm) == list(range(4 * H))
+    # column block p holds i, f, g, o (PyTorch's blocks 0..3, each H wide) of units pU .. pU+U-1
+    for p in range(H // U):
+        for q in range(4):
+            assert list(perm[p * 4 * U + q * U:p * 4 * U + (q + 1) * U]) == [q * H + p * U + u for u in range(U)]
+
+
+@pytest.mark.parametrize("H,trace,fused", [(gemm.NR, False, True), (2 * gemm.NR, True, False), (gemm.NR + 4, False, False)])
+def test_fused_lstm_passes_use_the_interleaved_order(H, trace, fused):
+    prep = Model(Shape("lstm", 7, H, 2))._prepare_weights(backward=not trace, fused=not trace)
+    assert (prep.perm is not None) == fused
+    if fused:
+        np.testing.assert_array_equal(prep.perm[prep.inv], np.arange(4 * H))
+
+
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
-@pytest.mark.parametrize("H,B,T,L", [(8, 1, 3, 1), (40, 13, 7, 2), (64, 9, 5, 3), (33, 4, 6, 2), (32, 13, 4, 2), (96, 7, 3, 2), (160, 11, 3, 1)])
-def test_packed_path_matches_per_step_loops(cell, H, B, T, L, per_step_loops):
-    m = Model(Shape(cell, 11, H, L))
+@pytest.mark.parametrize("H,B,T,L,E", [(8, 1, 3, 1, 0), (40, 13, 7, 2, 0), (64, 9, 5, 3, 0), (33, 4, 6, 2, 0), (32, 13, 4, 2, 5),
+                                       (96, 7, 3, 2, 0), (160, 11, 3, 1, 0), (64, 25, 3, 2, 0)])
+def test_packed_path_matches_per_step_loops(cell, H, B, T, L, E, per_step_loops):
+    m = Model(Shape(cell, 11, H, L, E))
     rng = np.random.default_rng(H * B + T)
     m.params.flat[:] = rng.uniform(-0.3, 0.3, m.params.flat.size)
     x, y = rng.integers(0, 11, (B, T)), rng.integers(0, 11, (B, T))

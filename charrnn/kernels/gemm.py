@@ -19,9 +19,17 @@ import os
 import numpy as np
 
 from .jit import kernel
-from .vir import emit_product, vector_intrinsic
+from .vir import emit_product, row_block_intrinsic, vector_intrinsic
 
 _CACHE: dict[tuple[int, int], object] = {}
+
+
+def _product_body(NR: int):
+    def body(v, args, rows):
+        a, lda, w, K, c, ldc = args
+        for r, acc in enumerate(emit_product(v, rows, NR, a, lda, w, K)):
+            v.store(acc, v.ptr(c, v.b.mul(ldc, v.i64(r))))
+    return body
 
 
 def micro_kernel(MR: int, NR: int):
@@ -33,11 +41,8 @@ def micro_kernel(MR: int, NR: int):
     All addresses are plain integers (array.ctypes.data + offsets); the caller checks every extent."""
     key = (MR, NR)
     if key not in _CACHE:
-        def body(v, args):
-            a, lda, w, K, c, ldc = args
-            for r, acc in enumerate(emit_product(v, MR, NR, a, lda, w, K)):
-                v.store(acc, v.ptr(c, v.b.mul(ldc, v.i64(r))))
-        _CACHE[key] = vector_intrinsic(6, body)
+        body = _product_body(NR)
+        _CACHE[key] = vector_intrinsic(6, lambda v, args: body(v, args, MR))
     return _CACHE[key]
 
 
@@ -58,17 +63,30 @@ def _block_shape() -> tuple[int, int]:
     forced = os.environ.get("CHARRNN_KERNEL_BLOCK", "")
     if forced:
         mr, nr = (int(x) for x in forced.lower().split("x"))
-        if not (5 <= mr <= 8 and nr % 4 == 0 and nr >= 4):  # remainders are cut into blocks of 4, 2, 1
-            raise ValueError(f"CHARRNN_KERNEL_BLOCK={forced!r}: want MRxNR, MR 5-8, NR a multiple of 4")
+        if not (1 <= mr <= 8 and nr % 4 == 0 and nr >= 4):  # NR = 4 units' gates (lstm_fused.py)
+            raise ValueError(f"CHARRNN_KERNEL_BLOCK={forced!r}: want MRxNR, MR 1-8, NR a multiple of 4")
         return mr, nr
     return (8, 32) if _host_has_avx512() else (6, 16)
 
 
 MR, NR = _block_shape()
-_MK = micro_kernel(MR, NR)
-_MK4 = micro_kernel(4, NR)
-_MK2 = micro_kernel(2, NR)
-_MK1 = micro_kernel(1, NR)
+_MK = row_block_intrinsic(6, _product_body(NR), MR)  # _MK(rows, a, lda, w, K, c, ldc), rows 1..MR
+
+
+@kernel
+def row_block(B, j):
+    """(first row, rows) of block j when B rows are cut into ceil(B / MR) blocks whose sizes differ by at
+    most one (B = 25, MR = 8: 7, 6, 6, 6). Blocks of MR - 1 or MR - 2 rows keep enough independent
+    accumulators to hide the FMA latency; a lone remainder row (8+8+8+1) does not."""
+    nb = (B + MR - 1) // MR
+    base = B // nb
+    extra = B - base * nb
+    return j * base + min(j, extra), base + (1 if j < extra else 0)
+
+
+@kernel
+def n_row_blocks(B):
+    return (B + MR - 1) // MR
 
 
 def padded(n: int) -> int:
@@ -98,8 +116,8 @@ def _pack_cols(out, w):
 @kernel
 def panel_product(a, wp, c):
     """c[:, :P*NR] = a @ W for a (B, K) C-contiguous float32, wp = pack(W) (P, K, NR), c (B, >= P*NR)
-    C-contiguous. Panels outer, row blocks inner: each panel is read from memory once per call and
-    reused from L1 by every block of rows."""
+    C-contiguous. Panels outer, row blocks inner (balanced: row_block): each panel is read from memory
+    once per call and reused from L1 by every block of rows."""
     B, K = a.shape
     P = wp.shape[0]
     ldc = c.shape[1]
@@ -109,15 +127,6 @@ def panel_product(a, wp, c):
     for p in range(P):
         w_p = wa + p * K * NR * 4
         c_p = ca + p * NR * 4
-        b = 0
-        while B - b >= MR:
-            _MK(aa + b * K * 4, K, w_p, K, c_p + b * ldc * 4, ldc)
-            b += MR
-        if B - b >= 4:
-            _MK4(aa + b * K * 4, K, w_p, K, c_p + b * ldc * 4, ldc)
-            b += 4
-        if B - b >= 2:
-            _MK2(aa + b * K * 4, K, w_p, K, c_p + b * ldc * 4, ldc)
-            b += 2
-        if B - b >= 1:
-            _MK1(aa + b * K * 4, K, w_p, K, c_p + b * ldc * 4, ldc)
+        for j in range(n_row_blocks(B)):
+            b, rows = row_block(B, j)
+            _MK(rows, aa + b * K * 4, K, w_p, K, c_p + b * ldc * 4, ldc)

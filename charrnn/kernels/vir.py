@@ -156,3 +156,26 @@ def vector_intrinsic(nargs: int, body):
     scope = {"impl": impl}
     exec(src, scope)  # noqa: S102 - a fixed signature template, no user input
     return intrinsic(scope["typer"])
+
+
+def row_block_intrinsic(nargs: int, body, max_rows: int):
+    """An @intrinsic `blk(rows, *args)` of 1 + `nargs` intp arguments: a switch on `rows` (1..max_rows;
+    anything else does nothing) over the IR `body(v, args, rows)` emits for each fixed row count. One
+    entry point lets a jitted loop cut B rows into balanced blocks (B = 25, MR = 8: 7+6+6+6 instead of
+    8+8+8+1, whose one-row block runs at a quarter of the FMA rate: its two accumulators form a chain
+    of dependent FMAs) without an if-chain over separately compiled kernels."""
+
+    def full(v, args):
+        rows, rest = args[0], args[1:]
+        b = v.b
+        end = b.append_basic_block("rows.end")
+        sw = b.switch(rows, end)
+        for r in range(1, max_rows + 1):
+            case = b.append_basic_block(f"rows.{r}")
+            sw.add_case(ir.Constant(I64, r), case)
+            b.position_at_end(case)
+            body(v, rest, r)
+            b.branch(end)
+        b.position_at_end(end)
+
+    return vector_intrinsic(nargs + 1, full)
