@@ -1,12 +1,13 @@
-"""Where one LSTM training step spends its time, per stream group on one core: the recurrent T loops
-(fused with the gate arithmetic, and the unfused packed loops: panel product, then the gate kernel)
-against the whole forward_backward of that group, for the bench.py row sizes.
+"""Where one training step spends its time, per stream group on one core: the recurrent T loops
+(LSTM: fused with the gate arithmetic, and the unfused packed loops: panel product, then the gate
+kernel; GRU and RNN: their packed loops) against the whole forward_backward of that group, for the
+bench.py training rows.
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/recurrent.py [--reps 20]
 
 Each group runs on its own core during training (model._run), so one core with single-threaded BLAS is
-what one group sees. GFLOP/s counts the recurrent product only (2*B*H*4H per step); "share" is the
-fused loops' part of the whole group step. Run it alone on the machine.
+what one group sees. GFLOP/s counts the recurrent product only (2*B*H*G per step, G = gates*H). Run it
+alone on the machine.
 """
 from __future__ import annotations
 
@@ -18,12 +19,14 @@ import numpy as np
 
 from _common import machine_header, print_header  # also puts charrnn on the path
 
-from charrnn.kernels import gemm, lstm, lstm_fused
+from charrnn.kernels import gemm, gru, lstm, lstm_fused, rnn
 from charrnn.kernels.blas import single_threaded_blas
 from charrnn.model import Model
 from charrnn.params import Shape
 
-SIZES = [(128, 25, 50), (256, 32, 100), (512, 32, 100)]  # (H, rows per group, T): bench.py's rows
+# (cell, H, rows per group, T): bench.py's training rows, each group holding half of B
+SIZES = [("lstm", 128, 25, 50), ("lstm", 256, 32, 100), ("lstm", 512, 32, 100), ("gru", 256, 32, 100),
+         ("rnn", 256, 32, 100)]
 
 
 def best_of(fn, reps: int) -> float:
@@ -36,32 +39,41 @@ def best_of(fn, reps: int) -> float:
     return min(times)
 
 
-def loops(H: int, B: int, T: int, reps: int) -> dict:
-    G = 4 * H
+def loops(cell: str, H: int, B: int, T: int, reps: int) -> dict:
+    """Seconds of each recurrent T loop (one layer) on random data, best of reps."""
+    G = {"lstm": 4, "gru": 3, "rnn": 1}[cell] * H
     rng = np.random.default_rng(0)
     w_hh = (rng.uniform(-0.08, 0.08, (G, H))).astype(np.float32)
-    perm = lstm_fused.interleaved_order(H)
     f32 = lambda *s: np.zeros(s, np.float32)  # noqa: E731
     xproj = rng.standard_normal((T, B, G)).astype(np.float32)
-    hs, cs, gates, hh = f32(T + 1, B, H), f32(T + 1, B, H), f32(T, B, G), f32(B, gemm.padded(G))
-    dgates, dc, dh, dhh = f32(T, B, G), f32(B, H), f32(B, H), f32(B, gemm.padded(H))
+    hs, gates, hh, dgates = f32(T + 1, B, H), f32(T, B, G), f32(B, gemm.padded(G)), f32(T, B, G)
+    dh, dhh = f32(B, H), f32(B, gemm.padded(H))
     dhs = rng.standard_normal((T, B, H)).astype(np.float32) * 0.01
-    fwd_il, bwd_il = gemm.pack(np.ascontiguousarray(w_hh[perm].T)), gemm.pack(w_hh[perm])
     fwd, bwd = gemm.pack(np.ascontiguousarray(w_hh.T)), gemm.pack(w_hh)
-    out = {
+    if cell == "gru":
+        hn, dgh, b_hn = f32(T, B, H), f32(T, B, G), f32(H)
+        return {"fwd packed": best_of(lambda: gru.gru_forward_packed(hs, gates, hn, hh, xproj, fwd, b_hn), reps),
+                "bwd packed": best_of(lambda: gru.gru_backward_packed(dgates, dgh, dh, dhs.copy(), hs, gates, hn,
+                                                                      bwd, dhh), reps)}
+    if cell == "rnn":
+        return {"fwd packed": best_of(lambda: rnn.rnn_forward_packed(hs, hh, xproj, fwd), reps),
+                "bwd packed": best_of(lambda: rnn.rnn_backward_packed(dgates, dh, dhs.copy(), hs, bwd, dhh), reps)}
+    cs, dc = f32(T + 1, B, H), f32(B, H)
+    perm = lstm_fused.interleaved_order(H)
+    fwd_il, bwd_il = gemm.pack(np.ascontiguousarray(w_hh[perm].T)), gemm.pack(w_hh[perm])
+    return {
         "fwd fused": best_of(lambda: lstm_fused.lstm_forward_fused(hs, cs, gates, xproj, fwd_il), reps),
         "bwd fused": best_of(lambda: lstm_fused.lstm_backward_fused(dgates, dc, dhs.copy(), cs, gates, bwd_il), reps),
         "fwd unfused": best_of(lambda: lstm.lstm_forward_packed(hs, cs, gates, hh, xproj, fwd), reps),
         "bwd unfused": best_of(lambda: lstm.lstm_backward_packed(dgates, dh, dc, dhs.copy(), cs, gates, bwd, dhh), reps),
     }
-    return out
 
 
-def group_step(H: int, B: int, T: int, reps: int) -> float:
+def group_step(cell: str, H: int, B: int, T: int, reps: int) -> float:
     """One group's whole forward_backward (2 layers, vocab 65, dropout 0), one core: a pass over 2B
     streams (two groups of B) with CHARRNN_THREADS=1 runs both groups one after the other; half of it."""
     os.environ["CHARRNN_THREADS"] = "1"
-    m = Model(Shape("lstm", 65, H, 2))
+    m = Model(Shape(cell, 65, H, 2))
     rng = np.random.default_rng(0)
     m.params.flat[:] = rng.uniform(-0.08, 0.08, m.params.flat.size)
     x, y = rng.integers(0, 65, (2 * B, T)), rng.integers(0, 65, (2 * B, T))
@@ -75,18 +87,20 @@ def main(argv=None) -> int:
     ap.add_argument("--reps", type=int, default=20)
     args = ap.parse_args(argv)
     print_header(machine_header(), f"recurrent loops, one group on one core (block {gemm.MR}x{gemm.NR})")
-    print(f"{'H':>4} {'rows':>4} {'T':>4} | {'loop':<12} {'ms':>8} {'GFLOP/s':>8} | step of 2 layers")
+    print(f"{'cell':<5} {'H':>4} {'rows':>4} {'T':>4} | {'loop':<12} {'ms':>8} {'GFLOP/s':>8}")
     with single_threaded_blas():
-        for H, B, T in SIZES:
-            flops = 2.0 * B * H * 4 * H * T
-            t = loops(H, B, T, args.reps)
-            # one group's step holds one forward and one backward loop per layer (2 layers)
-            step = group_step(H, B, T, max(3, args.reps // 4))
-            fused = 2 * (t["fwd fused"] + t["bwd fused"])
+        for cell, H, B, T in SIZES:
+            label = f"{cell:<5} {H:>4} {B:>4} {T:>4}"
+            flops = 2.0 * B * H * {"lstm": 4, "gru": 3, "rnn": 1}[cell] * H * T
+            t = loops(cell, H, B, T, args.reps)
+            step = group_step(cell, H, B, T, max(3, args.reps // 4))
             for name, sec in t.items():
-                print(f"{H:>4} {B:>4} {T:>4} | {name:<12} {sec * 1e3:8.2f} {flops / sec / 1e9:8.1f} |")
-            print(f"{H:>4} {B:>4} {T:>4} | whole group step {step * 1e3:.1f} ms; fused recurrent loops "
-                  f"{fused * 1e3:.1f} ms = {fused / step:.0%} of it")
+                print(f"{label} | {name:<12} {sec * 1e3:8.2f} {flops / sec / 1e9:8.1f}")
+            # one group's step runs one forward and one backward loop per layer (2 layers); the model
+            # takes the first pair of loops listed (fused for LSTM)
+            rec = 2 * sum(list(t.values())[:2])
+            print(f"{label} | whole group step (2 layers) {step * 1e3:.1f} ms; its recurrent loops "
+                  f"{rec * 1e3:.1f} ms = {rec / step:.0%}")
     return 0
 
 

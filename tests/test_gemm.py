@@ -133,3 +133,72 @@ def test_other_block_shape_in_a_fresh_process(tmp_path):
                        env=env, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert " passed" in r.stdout
+
+
+def _lstm_case(H, B, T, L, split_min_hidden):
+    m = Model(Shape("lstm", 11, H, L))
+    m.split_min_hidden = split_min_hidden
+    rng = np.random.default_rng(H + B)
+    m.params.flat[:] = rng.uniform(-0.3, 0.3, m.params.flat.size)
+    x, y = rng.integers(0, 11, (B, T)), rng.integers(0, 11, (B, T))
+    state = m.zero_state(B)
+    state.h[:] = rng.normal(size=state.h.shape) * 0.3
+    state.c[:] = rng.normal(size=state.c.shape) * 0.3
+    return m, x, y, state, m.dropout_masks(np.random.default_rng(1), 0.2, B, T)
+
+
+needs_two_cores = pytest.mark.skipif(model_mod.usable_cores() < 2, reason="split passes need two cores")
+
+
+@needs_two_cores
+@pytest.mark.parametrize("H,B,T,L", [(gemm.NR, 9, 5, 2), (2 * gemm.NR, 25, 7, 3), (3 * gemm.NR, 4, 3, 1)])
+def test_split_passes_give_identical_numbers(H, B, T, L):
+    """The two threads sharing each step's panels (split) compute every number exactly as the plain
+    fused passes do, over several passes (the barrier counts carry on) and every kind of pass."""
+    runs = []
+    for split_min_hidden in (10 ** 9, 0):
+        m, x, y, state, masks = _lstm_case(H, B, T, L, split_min_hidden)
+        out = []
+        for _ in range(2):
+            g = m.params.zeros_like()
+            loss, s = m.forward_backward(x, y, state.copy(), g, masks)
+            logits, _ = m.logits(x, state.copy())
+            total, _ = m.loss(x, y, state.copy())
+            out += [np.float64(loss), s.h, s.c, g.flat.copy(), logits, np.float64(total)]
+        runs.append(out)
+        assert (m._barriers > 0) == (split_min_hidden == 0)  # the split passes did run
+    for a, b in zip(*runs):
+        np.testing.assert_array_equal(a, b)
+
+
+@needs_two_cores
+def test_a_failing_group_does_not_leave_the_other_at_a_barrier(monkeypatch):
+    import threading
+    m, x, y, state, masks = _lstm_case(gemm.NR, 6, 4, 2, 0)
+    backward = Model._backward
+
+    def failing(self, ids, top, masks, w, g, prep, trace=None, split=None):
+        if split is not None and split.me == 1:  # group 0 meanwhile waits at its backward's first barrier
+            raise RuntimeError("group 1 failed")
+        return backward(self, ids, top, masks, w, g, prep, trace, split)
+
+    monkeypatch.setattr(Model, "_backward", failing)
+    outcome = []
+
+    def run():
+        try:
+            m.forward_backward(x, y, state.copy(), m.params.zeros_like(), masks)
+        except RuntimeError as e:
+            outcome.append(str(e))
+
+    th = threading.Thread(target=run, daemon=True)
+    th.start()
+    th.join(120)
+    assert not th.is_alive(), "group 0 is still waiting at a barrier"
+    assert outcome == ["group 1 failed"]
+    monkeypatch.setattr(Model, "_backward", backward)  # fresh barrier flags: the next pass runs normally
+    m2, *_ = _lstm_case(gemm.NR, 6, 4, 2, 10 ** 9)
+    g1, g2 = m.params.zeros_like(), m2.params.zeros_like()
+    m.forward_backward(x, y, state.copy(), g1, masks)
+    m2.forward_backward(x, y, state.copy(), g2, masks)
+    np.testing.assert_array_equal(g1.flat, g2.flat)

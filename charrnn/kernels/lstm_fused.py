@@ -22,6 +22,7 @@ import numpy as np
 
 from .gemm import MR, NR, n_row_blocks, row_block
 from .jit import kernel
+from .sync import barrier
 from .vir import emit_product, row_block_intrinsic
 
 U = NR // 4  # hidden units per forward panel (its 4U columns: i, f, g, o of those units)
@@ -102,20 +103,8 @@ def lstm_forward_fused(hs, cs, gates, xproj, wp):
     """hs, cs (T+1, B, H): [0] holds h0/c0 on entry. gates (T, B, G): out, activated gates, interleaved.
     xproj (T, B, G): input projection with both biases, interleaved. wp = gemm.pack(W_hh[perm].T)
     (H/U, H, 4U) for perm = interleaved_order(H)."""
-    T, B, G = gates.shape
-    H = G // 4
-    P = wp.shape[0]
-    ha, ca, ga, xa, wa = hs.ctypes.data, cs.ctypes.data, gates.ctypes.data, xproj.ctypes.data, wp.ctypes.data
-    for t in range(T):
-        for p in range(P):
-            w = wa + p * H * NR * 4
-            for j in range(n_row_blocks(B)):
-                b, rows = row_block(B, j)
-                a = ha + (t * B + b) * H * 4
-                xg = ((t * B + b) * G + p * NR) * 4
-                cp = ((t * B + b) * H + p * U) * 4
-                cn = (((t + 1) * B + b) * H + p * U) * 4
-                _F(rows, a, H, w, H, xa + xg, ga + xg, ca + cp, ca + cn, ha + cn, G, H)
+    for t in range(gates.shape[0]):
+        _forward_step(hs, cs, gates, xproj, wp, t, 0, wp.shape[0])
 
 
 @kernel
@@ -125,20 +114,76 @@ def lstm_backward_fused(dgates, dc, dhs, cs, gates, wp):
     the gradient reaching the final h added in (it is overwritten as a workspace). cs, gates: the forward
     cache; gates and dgates interleaved. wp = gemm.pack(W_hh[perm]) (H/NR, G, NR). The gradient w.r.t.
     h0 is dgates[0] @ W_hh[perm] (the caller's)."""
+    for t in range(gates.shape[0] - 1, -1, -1):
+        _backward_step(dgates, dc, dhs, cs, gates, wp, t, 0, wp.shape[0])
+
+
+SPLIT_MIN_HIDDEN = 512  # Model.split_min_hidden's default; see benchmarks/README.md for the measurement
+
+# Split passes: the two stream groups' threads share each step's panels instead of each reading all of
+# them (at H = 512 the packed W_hh is 4 MB, twice a core's L2; half of it per core fits). Thread `me`
+# runs panels p0..p1-1 for the rows of both groups (its own arrays first, then the other's), then waits
+# at a barrier until the other thread has written the rest of h_t+1 (forward) or dgates_t (backward).
+# Every output element is computed by the same code in the same order as in the plain passes, so the
+# numbers are identical. Both threads must call with the same `count` (barrier numbers used so far,
+# sync.py) and the complementary panel ranges; each returns the next count.
+
+@kernel
+def lstm_forward_fused_split(hs, cs, gates, xproj, hs2, cs2, gates2, xproj2, wp, p0, p1, flags, me, count):
+    barrier(flags, me, 2, count + 1)  # both groups' xproj, h0 and c0 are written
+    T = gates.shape[0]
+    for t in range(T):
+        _forward_step(hs, cs, gates, xproj, wp, t, p0, p1)
+        _forward_step(hs2, cs2, gates2, xproj2, wp, t, p0, p1)
+        barrier(flags, me, 2, count + 2 + t)
+    return count + 1 + T
+
+
+@kernel
+def lstm_backward_fused_split(dgates, dc, dhs, cs, gates, dgates2, dc2, dhs2, cs2, gates2, wp, p0, p1,
+                              flags, me, count):
+    barrier(flags, me, 2, count + 1)  # both groups' dhs and zeroed dc are written
+    T = gates.shape[0]
+    for i in range(T):
+        t = T - 1 - i
+        _backward_step(dgates, dc, dhs, cs, gates, wp, t, p0, p1)
+        _backward_step(dgates2, dc2, dhs2, cs2, gates2, wp, t, p0, p1)
+        barrier(flags, me, 2, count + 2 + i)
+    return count + 1 + T
+
+
+@kernel
+def _forward_step(hs, cs, gates, xproj, wp, t, p0, p1):
+    """Step t of the forward for panels p0..p1-1 (units p0*U .. p1*U-1) and every row."""
+    _, B, G = gates.shape
+    H = G // 4
+    ha, ca, ga, xa, wa = hs.ctypes.data, cs.ctypes.data, gates.ctypes.data, xproj.ctypes.data, wp.ctypes.data
+    for p in range(p0, p1):
+        w = wa + p * H * NR * 4
+        for j in range(n_row_blocks(B)):
+            b, rows = row_block(B, j)
+            a = ha + (t * B + b) * H * 4
+            xg = ((t * B + b) * G + p * NR) * 4
+            cp = ((t * B + b) * H + p * U) * 4
+            cn = (((t + 1) * B + b) * H + p * U) * 4
+            _F(rows, a, H, w, H, xa + xg, ga + xg, ca + cp, ca + cn, ha + cn, G, H)
+
+
+@kernel
+def _backward_step(dgates, dc, dhs, cs, gates, wp, t, p0, p1):
+    """Step t of the backward for panels p0..p1-1 (units p0*NR .. p1*NR-1) and every row."""
     T, B, G = gates.shape
     H = G // 4
-    P = wp.shape[0]
     da, ca, ga, sa, wa, dca = (dgates.ctypes.data, cs.ctypes.data, gates.ctypes.data, dhs.ctypes.data,
                                wp.ctypes.data, dc.ctypes.data)
-    for t in range(T - 1, -1, -1):
-        K = G if t < T - 1 else 0
-        for p in range(P):
-            w = wa + p * G * NR * 4
-            for j in range(n_row_blocks(B)):
-                b, rows = row_block(B, j)
-                dn = da + ((t + 1) * B + b) * G * 4  # not read when K == 0
-                gq = ((t * B + b) * G + p * 4 * NR) * 4
-                hp = ((t * B + b) * H + p * NR) * 4
-                hc = (((t + 1) * B + b) * H + p * NR) * 4
-                hd = (b * H + p * NR) * 4
-                _B(rows, dn, G, w, K, sa + hp, da + gq, ga + gq, ca + hp, ca + hc, dca + hd, G, H)
+    K = G if t < T - 1 else 0
+    for p in range(p0, p1):
+        w = wa + p * G * NR * 4
+        for j in range(n_row_blocks(B)):
+            b, rows = row_block(B, j)
+            dn = da + ((t + 1) * B + b) * G * 4  # not read when K == 0
+            gq = ((t * B + b) * G + p * 4 * NR) * 4
+            hp = ((t * B + b) * H + p * NR) * 4
+            hc = (((t + 1) * B + b) * H + p * NR) * 4
+            hd = (b * H + p * NR) * 4
+            _B(rows, dn, G, w, K, sa + hp, da + gq, ga + gq, ca + hp, ca + hc, dca + hd, G, H)
