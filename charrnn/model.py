@@ -16,7 +16,7 @@ import numpy as np
 
 import numba
 
-from .kernels import gemm, gru, head, lstm, lstm_fused, rnn, sync
+from .kernels import gemm, gru, gru_fused, head, lstm, lstm_fused, rnn, sync
 from .kernels.blas import matmul, single_threaded_blas
 from .params import GATES, Params, Shape
 from .threads import pool, usable_cores
@@ -246,7 +246,7 @@ class Model:
     def _splits(self, works: list["_Work"], prep: "_Prepared") -> list["_Split | None"]:
         """Each thread's part of a split pass, or None for both where the pass is not split."""
         H = self.hidden_size
-        if prep.perm is None or len(works) != 2 or H < self.split_min_hidden:
+        if self.cell != "lstm" or prep.perm is None or len(works) != 2 or H < self.split_min_hidden:
             return [None, None]
         if self._flags is None:
             self._flags, self._barriers = np.zeros(2 * sync.STRIDE, np.int64), 0
@@ -304,14 +304,15 @@ class Model:
                          w_hh_t=[np.ascontiguousarray(w.T) for w in w_hh])
         if not packed_path(self.dtype):
             return prep
-        if fused and self.cell == "lstm" and lstm_fused.fused_ok(self.hidden_size):
-            perm = prep.perm = lstm_fused.interleaved_order(self.hidden_size)
+        fused_kernels = {"lstm": lstm_fused, "gru": gru_fused}.get(self.cell)
+        if fused and fused_kernels is not None and fused_kernels.fused_ok(self.hidden_size):
+            perm = prep.perm = fused_kernels.interleaved_order(self.hidden_size)
             prep.inv = np.argsort(perm)
             prep.table = np.ascontiguousarray(prep.table[:, perm])
             prep.bias = [b[perm] for b in prep.bias]
             prep.w_ih = [None] + [w[perm] for w in prep.w_ih[1:]]
             w_hh = [w[perm] for w in w_hh]
-            prep.fwd = [gemm.pack(w.T) for w in w_hh]
+            prep.fwd = [gemm.pack(w.T) if self.cell == "lstm" else gru_fused.pack_forward(w) for w in w_hh]
         else:
             prep.fwd = [gemm.pack(wt) for wt in prep.w_hh_t]
         prep.bwd = [gemm.pack(w) for w in w_hh] if backward else None
@@ -368,7 +369,9 @@ class Model:
             elif self.cell == "gru":
                 H = self.hidden_size
                 b_hn = P[f"rnn.bias_hh_l{k}"][2 * H:]
-                if packed:
+                if prep.perm is not None:
+                    gru_fused.gru_forward_fused(lw.hs, lw.gates, lw.hn, lw.xproj, prep.fwd[k], b_hn)
+                elif packed:
                     gru.gru_forward_packed(lw.hs, lw.gates, lw.hn, lw.hh, lw.xproj, prep.fwd[k], b_hn)
                 else:
                     gru.gru_forward(lw.hs, lw.gates, lw.hn, lw.hh[:, :w_hh_t.shape[1]], lw.xproj, w_hh_t, b_hn)
@@ -418,7 +421,9 @@ class Model:
                     lstm.lstm_backward(lw.dgates, lw.dh, lw.dc, lw.dhs, lw.hs, lw.cs, lw.gates, w_hh, tr)
                 dgh = lw.dgates
             elif self.cell == "gru":
-                if wp is not None:
+                if wp is not None and prep.perm is not None:
+                    gru_fused.gru_backward_fused(lw.dgates, lw.dgh, lw.dh, lw.dhs, lw.hs, lw.gates, lw.hn, wp)
+                elif wp is not None:
                     gru.gru_backward_packed(lw.dgates, lw.dgh, lw.dh, lw.dhs, lw.hs, lw.gates, lw.hn, wp, lw.dhh)
                 else:
                     gru.gru_backward(lw.dgates, lw.dgh, lw.dh, lw.dtmp, lw.dhs, lw.hs, lw.gates, lw.hn, w_hh, tr)

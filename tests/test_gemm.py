@@ -57,33 +57,38 @@ def per_step_loops(monkeypatch):
     return use
 
 
+@pytest.mark.parametrize("mr", [4, 6, 8])
 @pytest.mark.parametrize("B", range(1, 41))
-def test_row_blocks_are_balanced(B):
-    blocks = [gemm.row_block(B, j) for j in range(gemm.n_row_blocks(B))]
+def test_row_blocks_are_balanced(B, mr):
+    blocks = [gemm.row_block(B, j, mr) for j in range(gemm.n_row_blocks(B, mr))]
     starts = [b for b, _ in blocks]
     sizes = [r for _, r in blocks]
     assert starts == [sum(sizes[:j]) for j in range(len(sizes))] and sum(sizes) == B
-    assert max(sizes) <= gemm.MR and max(sizes) - min(sizes) <= 1
-    assert len(blocks) == -(-B // gemm.MR)
+    assert max(sizes) <= mr and max(sizes) - min(sizes) <= 1
+    assert len(blocks) == -(-B // mr)
 
 
-def test_interleaved_gate_order():
-    from charrnn.kernels import lstm_fused
-    U, H = lstm_fused.U, 3 * lstm_fused.U
-    perm = lstm_fused.interleaved_order(H)
-    assert sorted(perm) == list(range(4 * H))
-    # column block p holds i, f, g, o (PyTorch's blocks 0..3, each H wide) of units pU .. pU+U-1
+@pytest.mark.parametrize("cell,gates", [("lstm", 4), ("gru", 3)])
+def test_interleaved_gate_order(cell, gates):
+    from charrnn.kernels import gru_fused, lstm_fused
+    kernels = lstm_fused if cell == "lstm" else gru_fused
+    U, H = kernels.U, 3 * kernels.U
+    perm = kernels.interleaved_order(H)
+    assert sorted(perm) == list(range(gates * H))
+    # column block p holds every gate (PyTorch's blocks, each H wide) of units pU .. pU+U-1
     for p in range(H // U):
-        for q in range(4):
-            assert list(perm[p * 4 * U + q * U:p * 4 * U + (q + 1) * U]) == [q * H + p * U + u for u in range(U)]
+        for q in range(gates):
+            lo = p * gates * U + q * U
+            assert list(perm[lo:lo + U]) == [q * H + p * U + u for u in range(U)]
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 @pytest.mark.parametrize("H,trace,fused", [(gemm.NR, False, True), (2 * gemm.NR, True, False), (gemm.NR + 4, False, False)])
-def test_fused_lstm_passes_use_the_interleaved_order(H, trace, fused):
-    prep = Model(Shape("lstm", 7, H, 2))._prepare_weights(backward=not trace, fused=not trace)
-    assert (prep.perm is not None) == fused
-    if fused:
-        np.testing.assert_array_equal(prep.perm[prep.inv], np.arange(4 * H))
+def test_fused_passes_use_the_interleaved_order(cell, H, trace, fused):
+    prep = Model(Shape(cell, 7, H, 2))._prepare_weights(backward=not trace, fused=not trace)
+    assert (prep.perm is not None) == (fused and cell != "rnn")
+    if prep.perm is not None:
+        np.testing.assert_array_equal(prep.perm[prep.inv], np.arange(len(prep.perm)))
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])

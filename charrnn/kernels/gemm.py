@@ -74,30 +74,31 @@ _MK = row_block_intrinsic(6, _product_body(NR), MR)  # _MK(rows, a, lda, w, K, c
 
 
 @kernel
-def row_block(B, j):
-    """(first row, rows) of block j when B rows are cut into ceil(B / MR) blocks whose sizes differ by at
-    most one (B = 25, MR = 8: 7, 6, 6, 6). Blocks of MR - 1 or MR - 2 rows keep enough independent
+def row_block(B, j, mr):
+    """(first row, rows) of block j when B rows are cut into ceil(B / mr) blocks whose sizes differ by at
+    most one (B = 25, mr = 8: 7, 6, 6, 6). Blocks of mr - 1 or mr - 2 rows keep enough independent
     accumulators to hide the FMA latency; a lone remainder row (8+8+8+1) does not."""
-    nb = (B + MR - 1) // MR
+    nb = (B + mr - 1) // mr
     base = B // nb
     extra = B - base * nb
     return j * base + min(j, extra), base + (1 if j < extra else 0)
 
 
 @kernel
-def n_row_blocks(B):
-    return (B + MR - 1) // MR
+def n_row_blocks(B, mr):
+    return (B + mr - 1) // mr
 
 
-def padded(n: int) -> int:
+def padded(n: int, nr: int = NR) -> int:
     """n rounded up to whole panels: the width of the scratch buffer `panel_product` writes."""
-    return -(-n // NR) * NR
+    return -(-n // nr) * nr
 
 
-def pack(w: np.ndarray) -> np.ndarray:
-    """Panels (P, K, NR) of w (K, N) for panel_product; columns past N are zero (their results unused)."""
+def pack(w: np.ndarray, nr: int = NR) -> np.ndarray:
+    """Panels (P, K, nr) of w (K, N), K-major; columns past N are zero (their results unused). nr = NR
+    for panel_product and the LSTM kernels; gru_fused's forward reads 3/2 NR-wide panels."""
     K, N = w.shape
-    out = np.zeros((padded(N) // NR, K, NR), np.float32)
+    out = np.zeros((padded(N, nr) // nr, K, nr), np.float32)
     _pack_cols(out, np.ascontiguousarray(w, dtype=np.float32))
     return out
 
@@ -127,6 +128,6 @@ def panel_product(a, wp, c):
     for p in range(P):
         w_p = wa + p * K * NR * 4
         c_p = ca + p * NR * 4
-        for j in range(n_row_blocks(B)):
-            b, rows = row_block(B, j)
+        for j in range(n_row_blocks(B, MR)):
+            b, rows = row_block(B, j, MR)
             _MK(rows, aa + b * K * 4, K, w_p, K, c_p + b * ldc * 4, ldc)

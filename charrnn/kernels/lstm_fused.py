@@ -160,8 +160,8 @@ def _forward_step(hs, cs, gates, xproj, wp, t, p0, p1):
     ha, ca, ga, xa, wa = hs.ctypes.data, cs.ctypes.data, gates.ctypes.data, xproj.ctypes.data, wp.ctypes.data
     for p in range(p0, p1):
         w = wa + p * H * NR * 4
-        for j in range(n_row_blocks(B)):
-            b, rows = row_block(B, j)
+        for j in range(n_row_blocks(B, MR)):
+            b, rows = row_block(B, j, MR)
             a = ha + (t * B + b) * H * 4
             xg = ((t * B + b) * G + p * NR) * 4
             cp = ((t * B + b) * H + p * U) * 4
@@ -179,8 +179,8 @@ def _backward_step(dgates, dc, dhs, cs, gates, wp, t, p0, p1):
     K = G if t < T - 1 else 0
     for p in range(p0, p1):
         w = wa + p * G * NR * 4
-        for j in range(n_row_blocks(B)):
-            b, rows = row_block(B, j)
+        for j in range(n_row_blocks(B, MR)):
+            b, rows = row_block(B, j, MR)
             dn = da + ((t + 1) * B + b) * G * 4  # not read when K == 0
             gq = ((t * B + b) * G + p * 4 * NR) * 4
             hp = ((t * B + b) * H + p * NR) * 4
