@@ -1,6 +1,6 @@
 """Where one training step spends its time, per stream group on one core: the recurrent T loops
-(LSTM: fused with the gate arithmetic, and the unfused packed loops: panel product, then the gate
-kernel; GRU and RNN: their packed loops) against the whole forward_backward of that group, for the
+(LSTM and GRU: fused with the gate arithmetic, and the unfused packed loops: panel product, then the
+gate kernel; RNN: its packed loops) against the whole forward_backward of that group, for the
 bench.py training rows.
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/recurrent.py [--reps 20]
@@ -19,7 +19,7 @@ import numpy as np
 
 from _common import machine_header, print_header  # also puts charrnn on the path
 
-from charrnn.kernels import gemm, gru, lstm, lstm_fused, rnn
+from charrnn.kernels import gemm, gru, gru_fused, lstm, lstm_fused, rnn
 from charrnn.kernels.blas import single_threaded_blas
 from charrnn.model import Model
 from charrnn.params import Shape
@@ -29,10 +29,14 @@ SIZES = [("lstm", 128, 25, 50), ("lstm", 256, 32, 100), ("lstm", 512, 32, 100), 
          ("rnn", 256, 32, 100)]
 
 
-def best_of(fn, reps: int) -> float:
-    fn()  # compile / warm caches
+def best_of(fn, reps: int, reset=()) -> float:
+    """Fastest of reps calls, after one untimed call (compiles, warms caches). `reset` arrays (the carried
+    gradients a backward loop reads and overwrites) are zeroed, untimed, before each call."""
+    fn()
     times = []
     for _ in range(reps):
+        for a in reset:
+            a[...] = 0
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
@@ -49,24 +53,29 @@ def loops(cell: str, H: int, B: int, T: int, reps: int) -> dict:
     hs, gates, hh, dgates = f32(T + 1, B, H), f32(T, B, G), f32(B, gemm.padded(G)), f32(T, B, G)
     dh, dhh = f32(B, H), f32(B, gemm.padded(H))
     dhs = rng.standard_normal((T, B, H)).astype(np.float32) * 0.01
+    carried = (dh,)
     fwd, bwd = gemm.pack(np.ascontiguousarray(w_hh.T)), gemm.pack(w_hh)
     if cell == "gru":
         hn, dgh, b_hn = f32(T, B, H), f32(T, B, G), f32(H)
-        return {"fwd packed": best_of(lambda: gru.gru_forward_packed(hs, gates, hn, hh, xproj, fwd, b_hn), reps),
-                "bwd packed": best_of(lambda: gru.gru_backward_packed(dgates, dgh, dh, dhs.copy(), hs, gates, hn,
-                                                                      bwd, dhh), reps)}
-    if cell == "rnn":
-        return {"fwd packed": best_of(lambda: rnn.rnn_forward_packed(hs, hh, xproj, fwd), reps),
-                "bwd packed": best_of(lambda: rnn.rnn_backward_packed(dgates, dh, dhs.copy(), hs, bwd, dhh), reps)}
-    cs, dc = f32(T + 1, B, H), f32(B, H)
-    perm = lstm_fused.interleaved_order(H)
-    fwd_il, bwd_il = gemm.pack(np.ascontiguousarray(w_hh[perm].T)), gemm.pack(w_hh[perm])
-    return {
-        "fwd fused": best_of(lambda: lstm_fused.lstm_forward_fused(hs, cs, gates, xproj, fwd_il), reps),
-        "bwd fused": best_of(lambda: lstm_fused.lstm_backward_fused(dgates, dc, dhs.copy(), cs, gates, bwd_il), reps),
-        "fwd unfused": best_of(lambda: lstm.lstm_forward_packed(hs, cs, gates, hh, xproj, fwd), reps),
-        "bwd unfused": best_of(lambda: lstm.lstm_backward_packed(dgates, dh, dc, dhs.copy(), cs, gates, bwd, dhh), reps),
-    }
+        perm = gru_fused.interleaved_order(H)
+        fwd_il, bwd_il = gru_fused.pack_forward(w_hh[perm]), gemm.pack(w_hh[perm])
+        runs = {"fwd fused": lambda: gru_fused.gru_forward_fused(hs, gates, hn, xproj, fwd_il, b_hn),
+                "bwd fused": lambda: gru_fused.gru_backward_fused(dgates, dgh, dh, dhs, hs, gates, hn, bwd_il),
+                "fwd unfused": lambda: gru.gru_forward_packed(hs, gates, hn, hh, xproj, fwd, b_hn),
+                "bwd unfused": lambda: gru.gru_backward_packed(dgates, dgh, dh, dhs, hs, gates, hn, bwd, dhh)}
+    elif cell == "rnn":
+        runs = {"fwd packed": lambda: rnn.rnn_forward_packed(hs, hh, xproj, fwd),
+                "bwd packed": lambda: rnn.rnn_backward_packed(dgates, dh, dhs, hs, bwd, dhh)}
+    else:
+        cs, dc = f32(T + 1, B, H), f32(B, H)
+        carried = (dh, dc)
+        perm = lstm_fused.interleaved_order(H)
+        fwd_il, bwd_il = gemm.pack(np.ascontiguousarray(w_hh[perm].T)), gemm.pack(w_hh[perm])
+        runs = {"fwd fused": lambda: lstm_fused.lstm_forward_fused(hs, cs, gates, xproj, fwd_il),
+                "bwd fused": lambda: lstm_fused.lstm_backward_fused(dgates, dc, dhs, cs, gates, bwd_il),
+                "fwd unfused": lambda: lstm.lstm_forward_packed(hs, cs, gates, hh, xproj, fwd),
+                "bwd unfused": lambda: lstm.lstm_backward_packed(dgates, dh, dc, dhs, cs, gates, bwd, dhh)}
+    return {name: best_of(fn, reps, carried) for name, fn in runs.items()}
 
 
 def group_step(cell: str, H: int, B: int, T: int, reps: int) -> float:
@@ -114,7 +123,7 @@ def main(argv=None) -> int:
             for name, sec in t.items():
                 print(f"{label} | {name:<12} {sec * 1e3:8.2f} {flops / sec / 1e9:8.1f}")
             # one group's step runs one forward and one backward loop per layer (2 layers); the model
-            # takes the first pair of loops listed (fused for LSTM)
+            # takes the first pair of loops listed (the fused ones where there are)
             rec = 2 * sum(list(t.values())[:2])
             print(f"{label} | whole group step (2 layers) {step * 1e3:.1f} ms; its recurrent loops "
                   f"{rec * 1e3:.1f} ms = {rec / step:.0%}")

@@ -83,7 +83,8 @@ def test_interleaved_gate_order(cell, gates):
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
-@pytest.mark.parametrize("H,trace,fused", [(gemm.NR, False, True), (2 * gemm.NR, True, False), (gemm.NR + 4, False, False)])
+@pytest.mark.parametrize("H,trace,fused", [(gemm.NR, False, True), (2 * gemm.NR, True, False),
+                                           (gemm.NR + 4, False, False)])
 def test_fused_passes_use_the_interleaved_order(cell, H, trace, fused):
     prep = Model(Shape(cell, 7, H, 2))._prepare_weights(backward=not trace, fused=not trace)
     assert (prep.perm is not None) == (fused and cell != "rnn")
@@ -92,8 +93,8 @@ def test_fused_passes_use_the_interleaved_order(cell, H, trace, fused):
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
-@pytest.mark.parametrize("H,B,T,L,E", [(8, 1, 3, 1, 0), (40, 13, 7, 2, 0), (64, 9, 5, 3, 0), (33, 4, 6, 2, 0), (32, 13, 4, 2, 5),
-                                       (96, 7, 3, 2, 0), (160, 11, 3, 1, 0), (64, 25, 3, 2, 0)])
+@pytest.mark.parametrize("H,B,T,L,E", [(8, 1, 3, 1, 0), (40, 13, 7, 2, 0), (64, 9, 5, 3, 0), (33, 4, 6, 2, 0),
+                                       (32, 13, 4, 2, 5), (96, 7, 3, 2, 0), (160, 11, 3, 1, 0), (64, 25, 3, 2, 0)])
 def test_packed_path_matches_per_step_loops(cell, H, B, T, L, E, per_step_loops):
     m = Model(Shape(cell, 11, H, L, E))
     rng = np.random.default_rng(H * B + T)

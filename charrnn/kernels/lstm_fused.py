@@ -83,7 +83,8 @@ def _backward_block(v, args, rows: int):
 
 
 _F = row_block_intrinsic(11, _forward_block, MR)   # _F(rows, h, lda, w, K, xp, gate, cprev, cnew, hnew, G, H)
-_B = row_block_intrinsic(12, _backward_block, MR)  # _B(rows, dgn, lda, w, K, dhs, dgate, gate, cprev, ccur, dc, G, H)
+_B = row_block_intrinsic(12, _backward_block, MR)  # _B(rows, dgn, lda, w, K, dhs, dgate, gate, cprev, ccur, dc,
+#                                                       G, H)
 
 
 def interleaved_order(H: int) -> np.ndarray:
