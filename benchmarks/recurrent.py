@@ -1,7 +1,6 @@
-"""Where one training step spends its time, per stream group on one core: the recurrent T loops
-(LSTM and GRU: fused with the gate arithmetic, and the unfused packed loops: panel product, then the
-gate kernel; RNN: its packed loops) against the whole forward_backward of that group, for the
-bench.py training rows.
+"""Where one training step spends its time, per stream group on one core: the recurrent T loops (fused
+with the gate arithmetic, and the unfused packed loops: panel product, then the gate kernel) against the
+whole forward_backward of that group, for the bench.py training rows.
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/recurrent.py [--reps 20]
 
@@ -64,8 +63,10 @@ def loops(cell: str, H: int, B: int, T: int, reps: int) -> dict:
                 "fwd unfused": lambda: gru.gru_forward_packed(hs, gates, hn, hh, xproj, fwd, b_hn),
                 "bwd unfused": lambda: gru.gru_backward_packed(dgates, dgh, dh, dhs, hs, gates, hn, bwd, dhh)}
     elif cell == "rnn":
-        runs = {"fwd packed": lambda: rnn.rnn_forward_packed(hs, hh, xproj, fwd),
-                "bwd packed": lambda: rnn.rnn_backward_packed(dgates, dh, dhs, hs, bwd, dhh)}
+        runs = {"fwd fused": lambda: rnn.rnn_forward_fused(hs, xproj, fwd),
+                "bwd fused": lambda: rnn.rnn_backward_fused(dgates, dhs, hs, bwd),
+                "fwd unfused": lambda: rnn.rnn_forward_packed(hs, hh, xproj, fwd),
+                "bwd unfused": lambda: rnn.rnn_backward_packed(dgates, dh, dhs, hs, bwd, dhh)}
     else:
         cs, dc = f32(T + 1, B, H), f32(B, H)
         carried = (dh, dc)

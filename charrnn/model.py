@@ -375,6 +375,8 @@ class Model:
                     gru.gru_forward_packed(lw.hs, lw.gates, lw.hn, lw.hh, lw.xproj, prep.fwd[k], b_hn)
                 else:
                     gru.gru_forward(lw.hs, lw.gates, lw.hn, lw.hh[:, :w_hh_t.shape[1]], lw.xproj, w_hh_t, b_hn)
+            elif packed and rnn.fused_ok(self.hidden_size):
+                rnn.rnn_forward_fused(lw.hs, lw.xproj, prep.fwd[k])
             elif packed:
                 rnn.rnn_forward_packed(lw.hs, lw.hh, lw.xproj, prep.fwd[k])
             else:
@@ -429,7 +431,9 @@ class Model:
                     gru.gru_backward(lw.dgates, lw.dgh, lw.dh, lw.dtmp, lw.dhs, lw.hs, lw.gates, lw.hn, w_hh, tr)
                 dgh = lw.dgh
             else:
-                if wp is not None:
+                if wp is not None and rnn.fused_ok(self.hidden_size):
+                    rnn.rnn_backward_fused(lw.dgates, lw.dhs, lw.hs, wp)  # carried dh: zero, as for the LSTM
+                elif wp is not None:
                     rnn.rnn_backward_packed(lw.dgates, lw.dh, lw.dhs, lw.hs, wp, lw.dhh)
                 else:
                     rnn.rnn_backward(lw.dgates, lw.dh, lw.dhs, lw.hs, w_hh, tr)
