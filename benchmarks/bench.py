@@ -160,7 +160,8 @@ def make_trainer(row: Row, B: int, T: int, n_batches: int, seed: int = 0):
         from charrnn.train import Trainer
 
     cfg = Config.from_dict({
-        "model": {"cell": row.cell, "hidden_size": row.hidden, "num_layers": row.layers},
+        # dropout 0 (the default is 0.2): the PyTorch side has none, and the two must do the same work
+        "model": {"cell": row.cell, "hidden_size": row.hidden, "num_layers": row.layers, "dropout": 0.0},
         "optim": {"optimizer": "adam", "lr": 2e-3, "grad_clip": 5.0},
         "train": {"batch_size": B, "seq_len": T, "max_epochs": 0, "eval_every": 0, "sample_every": 0,
                   "checkpoint_every": 0, "seed": 1},
