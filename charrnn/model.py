@@ -16,7 +16,7 @@ import numpy as np
 
 import numba
 
-from .kernels import gemm, gru, gru_fused, head, lstm, lstm_fused, rnn, sync
+from .kernels import dropout, gemm, gru, gru_fused, head, lstm, lstm_fused, rnn, sync
 from .kernels.blas import matmul, single_threaded_blas
 from .params import GATES, Params, Shape
 from .threads import pool, usable_cores
@@ -135,12 +135,16 @@ class Model:
         return State(np.zeros(s, self.dtype), np.zeros(s, self.dtype) if self.cell == "lstm" else None)
 
     def dropout_masks(self, rng: np.random.Generator, p: float, B: int, T: int) -> list[np.ndarray] | None:
-        """Inverted-dropout masks (0 or 1/(1-p)), one (T, B, H) per layer output; None when p == 0."""
+        """Inverted-dropout masks (0 or 1/(1-p)), one (T, B, H) per layer output; None when p == 0.
+        One 64-bit key per layer from rng, then a hash fills the mask (kernels/dropout.py: faster)."""
         if p <= 0:
             return None
-        keep = self.dtype.type(1.0 / (1.0 - p))
-        return [(rng.random((T, B, self.hidden_size), dtype=np.float32) >= p).astype(self.dtype) * keep
-                for _ in range(self.num_layers)]
+        masks = []
+        for _ in range(self.num_layers):
+            mk = np.empty((T, B, self.hidden_size), self.dtype)
+            dropout.fill_masks(mk, int(rng.integers(0, 2 ** 64, dtype=np.uint64)), p)
+            masks.append(mk)
+        return masks
 
     # -- public passes ----------------------------------------------------------------------------
     def forward_backward(self, x, y, state: State, grads: Params, masks=None, *,

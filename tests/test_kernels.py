@@ -426,3 +426,22 @@ def test_model_pass_restores_the_callers_blas_threads():
         assert get() == 2
     finally:
         put(before)
+
+
+def test_dropout_masks_jitted_and_numpy_agree_and_keep_the_rate():
+    from charrnn.kernels import dropout
+    a = np.empty((9, 7, 33), np.float32)  # an odd count: the last hash gives one mask
+    dropout.fill_masks(a, 2 ** 63 + 5, 0.3)
+    b = np.empty_like(a)
+    dropout._fill_numpy(b.reshape(-1), np.uint64(2 ** 63 + 5), np.uint64(round(0.3 * 2 ** 32)),
+                        np.float32(1 / 0.7))
+    np.testing.assert_array_equal(a, b)
+    assert set(np.unique(a)) == {np.float32(0), np.float32(1 / 0.7)}
+    big = np.empty(400_000, np.float64)
+    dropout.fill_masks(big, 17, 0.3)
+    assert abs((big == 0).mean() - 0.3) < 0.005  # 400k draws: the standard error is 0.0007
+    again = np.empty_like(big)
+    dropout.fill_masks(again, 17, 0.3)
+    np.testing.assert_array_equal(big, again)
+    dropout.fill_masks(again, 18, 0.3)
+    assert (big != again).mean() > 0.3  # another key, other masks
