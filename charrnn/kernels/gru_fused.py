@@ -35,18 +35,25 @@ def _forward_block(v, args, rows: int):
     b_hn[u0]; hprev, hnew: h_t and h_t+1 at [b0, u0] (rows H apart)."""
     h, lda, w, K, xp, gate, hn, bhn, hprev, hnew, G, H = args
     b = v.b
-    half = v.splat(0.5, 2 * U)
+    half = v.splat(0.5, U)
     bias = v.load(v.ptr(bhn), U)
-    for r, acc in enumerate(emit_product(v, rows, NRG, h, lda, w, K)):
+    for r in range(rows):  # the epilogue's scattered rows, fetched during the product (lstm_fused.py)
+        rg, rh = b.mul(G, v.i64(r)), b.mul(H, v.i64(r))
+        v.prefetch_span(v.ptr(xp, rg), NRG)
+        v.prefetch_span(v.ptr(gate, rg), NRG, write=True)
+        v.prefetch_span(v.ptr(hprev, rh), U)
+        v.prefetch_span(v.ptr(hn, rh), U, write=True)
+    # one accumulator per gate (U floats: one register), so no lane shuffles anywhere
+    for r, (ar, az, an) in enumerate(emit_product(v, rows, NRG, h, lda, w, K, piece=U)):
         rg = b.mul(G, v.i64(r))
         rh = b.mul(H, v.i64(r))
-        x = v.load(v.ptr(xp, rg), NRG)
-        rz = v.fma(v.tanh(v.mul(v.add(v.part(acc, 0, 2 * U), v.part(x, 0, 2 * U)), half)), half, half)
-        rr, z = v.part(rz, 0, U), v.part(rz, U, U)
-        hnv = v.add(v.part(acc, 2 * U, U), bias)
-        n = v.tanh(v.fma(rr, hnv, v.part(x, 2 * U, U)))
-        v.store(rz, v.ptr(gate, rg))
-        v.store(n, v.ptr(gate, b.add(rg, v.i64(2 * U))))
+        xr, xz, xn = (v.load(v.ptr(xp, b.add(rg, v.i64(q * U))), U) for q in range(3))
+        rr = v.fma(v.tanh(v.mul(v.add(ar, xr), half)), half, half)
+        z = v.fma(v.tanh(v.mul(v.add(az, xz), half)), half, half)
+        hnv = v.add(an, bias)
+        n = v.tanh(v.fma(rr, hnv, xn))
+        for q, g in enumerate((rr, z, n)):
+            v.store(g, v.ptr(gate, b.add(rg, v.i64(q * U))))
         v.store(hnv, v.ptr(hn, rh))
         hp = v.load(v.ptr(hprev, rh), U)
         v.store(v.fma(z, v.sub(hp, n), n), v.ptr(hnew, rh))  # (1-z) n + z h = n + z (h - n)
@@ -61,6 +68,14 @@ def _backward_block(v, args, rows: int):
     dgn, lda, w, K, dhs, dgx, dgh, gate, hn, hprev, dh, G, H = args
     b = v.b
     one = v.splat(1.0, NR)
+    for r in range(rows):
+        rg, rh = b.mul(G, v.i64(r)), b.mul(H, v.i64(r))
+        v.prefetch_span(v.ptr(gate, rg), 2 * NRG)
+        v.prefetch_span(v.ptr(dgx, rg), 2 * NRG, write=True)
+        v.prefetch_span(v.ptr(dgh, rg), 2 * NRG, write=True)
+        for p in (dhs, hn, hprev):
+            v.prefetch_span(v.ptr(p, rh), NR)
+        v.prefetch_span(v.ptr(dh, rh), NR, write=True)
     for r, acc in enumerate(emit_product(v, rows, NR, dgn, lda, w, K)):
         rg = b.mul(G, v.i64(r))
         rh = b.mul(H, v.i64(r))

@@ -45,6 +45,19 @@ class Vec:
     def store(self, v, p):
         self.b.store(v, self.b.bitcast(p, v.type.as_pointer()), align=4)
 
+    def prefetch(self, p, write: bool = False):
+        """Ask for the 64-byte line holding float* p in L1 (llvm.prefetch; a hint, never a fault)."""
+        i8p = ir.IntType(8).as_pointer()
+        fn = self.b.module.globals.get("llvm.prefetch.p0i8") or ir.Function(
+            self.b.module, ir.FunctionType(ir.VoidType(), [i8p, I32, I32, I32]), name="llvm.prefetch.p0i8")
+        self.b.call(fn, [self.b.bitcast(p, i8p), ir.Constant(I32, int(write)), ir.Constant(I32, 3),
+                         ir.Constant(I32, 1)])
+
+    def prefetch_span(self, p, floats: int, write: bool = False):
+        """Prefetch every line of floats p[0:floats] (p need not be line-aligned)."""
+        for off in range(0, floats + 15, 16):
+            self.prefetch(self.b.gep(p, [ir.Constant(I64, min(off, floats - 1))]), write)
+
     def splat(self, x: float, n: int):
         return ir.Constant(ir.VectorType(F32, n), [float(x)] * n)
 
@@ -104,11 +117,17 @@ class Vec:
         return self.b.fdiv(p, q)
 
 
-def emit_product(v: Vec, MR: int, NR: int, a_addr, lda, w_addr, K):
+def emit_product(v: Vec, MR: int, NR: int, a_addr, lda, w_addr, K, piece: int | None = None):
     """Emit acc[r] = sum_{k<K} A[r, k] * W[k, :] for r < MR as <NR x float> values (zeros when K <= 0).
-    A rows are lda elements apart; W is one packed panel, K-major, row k at w + k*NR."""
+    A rows are lda elements apart; W is one packed panel, K-major, row k at w + k*NR.
+
+    With `piece`, acc[r] is instead a list of NR/piece <piece x float> values (columns piece*j ...):
+    for a panel width that is not a power of two (GRU's 48 columns = 3 x 16), whose one-vector form
+    LLVM legalizes into element-by-element inserts and spills."""
     b = v.b
-    vt = ir.VectorType(F32, NR)
+    n = NR // piece if piece else 1
+    width = piece or NR
+    vt = ir.VectorType(F32, width)
     rows = [v.ptr(a_addr, b.mul(lda, v.i64(r))) for r in range(MR)]
     w = v.ptr(w_addr)
     zero = ir.Constant(vt, None)
@@ -119,23 +138,29 @@ def emit_product(v: Vec, MR: int, NR: int, a_addr, lda, w_addr, K):
 
     b.position_at_end(loop)
     k = b.phi(I64)
-    acc = [b.phi(vt) for _ in range(MR)]
-    wv = v.load(b.gep(w, [b.mul(k, v.i64(NR))]), NR)
-    new = [v.fma(v.broadcast(b.load(b.gep(rows[r], [k]), align=4), NR), wv, acc[r]) for r in range(MR)]
+    acc = [[b.phi(vt) for _ in range(n)] for _ in range(MR)]
+    wk = b.gep(w, [b.mul(k, v.i64(NR))])
+    wv = [v.load(b.gep(wk, [v.i64(j * width)]), width) for j in range(n)]
+    new = []
+    for r in range(MR):
+        x = v.broadcast(b.load(b.gep(rows[r], [k]), align=4), width)
+        new.append([v.fma(x, wv[j], acc[r][j]) for j in range(n)])
     k1 = b.add(k, v.i64(1))
     k.add_incoming(v.i64(0), entry)
     k.add_incoming(k1, loop)
     for r in range(MR):
-        acc[r].add_incoming(zero, entry)
-        acc[r].add_incoming(new[r], loop)
+        for j in range(n):
+            acc[r][j].add_incoming(zero, entry)
+            acc[r][j].add_incoming(new[r][j], loop)
     b.cbranch(b.icmp_signed("<", k1, K), loop, done)
 
     b.position_at_end(done)
-    outs = [b.phi(vt) for _ in range(MR)]  # all phis first: LLVM wants them grouped
-    for r, out in enumerate(outs):
-        out.add_incoming(zero, entry)
-        out.add_incoming(new[r], loop)
-    return outs
+    outs = [[b.phi(vt) for _ in range(n)] for _ in range(MR)]  # all phis first: LLVM wants them grouped
+    for r in range(MR):
+        for j in range(n):
+            outs[r][j].add_incoming(zero, entry)
+            outs[r][j].add_incoming(new[r][j], loop)
+    return outs if piece else [o[0] for o in outs]
 
 
 def vector_intrinsic(nargs: int, body):
