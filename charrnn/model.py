@@ -38,7 +38,7 @@ class _Prepared:
     table: np.ndarray          # (V, G) layer 0 input projection per character
     bias: list[np.ndarray]     # (G) per layer, folded biases
     w_ih: list[np.ndarray]     # (G, H) per layer > 0 (None for layer 0), W_ih in the pass's gate order
-    w_hh_t: list[np.ndarray]   # (H, G) per layer, W_hh transposed for the per-step GEMM
+    w_hh_t: list[np.ndarray] | None  # (H, G) per layer, W_hh^T for the per-step GEMM (unfused paths)
     fwd: list[np.ndarray] | None = None  # per layer gemm.pack(W_hh^T) (P, H, NR): the packed path
     bwd: list[np.ndarray] | None = None  # per layer gemm.pack(W_hh) (P, G, NR), for training passes
     # The fused LSTM passes keep 4H-wide arrays in lstm_fused's interleaved gate order: x_il =
@@ -304,11 +304,11 @@ class Model:
         P, L = self.params, self.num_layers
         w_hh = [P[f"rnn.weight_hh_l{k}"] for k in range(L)]
         prep = _Prepared(table=self.input_table(), bias=[self._layer_bias(k) for k in range(L)],
-                         w_ih=[None] + [P[f"rnn.weight_ih_l{k}"] for k in range(1, L)],
-                         w_hh_t=[np.ascontiguousarray(w.T) for w in w_hh])
-        if not packed_path(self.dtype):
-            return prep
+                         w_ih=[None] + [P[f"rnn.weight_ih_l{k}"] for k in range(1, L)], w_hh_t=None)
         fused_kernels = {"lstm": lstm_fused, "gru": gru_fused}.get(self.cell)
+        if not packed_path(self.dtype):
+            prep.w_hh_t = [np.ascontiguousarray(w.T) for w in w_hh]
+            return prep
         if fused and fused_kernels is not None and fused_kernels.fused_ok(self.hidden_size):
             perm = prep.perm = fused_kernels.interleaved_order(self.hidden_size)
             prep.inv = np.argsort(perm)
@@ -318,7 +318,7 @@ class Model:
             w_hh = [w[perm] for w in w_hh]
             prep.fwd = [gemm.pack(w.T) if self.cell == "lstm" else gru_fused.pack_forward(w) for w in w_hh]
         else:
-            prep.fwd = [gemm.pack(wt) for wt in prep.w_hh_t]
+            prep.fwd = [gemm.pack(w.T) for w in w_hh]
         prep.bwd = [gemm.pack(w) for w in w_hh] if backward else None
         return prep
 
@@ -355,7 +355,7 @@ class Model:
                 matmul(inp.reshape(T * B, -1), prep.w_ih[k].T, xp)
                 xp += bias
             lw.hs[0] = state.h[k]
-            w_hh_t = prep.w_hh_t[k]
+            w_hh_t = None if prep.w_hh_t is None else prep.w_hh_t[k]
             packed = prep.fwd is not None
             if self.cell == "lstm":
                 lw.cs[0] = state.c[k]
@@ -447,7 +447,10 @@ class Model:
             hs = lw.hs[:T].reshape(N, -1)
             _gate_rows(g[f"rnn.weight_hh_l{k}"], prep.inv, lambda out: matmul(dgh.T, hs, out))
             _gate_rows(g[f"rnn.bias_hh_l{k}"], prep.inv, lambda out: np.sum(dgh, axis=0, out=out))
-            _gate_rows(g[f"rnn.bias_ih_l{k}"], prep.inv, lambda out: np.sum(dgx, axis=0, out=out))
+            if self.cell == "gru":  # elsewhere the two gradients are the same sum (dgh is dgx)
+                _gate_rows(g[f"rnn.bias_ih_l{k}"], prep.inv, lambda out: np.sum(dgx, axis=0, out=out))
+            else:
+                g[f"rnn.bias_ih_l{k}"][:] = g[f"rnn.bias_hh_l{k}"]
             if k > 0:
                 below = w.layers[k - 1]
                 inp = (below.dropped if masks is not None else below.hs[1:]).reshape(N, -1)

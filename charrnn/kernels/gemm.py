@@ -98,6 +98,8 @@ def pack(w: np.ndarray, nr: int = NR) -> np.ndarray:
     """Panels (P, K, nr) of w (K, N), K-major; columns past N are zero (their results unused). nr = NR
     for panel_product and the LSTM kernels; gru_fused's forward reads 3/2 NR-wide panels."""
     K, N = w.shape
+    if N % nr == 0 and w.dtype == np.float32:  # one strided copy (a transposed w is fine); 10x the loop
+        return np.ascontiguousarray(w.reshape(K, N // nr, nr).transpose(1, 0, 2))
     out = np.zeros((padded(N, nr) // nr, K, nr), np.float32)
     _pack_cols(out, np.ascontiguousarray(w, dtype=np.float32))
     return out

@@ -111,7 +111,7 @@ def interleaved_order(H: int) -> np.ndarray:
 def pack_forward(w_hh_perm: np.ndarray) -> np.ndarray:
     """(H/U, H, 3U) panels of W_hh[perm]^T for the forward."""
     from .gemm import pack
-    return pack(np.ascontiguousarray(w_hh_perm.T), NRG)
+    return pack(w_hh_perm.T, NRG)
 
 
 @kernel
