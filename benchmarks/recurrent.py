@@ -92,23 +92,6 @@ def group_step(cell: str, H: int, B: int, T: int, reps: int) -> float:
     return best_of(lambda: m.forward_backward(x, y, state, g), reps) / 2
 
 
-def split_or_not(H: int, B: int, T: int, reps: int) -> tuple[float, float]:
-    """A whole LSTM training pass over 2B streams on two cores: seconds with each group's thread
-    reading all of W_hh's panels, and with the two threads sharing them (Model.split_min_hidden)."""
-    os.environ.pop("CHARRNN_THREADS", None)
-    m = Model(Shape("lstm", 65, H, 2))
-    rng = np.random.default_rng(0)
-    m.params.flat[:] = rng.uniform(-0.08, 0.08, m.params.flat.size)
-    x, y = rng.integers(0, 65, (2 * B, T)), rng.integers(0, 65, (2 * B, T))
-    g, state = m.params.zeros_like(), m.zero_state(2 * B)
-    out = {}
-    for _ in range(3):  # alternate, so drift on the machine hits both sides alike
-        for name, smin in (("plain", 10 ** 9), ("split", 0)):
-            m.split_min_hidden = smin
-            out.setdefault(name, []).append(best_of(lambda: m.forward_backward(x, y, state, g), reps))
-    return min(out["plain"]), min(out["split"])
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--reps", type=int, default=20)
@@ -128,12 +111,6 @@ def main(argv=None) -> int:
             rec = 2 * sum(list(t.values())[:2])
             print(f"{label} | whole group step (2 layers) {step * 1e3:.1f} ms; its recurrent loops "
                   f"{rec * 1e3:.1f} ms = {rec / step:.0%}")
-    print("\nLSTM, two groups on two cores, one whole training pass: plain vs split panels")
-    for cell, H, B, T in SIZES:
-        if cell == "lstm":
-            plain, split = split_or_not(H, B, T, max(3, args.reps // 4))
-            print(f"lstm  {H:>4} {2 * B:>4} {T:>4} | plain {plain * 1e3:8.1f} ms  split {split * 1e3:8.1f} ms"
-                  f"  split/plain {split / plain:.3f}")
     return 0
 
 

@@ -16,7 +16,7 @@ import numpy as np
 
 import numba
 
-from .kernels import dropout, gemm, gru, gru_fused, head, lstm, lstm_fused, rnn, sync
+from .kernels import dropout, gemm, gru, gru_fused, head, lstm, lstm_fused, rnn
 from .kernels.blas import matmul, single_threaded_blas
 from .params import GATES, Params, Shape
 from .threads import pool, usable_cores
@@ -51,19 +51,6 @@ def packed_path(dtype) -> bool:
     """Whether passes use the jitted T loops over packed weights (float32 with the JIT on), or the
     per-step numpy GEMM loops (float64 gradient checks, NUMBA_DISABLE_JIT=1 runs, the trace option)."""
     return np.dtype(dtype) == np.float32 and not numba.config.DISABLE_JIT
-
-
-@dataclass
-class _Split:
-    """One thread's part of a split pass: the two groups' threads share each recurrent step's panels
-    (lstm_fused's *_split kernels) instead of each reading the whole packed W_hh."""
-
-    flags: np.ndarray          # the barrier's counters (kernels/sync.py), shared by both threads
-    me: int                    # this thread's index in the barrier (its group)
-    other: "_Work"             # the other group's workspace: this thread also runs its rows
-    fwd: tuple[int, int]       # forward panels p0..p1-1 this thread runs
-    bwd: tuple[int, int]       # backward panels
-    count: int                 # barriers passed so far (both threads agree on it)
 
 
 class _LayerWork:
@@ -107,11 +94,6 @@ class Model:
         self.dtype = self.params.dtype
         self._work: dict[tuple[int, int, bool, int], _Work] = {}
         self._extra_grads: dict[int, Params] = {}
-        self._flags: np.ndarray | None = None  # split passes' barrier counters, and barriers used so far
-        self._barriers = 0
-        # Split the recurrent steps' panels between the two groups' threads from this hidden size on
-        # (fused LSTM, two usable cores); the numbers are the same either way. Chosen by measurement.
-        self.split_min_hidden = lstm_fused.SPLIT_MIN_HIDDEN
 
     # -- sizes ------------------------------------------------------------------------------------
     @property
@@ -197,19 +179,12 @@ class Model:
         # Made here, not in the threads: the workspace cache is a dict both would write.
         works = [self._workspace(b1 - b0, T, masks is not None, gi) for gi, (b0, b1) in enumerate(groups)]
         threaded = len(groups) > 1 and usable_cores() > 1
-        splits = self._splits(works, prep) if threaded else [None] * len(groups)
 
         def job(gi: int):
             # A diverging model overflows: callers see the non-finite loss (the trainer's guard skips
             # the step), so numpy's warnings are noise. errstate is per thread, hence set here.
-            try:
-                with np.errstate(over="ignore", invalid="ignore"):
-                    return group_job(gi)
-            except BaseException:
-                if splits[gi] is not None:  # the other thread must not wait at a barrier forever
-                    sync.abandon(splits[gi].flags, gi)
-                    self._flags = None
-                raise
+            with np.errstate(over="ignore", invalid="ignore"):
+                return group_job(gi)
 
         def group_job(gi: int):
             b0, b1 = groups[gi]
@@ -217,7 +192,7 @@ class Model:
             sub = State(state.h[:, b0:b1], None if state.c is None else state.c[:, b0:b1])
             m = None if masks is None else [np.ascontiguousarray(mk[:, b0:b1]) for mk in masks]
             w = works[gi]
-            top = self._forward(ids, sub, m, w, prep, splits[gi])
+            top = self._forward(ids, sub, m, w, prep)
             if kind == "logits":
                 return w.logits.reshape(T, b1 - b0, -1).transpose(1, 0, 2).copy(), w
             tgt = np.ascontiguousarray(y[b0:b1].T, dtype=np.int32).reshape(-1)
@@ -227,7 +202,7 @@ class Model:
             if loss_weights is not None:  # rows are time-major: row t*Bg + b
                 w.logits *= loss_weights[b0:b1].T.reshape(-1, 1)
             tr = None if trace is None else [a[:, b0:b1] for a in trace]
-            self._backward(ids, top, m, w, grads if gi == 0 else self._group_grads(gi), prep, tr, splits[gi])
+            self._backward(ids, top, m, w, grads if gi == 0 else self._group_grads(gi), prep, tr)
             return s, w
 
         with single_threaded_blas():
@@ -235,8 +210,6 @@ class Model:
                 results = list(pool().map(job, range(len(groups))))
             else:
                 results = [job(gi) for gi in range(len(groups))]
-        if splits[0] is not None:
-            self._barriers = splits[0].count
         states = [self._final_state(w) for _, w in results]
         new_state = State(np.concatenate([s.h for s in states], axis=1),
                           None if self.cell != "lstm" else np.concatenate([s.c for s in states], axis=1))
@@ -246,17 +219,6 @@ class Model:
             for gi in range(1, len(groups)):
                 grads.flat += self._group_grads(gi).flat
         return sum(r for r, _ in results), new_state
-
-    def _splits(self, works: list["_Work"], prep: "_Prepared") -> list["_Split | None"]:
-        """Each thread's part of a split pass, or None for both where the pass is not split."""
-        H = self.hidden_size
-        if self.cell != "lstm" or prep.perm is None or len(works) != 2 or H < self.split_min_hidden:
-            return [None, None]
-        if self._flags is None:
-            self._flags, self._barriers = np.zeros(2 * sync.STRIDE, np.int64), 0
-        pf, pb = H // lstm_fused.U, H // gemm.NR
-        return [_Split(self._flags, gi, works[1 - gi], (0, pf // 2) if gi == 0 else (pf // 2, pf),
-                       (0, pb // 2) if gi == 0 else (pb // 2, pb), self._barriers) for gi in range(2)]
 
     def _check(self, x, y, state: State, masks):
         x = np.asarray(x)
@@ -341,8 +303,7 @@ class Model:
             return table
         return np.ascontiguousarray(w_ih.T)
 
-    def _forward(self, ids, state: State, masks, w: _Work, prep: "_Prepared", split: _Split | None = None
-                 ) -> np.ndarray:
+    def _forward(self, ids, state: State, masks, w: _Work, prep: "_Prepared") -> np.ndarray:
         """Runs all layers and the decoder into w.logits; returns the decoder's input (T, B, H)."""
         P, T, B = self.params, ids.shape[0], ids.shape[1]
         inp = None
@@ -359,12 +320,7 @@ class Model:
             packed = prep.fwd is not None
             if self.cell == "lstm":
                 lw.cs[0] = state.c[k]
-                if split is not None:
-                    o = split.other.layers[k]
-                    split.count = lstm_fused.lstm_forward_fused_split(
-                        lw.hs, lw.cs, lw.gates, lw.xproj, o.hs, o.cs, o.gates, o.xproj, prep.fwd[k],
-                        *split.fwd, split.flags, split.me, split.count)
-                elif prep.perm is not None:
+                if prep.perm is not None:
                     lstm_fused.lstm_forward_fused(lw.hs, lw.cs, lw.gates, lw.xproj, prep.fwd[k])
                 elif packed:
                     lstm.lstm_forward_packed(lw.hs, lw.cs, lw.gates, lw.hh, lw.xproj, prep.fwd[k])
@@ -393,8 +349,7 @@ class Model:
         w.logits += P["decoder.bias"]
         return inp
 
-    def _backward(self, ids, top, masks, w: _Work, g: Params, prep: "_Prepared", trace=None,
-                  split: _Split | None = None) -> None:
+    def _backward(self, ids, top, masks, w: _Work, g: Params, prep: "_Prepared", trace=None) -> None:
         """Reverse of _forward; w.logits holds d(loss)/d(logits) on entry. trace: see forward_backward."""
         P, T, B = self.params, ids.shape[0], ids.shape[1]
         N = T * B
@@ -414,12 +369,7 @@ class Model:
                 lw.dc[:] = 0
                 # Fused: the carried dh is zero here (truncated BPTT), so dhs[T-1] needs nothing added,
                 # and the gradient w.r.t. h0 (dgates[0] @ W_hh) is not wanted.
-                if wp is not None and split is not None:
-                    o = split.other.layers[k]
-                    split.count = lstm_fused.lstm_backward_fused_split(
-                        lw.dgates, lw.dc, lw.dhs, lw.cs, lw.gates, o.dgates, o.dc, o.dhs, o.cs, o.gates, wp,
-                        *split.bwd, split.flags, split.me, split.count)
-                elif wp is not None and prep.perm is not None:
+                if wp is not None and prep.perm is not None:
                     lstm_fused.lstm_backward_fused(lw.dgates, lw.dc, lw.dhs, lw.cs, lw.gates, wp)
                 elif wp is not None:
                     lstm.lstm_backward_packed(lw.dgates, lw.dh, lw.dc, lw.dhs, lw.cs, lw.gates, wp, lw.dhh)

@@ -22,7 +22,6 @@ import numpy as np
 
 from .gemm import MR, NR, n_row_blocks, row_block
 from .jit import kernel
-from .sync import barrier
 from .vir import emit_product, row_block_intrinsic
 
 U = NR // 4  # hidden units per forward panel (its 4U columns: i, f, g, o of those units)
@@ -132,40 +131,6 @@ def lstm_backward_fused(dgates, dc, dhs, cs, gates, wp):
     h0 is dgates[0] @ W_hh[perm] (the caller's)."""
     for t in range(gates.shape[0] - 1, -1, -1):
         _backward_step(dgates, dc, dhs, cs, gates, wp, t, 0, wp.shape[0])
-
-
-SPLIT_MIN_HIDDEN = 512  # Model.split_min_hidden's default; see benchmarks/README.md for the measurement
-
-# Split passes: the two stream groups' threads share each step's panels instead of each reading all of
-# them (at H = 512 the packed W_hh is 4 MB, twice a core's L2; half of it per core fits). Thread `me`
-# runs panels p0..p1-1 for the rows of both groups (its own arrays first, then the other's), then waits
-# at a barrier until the other thread has written the rest of h_t+1 (forward) or dgates_t (backward).
-# Every output element is computed by the same code in the same order as in the plain passes, so the
-# numbers are identical. Both threads must call with the same `count` (barrier numbers used so far,
-# sync.py) and the complementary panel ranges; each returns the next count.
-
-@kernel
-def lstm_forward_fused_split(hs, cs, gates, xproj, hs2, cs2, gates2, xproj2, wp, p0, p1, flags, me, count):
-    barrier(flags, me, 2, count + 1)  # both groups' xproj, h0 and c0 are written
-    T = gates.shape[0]
-    for t in range(T):
-        _forward_step(hs, cs, gates, xproj, wp, t, p0, p1)
-        _forward_step(hs2, cs2, gates2, xproj2, wp, t, p0, p1)
-        barrier(flags, me, 2, count + 2 + t)
-    return count + 1 + T
-
-
-@kernel
-def lstm_backward_fused_split(dgates, dc, dhs, cs, gates, dgates2, dc2, dhs2, cs2, gates2, wp, p0, p1,
-                              flags, me, count):
-    barrier(flags, me, 2, count + 1)  # both groups' dhs and zeroed dc are written
-    T = gates.shape[0]
-    for i in range(T):
-        t = T - 1 - i
-        _backward_step(dgates, dc, dhs, cs, gates, wp, t, p0, p1)
-        _backward_step(dgates2, dc2, dhs2, cs2, gates2, wp, t, p0, p1)
-        barrier(flags, me, 2, count + 2 + i)
-    return count + 1 + T
 
 
 @kernel

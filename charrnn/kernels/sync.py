@@ -139,9 +139,3 @@ def barrier(flags, me, nthreads, count):
     arrive(flags, me, count)
     wait(flags, me, nthreads, count)
 
-
-@kernel
-def abandon(flags, me):
-    """Thread `me` will not reach any further barrier (it failed): let every waiter through from now on.
-    The flags are spent afterwards; the caller starts the next use with fresh ones."""
-    store_release(flags, me * STRIDE, 1 << 62)
