@@ -4,8 +4,9 @@ decoder to vocabulary logits, softmax cross-entropy averaged per character.
 This file validates shapes and dtypes once, owns preallocated workspaces, and calls the private kernels.
 Big GEMMs (input projections of layers > 0, all weight gradients, the decoder) run once per chunk
 over all T*B rows through numpy; only the recurrent product runs per time step, inside one jitted T loop
-per layer and direction over W_hh packed once per pass (kernels/gemm.py, lstm_fused.py; float64, trace and
-NUMBA_DISABLE_JIT runs take the per-step numpy loops of kernels/lstm.py, gru.py, rnn.py). Every array the
+per layer and direction over W_hh packed once per pass, with the gate arithmetic fused in (kernels/gemm.py,
+lstm_fused.py, gru_fused.py, rnn.py; float64, trace and NUMBA_DISABLE_JIT runs take the per-step numpy
+loops of kernels/lstm.py, gru.py, rnn.py). Every array the
 kernels get is made here, C-contiguous float32: they read it through raw addresses (docs/architecture.md).
 
 Sizes: B = streams, T = time steps, N = T*B rows, H = hidden, G = gates*H, V = vocab, E = embedding, L = layers.
@@ -41,8 +42,9 @@ class _Prepared:
     w_hh_t: list[np.ndarray] | None  # (H, G) per layer, W_hh^T for the per-step GEMM (unfused paths)
     fwd: list[np.ndarray] | None = None  # per layer gemm.pack(W_hh^T) (P, H, NR): the packed path
     bwd: list[np.ndarray] | None = None  # per layer gemm.pack(W_hh) (P, G, NR), for training passes
-    # The fused LSTM passes keep 4H-wide arrays in lstm_fused's interleaved gate order: x_il =
-    # x[:, perm], x = x_il[:, inv]. table, bias, w_ih, fwd and bwd are then already permuted.
+    # The fused LSTM and GRU passes keep gate-wide arrays in the interleaved gate order of
+    # lstm_fused / gru_fused: x_il = x[:, perm], x = x_il[:, inv]. table, bias, w_ih, fwd and bwd are
+    # then already permuted.
     perm: np.ndarray | None = None
     inv: np.ndarray | None = None
 
@@ -261,8 +263,8 @@ class Model:
     def _prepare_weights(self, backward: bool, fused: bool) -> "_Prepared":
         """Arrays derived from the weights once per pass and shared by both groups: on the packed path,
         W_hh^T (and for a training pass W_hh) cut into the panels the micro-kernel reads in order; for
-        the fused LSTM passes (not with a trace: its per-step backward reads PyTorch's gate order) every
-        4H-wide array permuted into the interleaved gate order."""
+        the fused LSTM and GRU passes (not with a trace: its per-step backward reads PyTorch's gate
+        order) every gate-wide array permuted into the interleaved gate order."""
         P, L = self.params, self.num_layers
         w_hh = [P[f"rnn.weight_hh_l{k}"] for k in range(L)]
         prep = _Prepared(table=self.input_table(), bias=[self._layer_bias(k) for k in range(L)],
