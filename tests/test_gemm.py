@@ -139,4 +139,3 @@ def test_other_block_shape_in_a_fresh_process(tmp_path):
                        env=env, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert " passed" in r.stdout
-
