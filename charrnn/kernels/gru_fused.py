@@ -37,12 +37,8 @@ def _forward_block(v, args, rows: int):
     b = v.b
     half = v.splat(0.5, U)
     bias = v.load(v.ptr(bhn), U)
-    for r in range(rows):  # the epilogue's scattered rows, fetched during the product (lstm_fused.py)
-        rg, rh = b.mul(G, v.i64(r)), b.mul(H, v.i64(r))
-        v.prefetch_span(v.ptr(xp, rg), NRG)
-        v.prefetch_span(v.ptr(gate, rg), NRG, write=True)
-        v.prefetch_span(v.ptr(hprev, rh), U)
-        v.prefetch_span(v.ptr(hn, rh), U, write=True)
+    # the epilogue's scattered rows, fetched during the product (lstm_fused.py)
+    v.prefetch_rows(rows, [(xp, G, NRG, False), (gate, G, NRG, True), (hprev, H, U, False), (hn, H, U, True)])
     # one accumulator per gate (U floats: one register), so no lane shuffles anywhere
     for r, (ar, az, an) in enumerate(emit_product(v, rows, NRG, h, lda, w, K, piece=U)):
         rg = b.mul(G, v.i64(r))
@@ -68,14 +64,8 @@ def _backward_block(v, args, rows: int):
     dgn, lda, w, K, dhs, dgx, dgh, gate, hn, hprev, dh, G, H = args
     b = v.b
     one = v.splat(1.0, NR)
-    for r in range(rows):
-        rg, rh = b.mul(G, v.i64(r)), b.mul(H, v.i64(r))
-        v.prefetch_span(v.ptr(gate, rg), 2 * NRG)
-        v.prefetch_span(v.ptr(dgx, rg), 2 * NRG, write=True)
-        v.prefetch_span(v.ptr(dgh, rg), 2 * NRG, write=True)
-        for p in (dhs, hn, hprev):
-            v.prefetch_span(v.ptr(p, rh), NR)
-        v.prefetch_span(v.ptr(dh, rh), NR, write=True)
+    v.prefetch_rows(rows, [(gate, G, 2 * NRG, False), (dgx, G, 2 * NRG, True), (dgh, G, 2 * NRG, True),
+                           (dhs, H, NR, False), (hn, H, NR, False), (hprev, H, NR, False), (dh, H, NR, True)])
     for r, acc in enumerate(emit_product(v, rows, NR, dgn, lda, w, K)):
         rg = b.mul(G, v.i64(r))
         rh = b.mul(H, v.i64(r))

@@ -38,12 +38,7 @@ def _forward_block(v, args, rows: int):
     b = v.b
     # The epilogue's rows of xproj, gates and c lie G or H floats apart and move one panel on: no
     # hardware prefetcher follows that, so ask for them now and let the product's K loop hide the wait.
-    for r in range(rows):
-        rg, rh = b.mul(G, v.i64(r)), b.mul(H, v.i64(r))
-        v.prefetch_span(v.ptr(xp, rg), NR)
-        v.prefetch_span(v.ptr(gate, rg), NR, write=True)
-        v.prefetch_span(v.ptr(cprev, rh), U)
-        v.prefetch_span(v.ptr(cnew, rh), U, write=True)
+    v.prefetch_rows(rows, [(xp, G, NR, False), (gate, G, NR, True), (cprev, H, U, False), (cnew, H, U, True)])
     accs = emit_product(v, rows, NR, h, lda, w, K)
     for r, acc in enumerate(accs):
         rg = b.mul(G, v.i64(r))
@@ -68,13 +63,8 @@ def _backward_block(v, args, rows: int):
     dgn, lda, w, K, dhs, dgate, gate, cprev, ccur, dc, G, H = args
     b = v.b
     one = v.splat(1.0, NR)
-    for r in range(rows):  # as in the forward: the epilogue's scattered rows, fetched during the product
-        rg, rh = b.mul(G, v.i64(r)), b.mul(H, v.i64(r))
-        v.prefetch_span(v.ptr(gate, rg), 4 * NR)
-        v.prefetch_span(v.ptr(dgate, rg), 4 * NR, write=True)
-        for p in (dhs, cprev, ccur):
-            v.prefetch_span(v.ptr(p, rh), NR)
-        v.prefetch_span(v.ptr(dc, rh), NR, write=True)
+    v.prefetch_rows(rows, [(gate, G, 4 * NR, False), (dgate, G, 4 * NR, True), (dhs, H, NR, False),  # as in
+                           (cprev, H, NR, False), (ccur, H, NR, False), (dc, H, NR, True)])      # the forward
     accs = emit_product(v, rows, NR, dgn, lda, w, K)
     for r, acc in enumerate(accs):
         rg = b.mul(G, v.i64(r))

@@ -58,6 +58,13 @@ class Vec:
         for off in range(0, floats + 15, 16):
             self.prefetch(self.b.gep(p, [ir.Constant(I64, min(off, floats - 1))]), write)
 
+    def prefetch_rows(self, rows: int, spans):
+        """Prefetch, for each row r < rows, every span (addr, stride, floats, write): floats addr[r*stride:]
+        ... (the scattered rows a fused epilogue will touch, asked for before its K loop)."""
+        for r in range(rows):
+            for addr, stride, floats, write in spans:
+                self.prefetch_span(self.ptr(addr, self.b.mul(stride, self.i64(r))), floats, write)
+
     def splat(self, x: float, n: int):
         return ir.Constant(ir.VectorType(F32, n), [float(x)] * n)
 
