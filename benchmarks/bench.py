@@ -534,6 +534,14 @@ def judge(r: dict, peaks: dict) -> tuple[str, bool | None]:
     return " & ".join(parts), ok
 
 
+def pair_ceiling(best: dict) -> float | None:
+    """What two cores can do when each runs its own single-threaded GEMM, as charrnn's two stream groups
+    do: twice the 1-thread 2048^3 rate (an upper bound: the two share the L3 and memory). On a Zen 1 VM
+    numpy's 2-thread 2048^3 ran at 62 GFLOP/s against 2 x 33.5 (2026-12-03), below this."""
+    one = best.get("charrnn_blas_big_2048")
+    return 2 * one if one else None
+
+
 def report(results: dict, quick: bool) -> None:
     peaks = results["peaks"]
     best = peaks["best"]
@@ -544,6 +552,10 @@ def report(results: dict, quick: bool) -> None:
           "[charrnn's GEMM, 1 thread as in a pass: %s / %s]"
           % (best["big_2048"], best["lstm_64x512x2048"], fmt_num(best.get("charrnn_blas_big_2048"), ".1f"),
              fmt_num(best.get("charrnn_blas_lstm_64x512x2048"), ".1f")))
+    pair = pair_ceiling(best)
+    if pair is not None:
+        print("  two cores, one single-threaded 2048^3 GEMM each (charrnn's layout: one stream group per core): "
+              "at most %.1f GFLOP/s (2 x the 1-thread rate)" % pair)
 
     rows = [r for r in results["rows"] if r["kind"] in ("train", "sample")]
     if rows:
@@ -571,9 +583,10 @@ def report(results: dict, quick: bool) -> None:
                           fmt_num(r.get("torch_gflops"), ".1f"),
                           f"{r['charrnn_gflops'] / best['big_2048']:.0%}",
                           f"{r['charrnn_gflops'] / best['lstm_64x512x2048']:.0%}",
+                          f"{r['charrnn_gflops'] / pair:.0%}" if pair else "-",
                           f"{r['charrnn_numpy_peak_mb']:.1f}", f"{r['maxrss_mb']:.0f}"])
         print_table(["row", "FLOP/char", "charrnn GFLOP/s", "torch GFLOP/s", "% peak 2048^3",
-                     "% peak 64x512x2048", "charrnn numpy MB", "maxRSS MB"], table)
+                     "% peak 64x512x2048", "% 2x1-thread", "charrnn numpy MB", "maxRSS MB"], table)
         print("  charrnn numpy MB: tracemalloc peak while building the Trainer/model and running its first "
               "step (numpy allocations only).")
         print("  maxRSS MB: getrusage ru_maxrss of this whole process so far (torch included; coarse, "
@@ -594,9 +607,14 @@ def report(results: dict, quick: bool) -> None:
     for r in rows:
         if r.get("warning"):
             print(f"  warning ({r['row']}): {r['warning']}")
-    if any(r["charrnn_gflops"] > min(best["big_2048"], best["lstm_64x512x2048"]) for r in rows):
-        print("  warning: charrnn beat a measured sgemm ceiling: that measurement was disturbed (busy machine? "
+    if any(r["charrnn_gflops"] > max(best["big_2048"], pair or 0) for r in rows):
+        print("  warning: charrnn beat every measured sgemm ceiling: that measurement was disturbed (busy machine? "
               "numpy's 2-thread OpenBLAS collapses at small shapes when a core is taken) - rerun on a quiet machine")
+    elif pair and any(r["charrnn_gflops"] > best["big_2048"] for r in rows):
+        print("  note: charrnn ran above numpy's 2-thread 2048^3 rate but below 2 x its 1-thread rate: on this "
+              "machine one 2-thread GEMM scales worse than two 1-thread GEMMs side by side (%.2fx of one thread), "
+              "so '%% peak 2048^3' overstates how close to the machine's limit a row is; '%% 2x1-thread' is the "
+              "stricter figure" % (best["big_2048"] / (pair / 2)))
 
     st = next((r for r in results["rows"] if r["kind"] == "startup"), None)
     if st:
