@@ -109,7 +109,7 @@ def lstm_forward_fused(hs, cs, gates, xproj, wp):
     xproj (T, B, G): input projection with both biases, interleaved. wp = gemm.pack(W_hh[perm].T)
     (H/U, H, 4U) for perm = interleaved_order(H)."""
     for t in range(gates.shape[0]):
-        _forward_step(hs, cs, gates, xproj, wp, t, 0, wp.shape[0])
+        _forward_step(hs, cs, gates, xproj, wp, t)
 
 
 @kernel
@@ -120,16 +120,16 @@ def lstm_backward_fused(dgates, dc, dhs, cs, gates, wp):
     cache; gates and dgates interleaved. wp = gemm.pack(W_hh[perm]) (H/NR, G, NR). The gradient w.r.t.
     h0 is dgates[0] @ W_hh[perm] (the caller's)."""
     for t in range(gates.shape[0] - 1, -1, -1):
-        _backward_step(dgates, dc, dhs, cs, gates, wp, t, 0, wp.shape[0])
+        _backward_step(dgates, dc, dhs, cs, gates, wp, t)
 
 
 @kernel
-def _forward_step(hs, cs, gates, xproj, wp, t, p0, p1):
-    """Step t of the forward for panels p0..p1-1 (units p0*U .. p1*U-1) and every row."""
+def _forward_step(hs, cs, gates, xproj, wp, t):
+    """Step t of the forward: every panel (U units each), every row block."""
     _, B, G = gates.shape
     H = G // 4
     ha, ca, ga, xa, wa = hs.ctypes.data, cs.ctypes.data, gates.ctypes.data, xproj.ctypes.data, wp.ctypes.data
-    for p in range(p0, p1):
+    for p in range(wp.shape[0]):
         w = wa + p * H * NR * 4
         for j in range(n_row_blocks(B, MR)):
             b, rows = row_block(B, j, MR)
@@ -141,14 +141,14 @@ def _forward_step(hs, cs, gates, xproj, wp, t, p0, p1):
 
 
 @kernel
-def _backward_step(dgates, dc, dhs, cs, gates, wp, t, p0, p1):
-    """Step t of the backward for panels p0..p1-1 (units p0*NR .. p1*NR-1) and every row."""
+def _backward_step(dgates, dc, dhs, cs, gates, wp, t):
+    """Step t of the backward: every panel (NR units each), every row block."""
     T, B, G = gates.shape
     H = G // 4
     da, ca, ga, sa, wa, dca = (dgates.ctypes.data, cs.ctypes.data, gates.ctypes.data, dhs.ctypes.data,
                                wp.ctypes.data, dc.ctypes.data)
     K = G if t < T - 1 else 0
-    for p in range(p0, p1):
+    for p in range(wp.shape[0]):
         w = wa + p * G * NR * 4
         for j in range(n_row_blocks(B, MR)):
             b, rows = row_block(B, j, MR)
