@@ -339,7 +339,8 @@ def _header(tr, corpus, run_dir: Path, resumed: bool) -> dict[str, object]:
         + f"({corpus.n_chars:,} chars, vocab {corpus.vocab.size})",
         "split": f"train {len(tr.train_data):,} / val {len(tr.val_data):,} chars",
         "batch": f"{tr.B} streams x {tr.T} steps, {tr.batches.batches_per_epoch(0)} batches/epoch",
-        "optimizer": f"{tr.cfg.optim.optimizer}, lr {tr.cfg.optim.lr}, clip {tr.cfg.optim.grad_clip}",
+        "optimizer": f"{tr.cfg.optim.optimizer}, lr {tr.cfg.optim.lr}, clip {tr.cfg.optim.grad_clip}"
+        + (f", weight average (ema {tr.cfg.optim.ema})" if tr.cfg.optim.ema else ""),
         "run dir": str(run_dir) + (f" (resumed at step {tr.step})" if resumed else ""),
     }
     if n > 1:

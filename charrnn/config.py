@@ -70,6 +70,7 @@ class OptimConfig:
     decay_every: int = 1000
     min_lr: float = 0.0
     decay_fraction: float = 0.2  # cosine/linear decay only over the budget's last fraction (lr held before)
+    ema: float = 0.0  # weight averaging: evaluate/sample/save an average of the weights, this decay per step; 0 = off
 
 
 @dataclass
@@ -145,6 +146,7 @@ BEFORE_THE_KEY: dict[str, Any] = {
     "model.forget_bias": 1.0,  # char-rnn's forget-gate bias was the init until the key came (2026-12-02)
     "optim.schedule_length": "steps",  # cosine decayed over the step budget before `auto` existed
     "optim.decay_fraction": 1.0,  # the decay ran over the whole budget before warmup-stable-decay
+    "optim.ema": 0.0,  # no weight averaging before the key (2026-12-03)
 }
 # Keys whose null has a name of its own in messages and YAML (`max_epochs: auto`).
 _NULL_NAMES: dict[str, str] = {"train.max_epochs": "auto"}
@@ -359,7 +361,7 @@ def diff(a: Config, b: Config) -> list[str]:
 _RULES: list[tuple[tuple[str, ...], Any, str]] = [
     (("model.hidden_size", "model.num_layers", "model.init_scale", "optim.lr", "optim.eps",
       "train.batch_size", "train.seq_len"), lambda v: v > 0, "> 0"),
-    (("model.dropout", "optim.beta1", "optim.beta2", "optim.alpha", "optim.momentum"),
+    (("model.dropout", "optim.beta1", "optim.beta2", "optim.alpha", "optim.momentum", "optim.ema"),
      lambda v: 0 <= v < 1, "in [0, 1)"),
     (("model.embedding_size", "data.val_fraction", "data.test_fraction", "optim.weight_decay",
       "optim.grad_clip", "optim.grad_clip_value", "optim.warmup_steps", "optim.min_lr",

@@ -1,8 +1,9 @@
 """Model <-> checkpoint file: which arrays and meta a checkpoint holds, and how a model is rebuilt.
 
 A checkpoint holds the model's views under their torch state_dict names, optionally the optimizer's
-`optim.*` moments and the carried hidden state `state.h` / `state.c`, and a `meta` JSON document
-(format version and checksum are added by checkpoint.save).
+`optim.*` moments and the carried hidden state `state.h` / `state.c`, with `optim.ema` the weights being
+trained as `ema.train_weights` (the model's views then hold their average; see averaging.py), and a
+`meta` JSON document (format version and checksum are added by checkpoint.save).
 """
 from dataclasses import dataclass
 from pathlib import Path

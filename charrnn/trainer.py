@@ -5,6 +5,7 @@ One numpy Generator seeded from train.seed drives init, the per-epoch stream off
 samples shown during training use seeds derived from (seed, step), so changing the sample cadence on
 resume cannot change the training numbers.
 """
+import contextlib
 import math
 import signal
 import threading
@@ -14,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__, checkpoint, store
+from .averaging import TRAIN_KEY, Averager
 from .config import Config
 from .data import Batches, Corpus, eval_batches, fit_batch_shape, split
 from .errors import CharrnnError, UsageError
@@ -55,6 +57,7 @@ class Trainer:
         o = cfg.optim
         self.opt = make_optimizer(o.optimizer, len(self.model.params), beta1=o.beta1, beta2=o.beta2, eps=o.eps,
                                   momentum=o.momentum, alpha=o.alpha, weight_decay=o.weight_decay)
+        self.averager = Averager(o.ema) if o.ema else None  # optim.ema: see averaging.py
         self.state = self.model.zero_state(self.B)
         self.step = self.epoch = self.batch_index = self.offset = 0
         self.elapsed_before = 0.0
@@ -131,6 +134,8 @@ class Trainer:
         if math.isfinite(loss) and math.isfinite(norm):
             clip_grad_value(self.grads.flat, c.optim.grad_clip_value)
             self.opt.step(self.model.params.flat, self.grads.flat, lr)
+            if self.averager is not None:
+                self.averager.update(self.model.params.flat, self.opt.t)  # t: updates made so far
             self.state = new_state
             self.bad_in_row = 0
         else:
@@ -154,23 +159,33 @@ class Trainer:
         return loss
 
     # -- evaluation, samples, checkpoints --------------------------------------------------------
+    def averaged(self):
+        """Context: the model holds the weights a user gets (the average when optim.ema is on)."""
+        if self.averager is None:
+            return contextlib.nullcontext()
+        return self.averager.swapped_in(self.model.params.flat)
+
     def evaluate(self) -> float | None:
-        """Mean loss over the validation split, as B contiguous streams from a zero state."""
+        """Mean loss over the validation split, as B contiguous streams from a zero state, of the weights
+        a checkpoint saves."""
         vb = self.val_batches
         if vb is None:
             return None
         state, total, n = self.model.zero_state(vb.batch_size), 0.0, 0
-        for i in range(vb.batches_per_epoch()):
-            x, y = vb.batch(i)
-            s, state = self.model.loss(x, y, state)
-            total, n = total + s, n + x.size
+        with self.averaged():
+            for i in range(vb.batches_per_epoch()):
+                x, y = vb.batch(i)
+                s, state = self.model.loss(x, y, state)
+                total, n = total + s, n + x.size
         return float(total / n)
 
     def sample_text(self) -> str:
         from .generate import sample  # lazy: only needed when samples are shown
         t = self.cfg.train
         seed = int(np.random.default_rng([t.seed, self.step]).integers(2**63))
-        return sample(self.model, self.corpus.vocab, t.sample_length, temperature=t.temperature, seed=seed)[0]
+        with self.averaged():
+            return sample(self.model, self.corpus.vocab, t.sample_length, temperature=t.temperature,
+                          seed=seed)[0]
 
     def meta(self, val_loss: float | None = None) -> dict:
         """The checkpoint's meta. val_loss: the evaluation this checkpoint belongs to, None when it was
@@ -206,13 +221,19 @@ class Trainer:
     def save(self, val_loss: float | None) -> Path | None:
         """Write step{N}_val{loss}.npz atomically, refresh last.npz (and best.npz when val improved),
         prune old ones. Never writes weights that are not finite."""
-        if not np.isfinite(self.model.params.flat).all():
+        with self.averaged():
+            # Copies: the buffer gets the training weights back before the file is written.
+            arrays = {k: v.copy() for k, v in store.model_arrays(self.model).items()}
+            train_weights = self.averager.train_weights() if self.averager is not None else None
+        if train_weights is not None:
+            arrays[TRAIN_KEY] = train_weights
+        if not all(np.isfinite(a).all() for a in arrays.values()):
             self.reporter.warn(f"step {self.step}: weights are not finite; checkpoint not written")
             return None
         improved = val_loss is not None and val_loss < self.best_val
         if improved:
             self.best_val = val_loss
-        arrays = store.model_arrays(self.model) | self.opt.state_arrays() | store.state_arrays(self.state)
+        arrays |= self.opt.state_arrays() | store.state_arrays(self.state)
         path = self.run_dir / checkpoint.checkpoint_name(self.step, val_loss)
         self._writing = True
         try:
@@ -347,6 +368,11 @@ def restore(trainer: Trainer, loaded: store.Loaded) -> None:
     meta, arrays = loaded.meta, loaded.arrays
     try:
         trainer.model.params.flat[:] = loaded.model.params.flat
+        if TRAIN_KEY in arrays:  # saved with optim.ema: the model arrays are the average
+            checkpoint.check_arrays(arrays, {TRAIN_KEY: trainer.model.params.flat.shape}, loaded.path)
+            if trainer.averager is not None:
+                trainer.averager.load(loaded.model.params.flat)
+            trainer.model.params.flat[:] = arrays[TRAIN_KEY]
         trainer.opt.load_state(arrays)
         trainer.state = store.load_state(arrays, trainer.model, trainer.B, loaded.path)
         p = meta["progress"]
