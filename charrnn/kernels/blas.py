@@ -27,10 +27,10 @@ def _warm_up() -> None:
 
     Measured on an AMD EPYC (Zen 1, AVX2, numpy's OpenBLAS 0.3.31 Haswell kernel, a Firecracker VM):
     single-threaded, (3200,256) @ (256,256) ran at 45 ms (9 GFLOP/s) for as long as the process had
-    made no GEMM with N >= ~512 and M >= ~32, and at 12 ms after one such call (it stays fast: no page
-    faults differ, the state is inside OpenBLAS, process-wide, every thread). LSTM and GRU make such a
-    call in every pass (their gate width is 3-4 H), so only RNN runs paid: a 2x256 RNN trained at
-    17-20k chars/s where 40k was possible. The call costs well under a millisecond."""
+    made no GEMM with N >= ~512 and M >= ~32, and at 12 ms after one such call. It stays fast, for
+    every thread; no page faults differ and glibc's malloc thresholds do not matter. LSTM and GRU make
+    such a call in every pass (their gate width is 3-4 H), so only RNN runs paid: a 2x256 RNN trained
+    at 17-20k chars/s through `charrnn train`, 25-33k with this call. The call costs under a ms."""
     global _WARMED
     _WARMED = True
     a = np.ones((64, 256), np.float32)
