@@ -116,7 +116,7 @@ def test_packed_path_matches_per_step_loops(cell, H, B, T, L, E, per_step_loops)
     assert l1 == pytest.approx(l2, rel=1e-6)
     # 5e-6: float32 rounding, not a difference of method. The RNN case H=64, 3 layers (no gate keeps
     # the state small, weights up to 0.3) puts both float32 paths 1.5-2.3e-6 from a float64 run of the
-    # same model, in opposite directions (AMD Zen 1, AVX2 blocks: 2.7e-6 apart; 2e-6 failed there).
+    # same model (AMD Zen 1, AVX2 blocks: the two are 2.7e-6 apart; 2e-6 failed there).
     np.testing.assert_allclose(s1.h, s2.h, atol=5e-6)
     np.testing.assert_allclose(z1, z2, atol=2e-5)
     np.testing.assert_allclose(g1, g2, atol=2e-6 * max(1.0, np.abs(g2).max()))
