@@ -17,7 +17,7 @@ import numpy as np
 
 import numba
 
-from .kernels import dropout, gemm, gru, gru_fused, head, lstm, lstm_fused, rnn
+from .kernels import blas, dropout, gemm, gru, gru_fused, head, lstm, lstm_fused, rnn
 from .kernels.blas import matmul, single_threaded_blas
 from .params import GATES, Params, Shape
 from .threads import pool, usable_cores
@@ -185,6 +185,7 @@ class Model:
         def job(gi: int):
             # A diverging model overflows: callers see the non-finite loss (the trainer's guard skips
             # the step), so numpy's warnings are noise. errstate is per thread, hence set here.
+            blas.warm_up_thread()  # see blas.py: numpy's OpenBLAS runs slow GEMMs in a cold thread
             with np.errstate(over="ignore", invalid="ignore"):
                 return group_job(gi)
 

@@ -7,6 +7,7 @@ LSTM 2x512 step 569 vs 678 ms with the large GEMMs on numpy's. BLAS is pinned to
 2-thread pools the idle pool's spinning workers steal the core the busy one needs (GRU 2x256 step
 1.76 s vs 0.36 s), and numpy's 2-thread build ran 50x128x512 at 2 GFLOP/s.
 """
+import threading
 from contextlib import contextmanager
 
 import numpy as np
@@ -19,23 +20,23 @@ def matmul(a, b, out):
     np.matmul(a, b, out=out)
 
 
-_WARMED = False
+_WARM = threading.local()
 
 
-def _warm_up() -> None:
-    """One small GEMM with a wide right-hand side, once per process, before the first pass.
+def warm_up_thread() -> None:
+    """One GEMM with a wide right-hand side, once per thread, before that thread's first pass.
 
     Measured on an AMD EPYC (Zen 1, AVX2, numpy's OpenBLAS 0.3.31 Haswell kernel, a Firecracker VM):
-    single-threaded, (3200,256) @ (256,256) ran at 45 ms (9 GFLOP/s) for as long as the process had
-    made no GEMM with N >= ~512 and M >= ~32, and at 12 ms after one such call. It stays fast, for
-    every thread; no page faults differ and glibc's malloc thresholds do not matter. LSTM and GRU make
-    such a call in every pass (their gate width is 3-4 H), so only RNN runs paid: a 2x256 RNN trained
-    at 17-20k chars/s through `charrnn train`, 25-33k with this call. The call costs under a ms."""
-    global _WARMED
-    _WARMED = True
-    a = np.ones((64, 256), np.float32)
-    b = np.ones((256, 1024), np.float32)
-    np.matmul(a, b)
+    single-threaded, (3200,256) @ (256,256) ran at 45 ms (9 GFLOP/s) until the thread had made a GEMM
+    with N >= ~512 and enough rows, and at 12 ms afterwards; no page faults differ and glibc's malloc
+    thresholds do not matter. (64,256) @ (256,1024) in the main thread was not enough for the pool
+    threads; (256,256) @ (256,1024) in each thread is. LSTM and GRU passes make such a call anyway (gate
+    width 3-4 H); a 2x256 RNN never did and trained at ~185 ms a step through `charrnn train` instead of
+    ~130 (17-20k chars/s before any warm-up). Costs ~4 ms, once per thread."""
+    if getattr(_WARM, "done", False):
+        return
+    _WARM.done = True
+    np.matmul(np.ones((256, 256), np.float32), np.ones((256, 1024), np.float32))
 
 
 _OPENBLAS = None  # (get_num_threads, set_num_threads) of numpy's OpenBLAS; False if not found
@@ -77,8 +78,6 @@ def single_threaded_blas():
     previous = lib[0]() if lib else 1
     if previous != 1:
         lib[1](1)
-    if not _WARMED:
-        _warm_up()
     try:
         yield
     finally:
