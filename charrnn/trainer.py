@@ -165,14 +165,15 @@ class Trainer:
             return contextlib.nullcontext()
         return self.averager.swapped_in(self.model.params.flat)
 
-    def evaluate(self) -> float | None:
+    def evaluate(self, weights: str = "saved") -> float | None:
         """Mean loss over the validation split, as B contiguous streams from a zero state, of the weights
-        a checkpoint saves."""
+        a checkpoint saves ("saved") or of the weights being trained ("train"; they differ only with
+        optim.ema)."""
         vb = self.val_batches
         if vb is None:
             return None
         state, total, n = self.model.zero_state(vb.batch_size), 0.0, 0
-        with self.averaged():
+        with self.averaged() if weights == "saved" else contextlib.nullcontext():
             for i in range(vb.batches_per_epoch()):
                 x, y = vb.batch(i)
                 s, state = self.model.loss(x, y, state)
@@ -276,6 +277,10 @@ class Trainer:
                 evaluated = bool(t.eval_every) and self.step % t.eval_every == 0
                 if evaluated:
                     m["val_loss"] = self.evaluate()
+                    if self.averager is not None and m["val_loss"] is not None:
+                        # metrics.jsonl only: what the average buys, measured on this very run (the
+                        # weights being trained follow the same path with or without optim.ema)
+                        m["val_loss_train_weights"] = self.evaluate("train")
                     if m["val_loss"] is not None:
                         self.stale_evals = 0 if m["val_loss"] < self.best_val else self.stale_evals + 1
                 self.reporter.step(m)

@@ -139,6 +139,25 @@ def test_without_ema_nothing_changes(corpus, tmp_path):
     np.testing.assert_array_equal(charrnn.load(tr.run_dir / "last.npz").net.params.flat, tr.model.params.flat)
 
 
+def test_metrics_log_both_losses_with_ema(cli, corpus, tmp_path):
+    """With optim.ema each evaluation also scores the weights being trained (metrics.jsonl), and those
+    weights are exactly the ones a run without ema trains: the two losses are a fair comparison."""
+    common = [*TINY, "--lr", 0.02, "--eval-every", 5, "--checkpoint-every", 0, "--max-steps", 15,
+              "--set", "optim.schedule=constant"]
+    r = cli("train", corpus, "--out", tmp_path / "ema", *common, "--set", "optim.ema=0.9")
+    assert r.exit_code == 0, r.output
+    r = cli("train", corpus, "--out", tmp_path / "plain", *common)
+    assert r.exit_code == 0, r.output
+    evals = lambda run: [rec for line in (run / "metrics.jsonl").read_text().splitlines()
+                         if "val_loss" in (rec := json.loads(line))]
+    ema, plain = evals(tmp_path / "ema"), evals(tmp_path / "plain")
+    assert [e["step"] for e in ema] == [e["step"] for e in plain] and len(ema) >= 3
+    for e, p in zip(ema, plain):
+        assert e["val_loss_train_weights"] == p["val_loss"]  # same training path, bit for bit
+        assert "val_loss_train_weights" not in p
+    assert any(e["val_loss"] != e["val_loss_train_weights"] for e in ema)
+
+
 EMA = [*TINY, "--lr", 0.02, "--eval-every", 5, "--sample-every", 10, "--checkpoint-every", 0,
        "--set", "optim.schedule=constant", "--set", "optim.ema=0.9"]
 
