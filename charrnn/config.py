@@ -84,7 +84,7 @@ class TrainConfig:
     max_time: float = 0.0  # seconds, 0 = no limit; "90s", "10m", "1.5h" accepted
     seed: int = 1
     log_every: int = 10
-    eval_every: int = 200  # 0 = never
+    eval_every: int = 200  # the last step is evaluated too; 0 = the last step only
     eval_max_chars: int = 1_000_000  # cap per evaluation; 0 = whole val split
     sample_every: int = 500  # 0 = never
     sample_length: int = 300

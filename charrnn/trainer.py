@@ -274,14 +274,20 @@ class Trainer:
                 m = {"step": self.step, "epoch": self.epoch + 1, "train_loss": loss, "lr": self.last_lr,
                      "chars_per_sec": chars / max(time.perf_counter() - t_step, 1e-9),
                      "elapsed_s": self.elapsed()}
-                evaluated = bool(t.eval_every) and self.step % t.eval_every == 0
+                # The last step is always evaluated here, so its evaluation (often the run's best: the
+                # schedule ends annealed) is logged with it and `charrnn plot` agrees with best.npz.
+                last = self._ends_here()
+                scheduled = bool(t.eval_every) and self.step % t.eval_every == 0
+                evaluated = scheduled or last
                 if evaluated:
                     m["val_loss"] = self.evaluate()
                     if self.averager is not None and m["val_loss"] is not None:
                         # metrics.jsonl only: what the average buys, measured on this very run (the
                         # weights being trained follow the same path with or without optim.ema)
                         m["val_loss_train_weights"] = self.evaluate("train")
-                    if m["val_loss"] is not None:
+                    # Only scheduled evaluations count for patience: a run stopped by a budget or a signal
+                    # and resumed then stops early where the run left alone does.
+                    if scheduled and m["val_loss"] is not None:
                         self.stale_evals = 0 if m["val_loss"] < self.best_val else self.stale_evals + 1
                 self.reporter.step(m)
                 if t.sample_every and self.step % t.sample_every == 0 and t.sample_length:
@@ -290,6 +296,8 @@ class Trainer:
                     self.save(m.get("val_loss"))
                 if evaluated and self.on_eval is not None and m["val_loss"] is not None and self.on_eval(m):
                     break  # the checkpoint of this evaluation is written: stop as if the budget ended
+                if last:  # the budget ended (or a signal came): not an early stop, even if patience ran out
+                    break
                 if self.patience_spent():
                     self.early_stopped = True
                     self.reporter.info(f"early stop at step {self.step}: no better validation loss in "
@@ -312,6 +320,12 @@ class Trainer:
         # A fresh run takes at least one step even when start-up alone used up a tiny max_time.
         return (self.stop_signal is not None or (t.max_steps and self.step >= t.max_steps)
                 or (t.max_time and self.step > 0 and self.elapsed() >= t.max_time) or self.patience_spent())
+
+    def _ends_here(self) -> bool:
+        """After a step: whether the loop stops before the next one (a budget, a signal, the epoch limit)."""
+        t = self.cfg.train
+        epoch_over = self.batch_index >= self.batches.batches_per_epoch(self.offset)
+        return self._should_stop() or (epoch_over and bool(t.epoch_limit) and self.epoch + 1 >= t.epoch_limit)
 
     def patience_spent(self) -> bool:
         """Early stopping: train.patience evaluations in a row without a better validation loss."""

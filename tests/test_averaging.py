@@ -173,7 +173,11 @@ def test_resume_with_ema_is_exact(cli, corpus, tmp_path):
     assert r.exit_code == 0, r.output
     strip = lambda run: [{k: v for k, v in json.loads(line).items() if k not in ("chars_per_sec", "elapsed_s")}
                          for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert strip(parts) == strip(whole)
+    # the first part ended at step 13 with an evaluation the run left alone did not make (between its
+    # evaluations every 5 steps): that one record is the only difference
+    stopped = [m for m in strip(parts) if m["step"] == 13]
+    assert len(stopped) == 1 and "val_loss" in stopped[0] and "val_loss_train_weights" in stopped[0]
+    assert [m for m in strip(parts) if m["step"] != 13] == strip(whole)
     a, _ = checkpoint.load(whole / "last.npz")
     b, _ = checkpoint.load(parts / "last.npz")
     assert TRAIN_KEY in a and a.keys() == b.keys()

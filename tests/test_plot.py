@@ -75,6 +75,27 @@ def test_train_points_at_plot_and_plot_writes_png(cli, corpus, tmp_path):
     assert r.exit_code == 0 and mpimg.imread(out).shape == img.shape
 
 
+@pytest.mark.parametrize("budget", [["--max-steps", 23], ["--max-epochs", 2]])
+def test_the_last_evaluation_is_logged_and_plot_agrees_with_best_npz(cli, corpus, tmp_path, budget):
+    """A run that ends between scheduled evaluations is evaluated at its last step; that evaluation is in
+    metrics.jsonl (it is often the best: the schedule ends annealed), so `charrnn plot` names the step
+    best.npz holds."""
+    from charrnn import checkpoint
+    run = tmp_path / "run"
+    r = cli("train", corpus, "--out", run, *TINY, "--eval-every", 10, "--sample-every", 0, "--lr", 0.01,
+            "--set", "train.log_every=4", *budget)
+    assert r.exit_code == 0, r.output
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    _, last = checkpoint.load(run / "last.npz")
+    end = last["progress"]["step"]
+    assert end % 10 and records[-1]["step"] == end and "val_loss" in records[-1]
+    assert records[-1]["val_loss"] == last["losses"]["val_loss"]
+    assert [m["step"] for m in records if "val_loss" in m] == [*range(10, end, 10), end]
+    _, best = checkpoint.load(run / "best.npz")
+    assert curves.read_run(run).best[0] == best["progress"]["step"]
+    assert curves.read_run(run).best[2] == best["losses"]["val_loss"]
+
+
 def test_terminal_chart_and_hint(cli, tmp_path):
     train = [3.0 - 0.1 * i for i in range(12)]
     run = write_metrics(tmp_path / "over", train, val=[2.8, 2.5, 2.4, 2.5, 2.6, 2.7])
