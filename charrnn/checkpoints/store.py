@@ -10,11 +10,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import checkpoint
-from .data import Vocab
-from .errors import CharrnnError, UsageError
-from .model import Model, State
-from .params import GATES, Params, Shape
+from . import npz as checkpoint
+from ..data.corpus import Vocab
+from ..errors import CharrnnError, UsageError
+from ..engine.model import Model, State
+from ..engine.params import GATES, Params, Shape
 
 
 @dataclass

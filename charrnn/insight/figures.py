@@ -6,7 +6,7 @@ import io
 
 import numpy as np
 
-from .errors import UsageError
+from ..errors import UsageError
 
 DPI = 110
 

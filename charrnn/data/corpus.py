@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from charrnn.corpus_cache import read_cache, write_cache
+from charrnn.data.cache import read_cache, write_cache
 from charrnn.errors import UsageError
-from charrnn.sources import check_file, find_files
+from charrnn.data.sources import check_file, find_files
 
 CHUNK_BYTES = 8 << 20  # bytes read per step; tests lower it to make characters straddle chunk edges
 MIN_SEQ_LEN = 8  # fit_batch_shape never shrinks seq_len below this

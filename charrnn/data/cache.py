@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .checkpoint import atomic_write
-from .errors import UsageError
+from ..checkpoints.npz import atomic_write
+from ..errors import UsageError
 
 if TYPE_CHECKING:
-    from .data import Corpus
+    from .corpus import Corpus
 
 CACHE_FORMAT = 1  # bump when the cache layout changes, so old caches are rebuilt
 READ_BYTES = 8 << 20
@@ -33,7 +33,7 @@ def file_sha256(path: Path) -> str:
 def read_cache(cache_dir: Path, key: dict) -> Corpus | None:
     """The cached corpus if it matches key and is intact, else None (a broken cache is just rebuilt)."""
     # data imports this module, so this import waits until the first use
-    from .data import Corpus, Vocab
+    from .corpus import Corpus, Vocab
     try:
         meta = json.loads((cache_dir / "corpus.json").read_text(encoding="utf-8"))
         if meta.get("format") != CACHE_FORMAT or any(meta.get(k) != v for k, v in key.items()):

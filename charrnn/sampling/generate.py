@@ -31,14 +31,14 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from .data import Vocab
-from .errors import UsageError
-from .kernels import sampler as K
-from .kernels.sync import STRIDE
-from .model import Model, State
-from .params import GATES
+from ..data.corpus import Vocab
+from ..errors import UsageError
+from ..engine.kernels import sampler as K
+from ..engine.kernels.sync import STRIDE
+from ..engine.model import Model, State
+from ..engine.params import GATES
 from .stops import StopCutter, check_stops
-from .threads import pool, usable_cores
+from ..engine.threads import pool, usable_cores
 
 _MASK64 = (1 << 64) - 1
 _GOLDEN = 0x9E3779B97F4A7C15

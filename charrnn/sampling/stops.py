@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from .errors import UsageError
+from ..errors import UsageError
 
 
 def check_stops(stop: str | Iterable[str] | None) -> tuple[str, ...]:

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import store
-from .errors import UsageError
+from ..checkpoints import store
+from ..errors import UsageError
 
 
 def metrics(total: float, predictions: int, chars: int) -> dict:
@@ -53,7 +53,7 @@ def read_text(path: str | Path, encoding: str = "utf-8", errors: str = "strict")
 
 def eval_file(loaded: store.Loaded, path: str | Path, encoding="utf-8", errors="strict", unknown="error") -> dict:
     """The model's NLL on a text file read as one continuous stream from a zero state."""
-    from .generate import evaluate
+    from ..sampling.generate import evaluate
     text = read_text(path, encoding, errors)
     missing = loaded.vocab.unknown_chars(text)
     if missing and unknown != "skip":
@@ -69,7 +69,7 @@ def eval_file(loaded: store.Loaded, path: str | Path, encoding="utf-8", errors="
 
 def eval_split(loaded: store.Loaded, which: str) -> dict:
     """The model's NLL on the val or test split of the corpus it was trained on."""
-    from .generate import evaluate
+    from ..sampling.generate import evaluate
     ids = split_ids(loaded, which)
     total, n = evaluate(loaded.model, ids)
     return metrics(total, n, int(ids.size))
@@ -78,10 +78,10 @@ def eval_split(loaded: store.Loaded, which: str) -> dict:
 def split_ids(loaded: store.Loaded, which: str) -> np.ndarray:
     """The val or test split of the corpus the checkpoint was trained on, as the model's token ids
     (UsageError when the corpus is gone, changed, or the split is empty)."""
-    from .api import training_sources
-    from .config import Config
-    from .data import load_corpus, split
-    from .finetune import fit_corpus
+    from ..api import training_sources
+    from ..config import Config
+    from ..data.corpus import load_corpus, split
+    from ..training.finetune import fit_corpus
     meta = loaded.meta
     if "corpus" not in meta or "config" not in meta:
         raise UsageError(f"{loaded.path} does not record its training corpus", "pass a FILE to evaluate instead")

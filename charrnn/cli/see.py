@@ -8,12 +8,12 @@ from pathlib import Path
 
 import click
 
-from .cli import _console, _emit, _err_console, _escape, _stdout, friendly_errors, main
+from .commands import _console, _emit, _err_console, _escape, _stdout, friendly_errors, main
 
 
 def _write(path, data, what: str) -> None:
     """Write a picture or page where the user asked (atomically; a read-only file is refused)."""
-    from .errors import UsageError
+    from ..errors import UsageError
     from .outfile import write_user_file
     try:
         write_user_file(path, data)
@@ -28,7 +28,7 @@ def _no_png_note(command: str) -> None:
 
 
 def _check_png_path(path: str | None) -> None:
-    from .errors import UsageError
+    from ..errors import UsageError
     if path and Path(path).suffix.lower() != ".png":
         raise UsageError(f"{path}: the picture is written as PNG", "give -o a name ending in .png")
 
@@ -46,8 +46,8 @@ def plot(runs, output, terminal, smooth, x_axis):
     """Loss curves of one or more runs (RUN_DIR: a directory charrnn train wrote): smoothed train loss and
     val loss against step and against time, overlaid, the best checkpoint marked. Warns when val loss
     rises while train loss falls (overfitting)."""
-    from . import curves, figures
-    from .errors import UsageError
+    from ..insight import curves, figures
+    from ..errors import UsageError
     if not 0 <= smooth < 1:
         raise UsageError(f"--smooth must be in [0, 1), got {smooth}", "e.g. --smooth 0.6, or 0 for raw values")
     _check_png_path(output)
@@ -113,10 +113,11 @@ def diagnose(checkpoint, cell, hidden, layers, init_scale, forget_bias, seed, te
     mean forget gate (LSTM)."""
     import numpy as np
 
-    from . import diagnose as dg
-    from . import figures, store
-    from .errors import UsageError
-    from .inspect import read_text
+    from ..insight import diagnose as dg
+    from ..insight import figures
+    from ..checkpoints import store
+    from ..errors import UsageError
+    from ..insight.evaluation import read_text
     if (checkpoint is None) == (cell is None):
         raise UsageError("give exactly one of CHECKPOINT or --model rnn|lstm|gru",
                          "e.g. charrnn diagnose runs/x, or charrnn diagnose --model rnn --hidden 64")
@@ -134,8 +135,8 @@ def diagnose(checkpoint, cell, hidden, layers, init_scale, forget_bias, seed, te
         figures.require("diagnose")
     _stdout()
     if checkpoint is not None:
-        from .config import Config
-        from .inspect import split_ids
+        from ..config import Config
+        from ..insight.evaluation import split_ids
         loaded = store.load(checkpoint)
         cfg = Config.from_saved(loaded.meta.get("config", {}), source=str(loaded.path))
         m = cfg.model
@@ -153,9 +154,9 @@ def diagnose(checkpoint, cell, hidden, layers, init_scale, forget_bias, seed, te
                 raise UsageError(e.message, "pass --text FILE to look at another text") from None
         default_png = loaded.path.parent / "diagnose.png"
     else:
-        from .api import BUNDLED_CORPUS
-        from .data import Vocab
-        from .params import Shape
+        from ..api import BUNDLED_CORPUS
+        from ..data.corpus import Vocab
+        from ..engine.params import Shape
         path = text_file or BUNDLED_CORPUS
         text = read_text(path, encoding)
         if not text:
@@ -198,10 +199,11 @@ def diagnose(checkpoint, cell, hidden, layers, init_scale, forget_bias, seed, te
 def activations(checkpoint, file, text, units, top, layer, kind, max_chars, output, terminal, unknown, encoding):
     """Per-character heatmaps of chosen hidden/cell units of CHECKPOINT over FILE (or --text), and the
     model's surprisal (-log p) at each character: a self-contained HTML page and a PNG."""
-    from . import activations as act
-    from . import figures, store
-    from .errors import UsageError
-    from .inspect import read_text
+    from ..insight import activations as act
+    from ..insight import figures
+    from ..checkpoints import store
+    from ..errors import UsageError
+    from ..insight.evaluation import read_text
     if (file is None) == (text is None):
         raise UsageError("give exactly one of FILE or --text", 'e.g. charrnn activations runs/x my.txt, or --text "ROMEO:"')
     if top is not None and top < 1:
@@ -250,8 +252,8 @@ def write_per_char(loaded, file, which, encoding, errors, unknown, path) -> None
     sum to what eval reports times the number of predictions."""
     import json
 
-    from .activations import surprisal
-    from .inspect import read_text, split_ids
+    from ..insight.activations import surprisal
+    from ..insight.evaluation import read_text, split_ids
     if file:
         ids = loaded.vocab.encode(read_text(file, encoding, errors), unknown="skip")  # eval refused unknowns
     else:

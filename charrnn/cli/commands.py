@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from . import __version__
+from .. import __version__
 
 # Direct options for the common config keys: option name -> dotted config key.
 TRAIN_OPTIONS = {
@@ -32,7 +32,7 @@ def friendly_errors(fn):
     """Map CharrnnError to one line + its exit code; Ctrl-C to exit 130 without a traceback."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from .errors import CharrnnError
+        from ..errors import CharrnnError
         try:
             return fn(*args, **kwargs)
         except CharrnnError as e:
@@ -57,7 +57,7 @@ def friendly_errors(fn):
 
 def _stdout():
     """sys.stdout, or a one-line error when the shell closed it (`charrnn ... >&-`)."""
-    from .errors import UsageError
+    from ..errors import UsageError
     if sys.stdout is None:
         raise UsageError("standard output is closed", "redirect it to a file, or use --output FILE where offered")
     return sys.stdout
@@ -65,7 +65,7 @@ def _stdout():
 
 def _emit(write) -> None:
     """Run write() (which writes to stdout) and flush: a full disk or a bad redirection becomes one line."""
-    from .errors import CharrnnError
+    from ..errors import CharrnnError
     try:
         write()
         _stdout().flush()
@@ -78,7 +78,7 @@ def _emit(write) -> None:
 
 
 def _silence_stdout() -> None:
-    from .report import silence
+    from ..training.report import silence
     silence(sys.stdout)
 
 
@@ -190,7 +190,7 @@ def train(corpus, config_file, out, sets, resume, init_from, extend_vocab, force
     import time
 
     started = time.perf_counter()  # before the heavy imports: max_time counts what the user waits for
-    from .api import train as api_train
+    from ..api import train as api_train
     # Outside the trainer's own handler (before training starts, or between its checkpoint-and-stop
     # and process exit) a SIGTERM still ends the command with 143 and no traceback; files are only
     # ever replaced atomically, so stopping anywhere is safe.
@@ -198,7 +198,7 @@ def train(corpus, config_file, out, sets, resume, init_from, extend_vocab, force
         signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
     options = {TRAIN_OPTIONS[k]: v for k, v in opts.items() if v is not None}
     if separator is not None:
-        from .sources import decode_escapes
+        from ..data.sources import decode_escapes
         options["data.separator"] = decode_escapes(separator)
     best = api_train(list(corpus) or None, config_file, out, sets=sets, options=options, resume=resume,
                      force=force, live=False if plain else None, encoding=encoding, errors=errors,
@@ -232,7 +232,7 @@ def train(corpus, config_file, out, sets, resume, init_from, extend_vocab, force
 def sample(checkpoint, length, temperature, prime, prime_file, no_echo, prime_unknown, top_k, top_p, argmax,
            seed, num_samples, stop, output, encoding, errors):
     """Generate text from CHECKPOINT (a .npz file, or a run directory meaning its best.npz)."""
-    from .errors import UsageError
+    from ..errors import UsageError
     if top_k is not None and top_k < 1:
         raise UsageError(f"--top-k must be >= 1, got {top_k}", "omit it to sample from all characters")
     if output == "-":
@@ -240,13 +240,13 @@ def sample(checkpoint, length, temperature, prime, prime_file, no_echo, prime_un
     if output is None:
         _stdout()
     if prime_file:
-        from .inspect import read_text
+        from ..insight.evaluation import read_text
         prime = prime + read_text(prime_file, encoding, errors)
-    from . import store
-    from .generate import sample as generate
+    from ..checkpoints import store
+    from ..sampling.generate import sample as generate
     loaded = store.load(checkpoint)
-    from .sources import decode_escapes
-    from .stops import check_stops
+    from ..data.sources import decode_escapes
+    from ..sampling.stops import check_stops
     stop = check_stops([decode_escapes(s) for s in stop])
     for s in stop:
         if s and (bad := loaded.vocab.unknown_chars(s)):
@@ -302,16 +302,16 @@ def sample(checkpoint, length, temperature, prime, prime_file, no_echo, prime_un
 def eval_cmd(checkpoint, file, which, encoding, errors, unknown, as_json, per_char):
     """Average negative log-likelihood of FILE (one continuous stream from a zero state) under CHECKPOINT,
     in nats/char, bits/char and perplexity."""
-    from . import store
-    from .errors import UsageError
-    from .inspect import eval_file, eval_split
+    from ..checkpoints import store
+    from ..errors import UsageError
+    from ..insight.evaluation import eval_file, eval_split
     if (file is None) == (which is None):
         raise UsageError("give exactly one of FILE or --split val|test", "e.g. charrnn eval runs/x/best.npz my.txt")
     _stdout()
     loaded = store.load(checkpoint)
     r = eval_file(loaded, file, encoding, errors, unknown=unknown) if file else eval_split(loaded, which)
     if per_char:
-        from .cli_see import write_per_char
+        from .see import write_per_char
         write_per_char(loaded, file, which, encoding, errors, unknown, per_char)
     if as_json:
         import json
@@ -332,8 +332,8 @@ def eval_cmd(checkpoint, file, which, encoding, errors, unknown, as_json, per_ch
 @friendly_errors
 def info(checkpoint, as_json):
     """Describe CHECKPOINT: model, vocabulary, training progress, config."""
-    from . import store
-    from .inspect import describe
+    from ..checkpoints import store
+    from ..insight.evaluation import describe
     _stdout()
     d = describe(store.load(checkpoint))
     if as_json:
@@ -365,8 +365,8 @@ def info(checkpoint, as_json):
     rows.append(("format version", str(d["format_version"])))
     for k, val in rows:
         table.add_row(k, Text(val))
-    from .config import spell
-    from .sources import encode_escapes
+    from ..config import spell
+    from ..data.sources import encode_escapes
     cfg = Table(title="config", show_header=False)
     for section, values in (d["config"] or {}).items():
         for k, val in values.items():  # a separator of "\n\n" shown as typed, not as two blank lines
@@ -386,7 +386,7 @@ def info(checkpoint, as_json):
 def export_cmd(checkpoint, fmt, output, force):
     """Write CHECKPOINT (a .npz file or a run directory) as ONNX (the LSTM/GRU/RNN operators, the
     vocabulary in the metadata) or safetensors (PyTorch state_dict names, meta in the metadata)."""
-    from .exporter import export
+    from ..formats.exporter import export
     path = export(checkpoint, output, fmt, force)
     _err_console().print(f"wrote {_escape(str(path))}")
 
@@ -417,16 +417,16 @@ def sweep(sweep_file, corpus, trials, workers, storage, study, out, status, plai
     Needs the sweep extra: pip install 'charrnn[sweep]'."""
     import signal
     import threading
-    from .errors import UsageError
+    from ..errors import UsageError
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
     console = _console()
     if status:
-        from .sweep.main import status as show
+        from ..sweep.main import status as show
         sys.exit(show(sweep_file, storage, study, out, console))
     if sweep_file is None:
         raise UsageError("missing SWEEP.yaml", "e.g. charrnn sweep sweep.yaml corpus.txt; see charrnn sweep --help")
-    from .sweep.main import run
+    from ..sweep.main import run
     live = not plain and console.is_terminal
     sys.exit(run(sweep_file, corpus, trials=trials, workers=workers, storage=storage, study_name=study, out=out,
                  console=console, err_console=_err_console(), live=live))
@@ -436,7 +436,7 @@ def _fmt(x) -> str:
     return "-" if x is None else f"{x:.4f}"
 
 
-from . import cli_see  # noqa: E402,F401  registers plot, diagnose, activations on `main`
+from . import see as cli_see  # noqa: E402,F401  registers plot, diagnose, activations on `main`
 
 if __name__ == "__main__":
     main()

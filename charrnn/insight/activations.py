@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import inside
-from .errors import UsageError
-from .model import Model
+from . import forward64 as inside
+from ..errors import UsageError
+from ..engine.model import Model
 
 QUOTES = {'"', "\u201c", "\u201d"}
 OPEN, CLOSE = "([{", ")]}"

@@ -11,7 +11,7 @@ import stat
 from collections.abc import Iterable, Sequence
 from pathlib import Path, PurePosixPath
 
-from .errors import UsageError
+from ..errors import UsageError
 
 
 def check_file(path: Path, shown: str) -> os.stat_result:

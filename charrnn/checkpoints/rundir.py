@@ -10,8 +10,8 @@ import os
 import re
 from pathlib import Path
 
-from . import checkpoint, store
-from .errors import UsageError
+from . import npz as checkpoint, store
+from ..errors import UsageError
 
 RUN_FILES = ("config.yaml", "metrics.jsonl", "samples.txt", "last.npz", "best.npz")
 

@@ -14,14 +14,15 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, checkpoint, store
-from .averaging import TRAIN_KEY, Averager
-from .config import Config
-from .data import Batches, Corpus, eval_batches, fit_batch_shape, split
-from .errors import CharrnnError, UsageError
-from .model import Model
-from .optim import clip_grad_norm, clip_grad_value, lr_at, make_optimizer
-from .params import Shape, init_params
+from .. import __version__
+from ..checkpoints import npz as checkpoint, store
+from ..engine.averaging import TRAIN_KEY, Averager
+from ..config import Config
+from ..data.corpus import Batches, Corpus, eval_batches, fit_batch_shape, split
+from ..errors import CharrnnError, UsageError
+from ..engine.model import Model
+from ..engine.optim import clip_grad_norm, clip_grad_value, lr_at, make_optimizer
+from ..engine.params import Shape, init_params
 
 EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
@@ -181,7 +182,7 @@ class Trainer:
         return float(total / n)
 
     def sample_text(self) -> str:
-        from .generate import sample  # lazy: only needed when samples are shown
+        from ..sampling.generate import sample  # lazy: only needed when samples are shown
         t = self.cfg.train
         seed = int(np.random.default_rng([t.seed, self.step]).integers(2**63))
         with self.averaged():

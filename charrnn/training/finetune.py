@@ -13,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import store
-from .config import Config
-from .data import Corpus, Vocab
-from .errors import UsageError
-from .params import Params
+from ..checkpoints import store
+from ..config import Config
+from ..data.corpus import Corpus, Vocab
+from ..errors import UsageError
+from ..engine.params import Params
 
 # The settings that fix the parameter layout: a fine-tuned run keeps the checkpoint's.
 SHAPE_KEYS = ("cell", "hidden_size", "num_layers", "embedding_size")

@@ -18,7 +18,7 @@ import math
 import numpy as np
 
 from charrnn.errors import CharrnnError, UsageError
-from charrnn.kernels.optim import (
+from charrnn.engine.kernels.optim import (
     _adagrad_update,
     _adam_update,
     _clamp_inplace,

@@ -18,7 +18,7 @@ charrnn/optim.py checks that once per call). They also run as plain Python with 
 """
 import numpy as np
 
-from charrnn.kernels.jit import kernel
+from charrnn.engine.kernels.jit import kernel
 
 
 @kernel

@@ -21,9 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, checkpoint, store
-from .errors import CharrnnError, UsageError
-from .params import GATES
+from .. import __version__
+from ..checkpoints import npz as checkpoint, store
+from ..errors import CharrnnError, UsageError
+from ..engine.params import GATES
 
 FORMATS = ("onnx", "safetensors")
 SUFFIXES = {".onnx": "onnx", ".safetensors": "safetensors"}
