@@ -37,10 +37,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (ROOT, SilentReporter, fmt_num, note_load_at_end, save_json, forward_flops_per_char, import_torch,  # noqa: E402
-                     machine_header, print_header, print_table, train_flops_per_char)
-
 import numpy as np  # noqa: E402
+from _common import (  # noqa: E402
+    ROOT,
+    SilentReporter,
+    fmt_num,
+    forward_flops_per_char,
+    import_torch,
+    machine_header,
+    note_load_at_end,
+    print_header,
+    print_table,
+    save_json,
+    train_flops_per_char,
+)
 
 V = 65
 CHARS = "\n" + "".join(chr(c) for c in range(32, 96))  # 65 characters, '\n' first like real text
@@ -153,7 +163,7 @@ def measure_peaks(quick: bool, settle_s: float) -> dict:
 def make_trainer(row: Row, B: int, T: int, n_batches: int, seed: int = 0):
     """A real charrnn Trainer on a random corpus holding at least n_batches train batches of (B, T)."""
     from charrnn.config import Config
-    from charrnn.data.corpus import Corpus, Vocab
+    from charrnn.data.vocab import Corpus, Vocab
     try:
         from charrnn.training.trainer import Trainer
     except ImportError:  # before the module was renamed from charrnn/train.py
@@ -312,10 +322,10 @@ def run_train_row(row: Row, args, torch) -> dict:
 
 # -- sampling row ------------------------------------------------------------------------------------------
 def run_sample_row(row: Row, args, torch) -> dict:
-    from charrnn.data.corpus import Vocab
-    from charrnn.sampling.generate import sample, sampler_for
+    from charrnn.data.vocab import Vocab
     from charrnn.engine.model import Model
     from charrnn.engine.params import Shape, init_params
+    from charrnn.sampling.generate import sample, sampler_for
 
     n_c = args.sample_chars or 2000
     n_t = args.sample_chars or (100 if args.quick else 2000)

@@ -22,11 +22,11 @@ import time
 
 import numba
 import numpy as np
+from _common import ROOT  # (importing it puts the checkout on sys.path when run as a script)
 from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
-from _common import ROOT  # (importing it puts the checkout on sys.path when run as a script)
 from charrnn.engine.kernels.jit import FASTMATH
 
 

@@ -33,8 +33,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import ROOT, import_torch, machine_header, note_load_at_end, print_header, print_table, save_json  # noqa: E402
-from quality_eval import (CheckpointWatcher, Evaluator, charrnn_snapshots, charrnn_weights,  # noqa: E402
-                          reference_snapshots, reference_weights, val_split)
+from quality_eval import (  # noqa: E402
+    CheckpointWatcher,
+    Evaluator,
+    charrnn_snapshots,
+    charrnn_weights,
+    reference_snapshots,
+    reference_weights,
+    val_split,
+)
 
 SIDES = ("reference", "same", "box")
 LABEL = {"reference": "reference (torch)", "same": "(a) charrnn, same recipe", "box": "(b) charrnn, out of the box"}

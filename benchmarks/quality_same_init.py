@@ -37,10 +37,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (ROOT, fmt_num, import_torch, machine_header, note_load_at_end, print_header,  # noqa: E402
-                     print_table, save_json)
-
 import numpy as np  # noqa: E402
+from _common import ROOT, fmt_num, import_torch, machine_header, note_load_at_end, print_header, print_table, save_json  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -108,7 +106,7 @@ def load_into(torch, module, views: dict) -> None:
 
 def evaluate_torch(torch, module, val: np.ndarray, B: int, T: int) -> dict:
     """(a) B contiguous streams from a zero state (charrnn.data.corpus.eval_batches), (b) one stream."""
-    from charrnn.data.corpus import eval_batches
+    from charrnn.data.batches import eval_batches
     F = torch.nn.functional
     V = module.decoder.weight.shape[0]
     out = {}
@@ -185,7 +183,7 @@ def run_charrnn(a, run_dir: Path) -> dict:
 # -- torch side ---------------------------------------------------------------------------------------------
 def run_torch(torch, a, train: np.ndarray, V: int, B: int, T: int) -> dict:
     """torch_charrnn_ref.py's loop, with charrnn's init, batches and epoch offsets (see the module doc)."""
-    from charrnn.data.corpus import Batches
+    from charrnn.data.batches import Batches
     from charrnn.engine.params import Params, Shape, init_params
     nn = torch.nn
     torch.manual_seed(a.seed)
@@ -235,7 +233,8 @@ def run_torch(torch, a, train: np.ndarray, V: int, B: int, T: int) -> dict:
 # -- main -----------------------------------------------------------------------------------------------------
 def main(argv=None) -> int:
     a = parse_args(argv)
-    from charrnn.data.corpus import fit_batch_shape, load_corpus, split
+    from charrnn.data.batches import fit_batch_shape, split
+    from charrnn.data.corpus import load_corpus
     from charrnn.sampling.generate import evaluate as charrnn_evaluate
 
     torch = None if a.no_torch else import_torch()

@@ -15,7 +15,6 @@ import os
 import time
 
 import numpy as np
-
 from _common import machine_header, print_header  # also puts charrnn on the path
 
 from charrnn.engine.kernels import gemm, gru, gru_fused, lstm, lstm_fused, rnn

@@ -4,7 +4,8 @@ The public API (`charrnn.train`, `charrnn.load`, `charrnn.Model`, `charrnn.expor
 imported on first use: `import charrnn` (and so `charrnn --help`) must not pay for numpy and Numba.
 """
 
-__version__ = "0.1.0"
+from ._version import __version__
+
 __all__ = ["Model", "export", "load", "train", "__version__"]
 
 _LAZY = frozenset({"Model", "export", "load", "train"})

@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from charrnn.atomic import write_text_atomic
 from charrnn.errors import UsageError
 
 
@@ -126,28 +127,7 @@ class Config:
         _overlay(flat, origins, d, source)
         return _finish(flat, origins)
 
-    @classmethod
-    def from_saved(cls, d: Mapping[str, Any], source: str = "checkpoint") -> "Config":
-        """A checkpoint's config: from_dict, except that a key the checkpoint predates takes the value the
-        code that wrote it used (BEFORE_THE_KEY), not today's default, so resuming, fine-tuning or
-        describing an old run does what that run did."""
-        filled = {}
-        for sec, values in d.items():
-            if isinstance(values, Mapping):  # anything else is left for from_dict to reject
-                old = {k.split(".", 1)[1]: v for k, v in BEFORE_THE_KEY.items() if k.startswith(sec + ".")}
-                values = {**old, **values}
-            filled[sec] = values
-        return cls.from_dict(filled, source)
 
-
-# Keys added after checkpoints were first written, with the behaviour of the code before each existed.
-# Defaults are chosen by measurement and move; a checkpoint without the key was trained the old way.
-BEFORE_THE_KEY: dict[str, Any] = {
-    "model.forget_bias": 1.0,  # char-rnn's forget-gate bias was the init until the key came (2026-12-02)
-    "optim.schedule_length": "steps",  # cosine decayed over the step budget before `auto` existed
-    "optim.decay_fraction": 1.0,  # the decay ran over the whole budget before warmup-stable-decay
-    "optim.ema": 0.0,  # no weight averaging before the key (2026-12-03)
-}
 # Keys whose null has a name of its own in messages and YAML (`max_epochs: auto`).
 _NULL_NAMES: dict[str, str] = {"train.max_epochs": "auto"}
 
@@ -331,6 +311,24 @@ def _finish(flat: Mapping[str, Any], origins: Mapping[str, str]) -> Config:
     cfg = Config(**{s: SECTIONS[s](**values) for s, values in sections.items()})
     validate(cfg, origins)
     return cfg
+
+
+def overlay(base: Config, sections: Mapping[str, Any], source: str) -> Config:
+    """``base`` with a nested dict of sections on top, checked and validated; errors name ``source``."""
+    flat, origins = flatten(base), {}
+    _overlay(flat, origins, sections, source)
+    return _finish(flat, origins)
+
+
+def check_key(key: str, source: str | None) -> None:
+    """UsageError (with a did-you-mean hint) unless ``key`` is a dotted config key."""
+    _check_key(key, source)
+
+
+def key_type(key: str) -> type:
+    """The Python type of a dotted key's field (int, float, str, bool, or int | None ...)."""
+    _check_key(key, None)
+    return _TYPES[key]
 
 
 def get(cfg: Config, key: str) -> Any:
@@ -532,16 +530,13 @@ def resolve(config_file: str | os.PathLike | None = None, sets: Iterable[str] = 
 
 
 def save_config(cfg: Config, path: str | os.PathLike) -> None:
-    """Write ``cfg`` as YAML (sections and keys in definition order), atomically via os.replace."""
+    """Write ``cfg`` as YAML (sections and keys in definition order), atomically (its temp file is one
+    the run directory's cleanup recognises)."""
     path = Path(path)
     body = yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=False)
-    # A temp file in the same directory so os.replace is atomic: readers never see half a file.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text("# charrnn resolved config\n" + body, encoding="utf-8")
-        os.replace(tmp, path)
+        write_text_atomic(path, "# charrnn resolved config\n" + body)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
         raise UsageError(f"cannot write config {path}: {e.strerror or e}",
                          "check that the directory is writable") from None

@@ -1,4 +1,5 @@
-"""The one error type library code raises; only cli.py turns it into a message and an exit code."""
+"""The one error type library code raises; only the CLI (cli/common.py) turns it into a message and an
+exit code."""
 
 
 class CharrnnError(Exception):
@@ -23,3 +24,8 @@ class UsageError(CharrnnError):
 
     def __init__(self, message: str, hint: str | None = None):
         super().__init__(message, hint, exit_code=2)
+
+
+def cannot_write(path, e: OSError, option: str) -> UsageError:
+    """The one message for a file the user named that cannot be written (`option`: the flag naming it)."""
+    return UsageError(f"cannot write {path}: {e.strerror or e}", f"choose a writable {option} path")

@@ -9,8 +9,17 @@ import yaml
 import charrnn
 from charrnn import config as C
 from charrnn.config import (
-    SAFE_ON_RESUME, Config, diff, get, load_yaml, parse_set, resolve, resolve_config_path,
-    save_config, set_value, validate,
+    SAFE_ON_RESUME,
+    Config,
+    diff,
+    get,
+    load_yaml,
+    parse_set,
+    resolve,
+    resolve_config_path,
+    save_config,
+    set_value,
+    validate,
 )
 from charrnn.errors import UsageError
 

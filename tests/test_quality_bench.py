@@ -8,10 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import VIETNAMESE_LINES, make_text
+from support.runs import VIETNAMESE_LINES, make_text
 
 import charrnn
-from charrnn.data.corpus import Vocab, split
+from charrnn.data.batches import split
+from charrnn.data.vocab import Vocab
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCH))

@@ -17,7 +17,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-from terminal import run  # noqa: E402
+from support.pty import run  # noqa: E402
 
 COMMAND = ["train", "corpora/tinyshakespeare.txt", "--config", "tiny", "--max-steps", "200"]
 BEGIN, END = "<!-- tools/capture_run.py: begin -->", "<!-- tools/capture_run.py: end -->"

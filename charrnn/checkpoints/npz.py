@@ -17,34 +17,19 @@ import contextlib
 import hashlib
 import io
 import json
-import math
 import os
 import re
-import secrets
-import shutil
 import stat
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 
-from charrnn.errors import CharrnnError
+from ..atomic import atomic_write
+from ..errors import CharrnnError
 
-__all__ = [
-    "FORMAT_VERSION",
-    "save",
-    "load",
-    "check_arrays",
-    "publish",
-    "read_meta",
-    "step_of",
-    "checkpoint_name",
-    "prune",
-    "write_text_atomic",
-    "atomic_write",
-    "remove_stale_temps",
-]
+__all__ = ["FORMAT_VERSION", "save", "load", "check_arrays", "read_meta"]
 
 FORMAT_VERSION = 1
 
@@ -56,65 +41,11 @@ _NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,199}")
 # np.savez takes the arrays as keyword arguments, so these would collide with its parameters.
 _RESERVED_NAMES = {META_KEY, "file", "allow_pickle"}
 
-# ".{target name}.tmp-{pid}-{random hex}": hidden, and recognisable by remove_stale_temps.
-_TEMP_RE = re.compile(r"\..+\.tmp-(\d+)-[0-9a-f]+")
-# step{N}.npz, step{N}_val{loss:.4f}.npz, step{N}_valnan.npz (and _valinf) -- see checkpoint_name.
-_STEP_RE = re.compile(r"step(\d+)(?:_val(?:-?\d+\.\d+|nan|-?inf))?\.npz")
 
 _ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # local file header; empty archive
 _NPY_MAGIC = b"\x93NUMPY"
 
 _HINT_RESTORE = "restore it from a backup or use another checkpoint, e.g. last.npz or an earlier step*.npz"
-
-
-# --------------------------------------------------------------------------- atomic writes
-
-
-def _temp_path(target: Path) -> Path:
-    """A fresh temp name next to target: same directory, so os.replace is an atomic rename."""
-    return target.with_name(f".{target.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Persist a rename by fsyncing its directory; best effort (not possible on every OS/FS)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None], mode: int | None = None) -> None:
-    """Call write(f) on a temp file, fsync it, and rename it onto path; clean up on failure.
-    mode: permission bits for the new file (default: what open() gives under the umask)."""
-    target = Path(path)
-    tmp = _temp_path(target)
-    # Open outside the try: if "x" mode fails the name belongs to someone else; don't unlink it.
-    f = open(tmp, "xb")
-    try:
-        with f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        if mode is not None:
-            os.chmod(tmp, mode)
-        os.replace(tmp, target)
-    except BaseException:  # includes KeyboardInterrupt: still clean up, then re-raise
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(target.parent)
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Atomically replace path with text (UTF-8), e.g. config.yaml next to the checkpoints."""
-    data = text.encode("utf-8")
-    atomic_write(path, lambda f: f.write(data))
 
 
 # --------------------------------------------------------------------------- save
@@ -271,12 +202,6 @@ def load(path: str | os.PathLike, verify: bool = True) -> tuple[dict[str, np.nda
     return arrays, meta
 
 
-def step_of(name: str) -> int | None:
-    """N for a file named like checkpoint_name(N, ...) (step{N}.npz, step{N}_val{loss}.npz), else None."""
-    m = _STEP_RE.fullmatch(name)
-    return int(m.group(1)) if m else None
-
-
 def read_meta(path: str | os.PathLike) -> dict | None:
     """Only the meta of a checkpoint (no checksum check, weights not read), or None if it has none
     readable. For housekeeping decisions about files already known to be charrnn's, never for loading."""
@@ -302,124 +227,3 @@ def check_arrays(arrays: Mapping[str, np.ndarray], expected: Mapping[str, tuple]
         if got != want:
             raise _bad(f"{path}: {name} has shape {got}, expected {want}",
                        "the checkpoint was trained with different model settings; use matching settings")
-
-
-# --------------------------------------------------------------------------- run-directory housekeeping
-
-
-def publish(src: str | os.PathLike, dst: str | os.PathLike) -> None:
-    """Make dst an atomic copy of the complete file src (hard link if possible, else byte copy).
-
-    Hard links are safe because checkpoints are never modified in place: save() always
-    renames a new inode over the old name, so a linked best.npz keeps its content. Only within one
-    directory, though: a file published into another run's directory is copied, so that run never
-    shares an inode (a chmod or an in-place write there would reach this one).
-    """
-    src, dst = Path(src), Path(dst)
-    if not src.is_file():
-        raise FileNotFoundError(f"publish: source {src} is not a file")
-    tmp = _temp_path(dst)
-    try:
-        linked = src.parent.resolve() == dst.parent.resolve()
-        if linked:
-            os.link(src, tmp)
-    except OSError:  # no hard links here (other file system, FAT, some network shares, ...)
-        linked = False
-    if not linked:
-        with open(src, "rb") as f_in:
-            atomic_write(dst, lambda f_out: shutil.copyfileobj(f_in, f_out, 1 << 20))
-        return
-    try:
-        os.replace(tmp, dst)
-    finally:
-        # Normally tmp is gone now. But if dst already was a link to src, POSIX rename() of two
-        # names for the same inode is a successful no-op that leaves tmp behind; and on failure
-        # tmp must go too.
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-    _fsync_dir(dst.parent)
-
-
-def checkpoint_name(step: int, val_loss: float | None) -> str:
-    """step{N}_val{loss:.4f}.npz; step{N}.npz without a val loss; step{N}_valnan.npz for NaN."""
-    if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
-        raise ValueError(f"step must be a non-negative int, got {step!r}")
-    if val_loss is None:
-        return f"step{int(step)}.npz"
-    if math.isnan(val_loss):
-        return f"step{int(step)}_valnan.npz"
-    return f"step{int(step)}_val{float(val_loss):.4f}.npz"  # inf formats as "inf"
-
-
-def _inode(path: Path) -> tuple[int, int] | None:
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return (st.st_dev, st.st_ino)
-
-
-def prune(run_dir: str | os.PathLike, keep_last: int, protect: set[str] | None = None) -> list[Path]:
-    """Delete the oldest step*.npz files beyond the newest keep_last (by step number, not mtime).
-
-    Never deletes best.npz, last.npz, files they are hard links to, names in protect (file
-    names or paths), or files not named like checkpoint_name(). Protected files do not count
-    towards keep_last. keep_last=0 keeps everything. Returns the deleted paths, oldest first.
-    """
-    if keep_last < 0:
-        raise ValueError(f"keep_last must be >= 0, got {keep_last}")
-    if keep_last == 0:
-        return []
-    run_dir = Path(run_dir)
-    protected_names = {"best.npz", "last.npz"} | {Path(n).name for n in (protect or ())}
-    protected_inodes = {i for i in (_inode(run_dir / n) for n in ("best.npz", "last.npz")) if i is not None}
-
-    steps: list[tuple[int, str, Path]] = []
-    for p in run_dir.iterdir():
-        m = _STEP_RE.fullmatch(p.name)
-        if m and p.is_file():
-            steps.append((int(m.group(1)), p.name, p))  # name breaks ties deterministically
-    steps.sort()
-
-    deleted: list[Path] = []
-    for _, name, p in steps[: max(len(steps) - keep_last, 0)]:
-        if name in protected_names or _inode(p) in protected_inodes:
-            continue
-        try:
-            p.unlink()
-        except FileNotFoundError:  # someone else already removed it
-            continue
-        deleted.append(p)
-    return deleted
-
-
-def _pid_alive(pid: int) -> bool:
-    """True if pid is a running process (POSIX only; elsewhere assume it is not)."""
-    if os.name != "posix":
-        return False  # os.kill(pid, 0) would terminate the process on Windows
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by another user
-    except OSError:
-        return False
-    return True
-
-
-def remove_stale_temps(run_dir: str | os.PathLike) -> list[Path]:
-    """Delete temp files left by a killed writer (only names matching our temp pattern).
-
-    Temps whose pid is still running (including this process) are kept: they may be
-    mid-write by another thread or process. Returns the removed paths.
-    """
-    removed: list[Path] = []
-    for p in sorted(Path(run_dir).iterdir()):
-        m = _TEMP_RE.fullmatch(p.name)
-        if not m or not p.is_file() or _pid_alive(int(m.group(1))):
-            continue
-        with contextlib.suppress(FileNotFoundError):
-            p.unlink()
-            removed.append(p)
-    return removed

@@ -1,24 +1,95 @@
-"""The run directory's housekeeping: which files make a run, its lock, and what resuming changes.
+"""The run directory: the one owner of its file names and their lifecycle.
 
-charrnn.api.train decides the order (every check before anything is touched); this module holds the
-pieces. A run directory holds config.yaml, metrics.jsonl, samples.txt, step{N}[_val...].npz, last.npz,
-best.npz, cache/ and .lock.
+A run directory holds config.yaml, metrics.jsonl, samples.txt, step{N}[_val...].npz, last.npz, best.npz,
+cache/ and .lock (and, for a moment, the temp files of atomic writes, ../atomic.py). Checkpoints are
+written as step files and published as last.npz (always) and best.npz (a better validation loss, or
+every checkpoint when there is no validation split) as hard links; old step files are pruned. This
+module also holds what resuming changes (later checkpoints, republishing, trimmed logs); training/run.py
+decides the order (every check before anything is touched).
 """
 import contextlib
 import json
+import math
 import os
 import re
+import shutil
 from pathlib import Path
 
-from . import npz as checkpoint, store
-from ..errors import UsageError
+import numpy as np
 
-RUN_FILES = ("config.yaml", "metrics.jsonl", "samples.txt", "last.npz", "best.npz")
+from ..atomic import atomic_write, fsync_dir, temp_owner, temp_path, write_text_atomic
+from ..errors import UsageError
+from . import meta as M
+from . import npz
+
+LAST, BEST = "last.npz", "best.npz"
+CONFIG, METRICS, SAMPLES, LOCK, CACHE = "config.yaml", "metrics.jsonl", "samples.txt", ".lock", "cache"
+RUN_FILES = (CONFIG, METRICS, SAMPLES, LAST, BEST)
+# step{N}.npz, step{N}_val{loss:.4f}.npz, step{N}_valnan.npz (and _valinf) -- see checkpoint_name.
+_STEP_RE = re.compile(r"step(\d+)(?:_val(?:-?\d+\.\d+|nan|-?inf))?\.npz")
+
+
+def last(run_dir: Path) -> Path:
+    return Path(run_dir) / LAST
+
+
+def best(run_dir: Path) -> Path:
+    return Path(run_dir) / BEST
+
+
+def config_path(run_dir: Path) -> Path:
+    return Path(run_dir) / CONFIG
+
+
+def metrics_path(run_dir: Path) -> Path:
+    return Path(run_dir) / METRICS
+
+
+def samples_path(run_dir: Path) -> Path:
+    return Path(run_dir) / SAMPLES
+
+
+def cache_dir(run_dir: Path) -> Path:
+    return Path(run_dir) / CACHE
+
+
+def step_of(name: str) -> int | None:
+    """N for a file named like checkpoint_name(N, ...) (step{N}.npz, step{N}_val{loss}.npz), else None."""
+    m = _STEP_RE.fullmatch(name)
+    return int(m.group(1)) if m else None
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file, or a run directory meaning its best.npz (last.npz if there is no best yet)."""
+    p = Path(path)
+    if p.is_dir():
+        for name in (BEST, LAST):
+            if (p / name).is_file():
+                return p / name
+        raise UsageError(f"{p} holds no {BEST} or {LAST}", "pass a checkpoint file or a run directory")
+    if not p.exists():
+        raise UsageError(f"checkpoint {p} does not exist", "pass a .npz file or a run directory")
+    return p
+
+
+def resume_point(resume: Path) -> Path:
+    """The checkpoint --resume names: a file, or a run directory's last.npz -- or its newest step file
+    when that is newer (a kill between writing step{N}.npz and refreshing last.npz leaves it so)."""
+    p = Path(resume)
+    if not p.is_dir():
+        return p
+    ckpt = last(p)
+    newer = later_checkpoints(p, saved_step(ckpt) if ckpt.exists() else -1, named=())
+    ckpt = p / newer[-1] if newer else ckpt
+    if not ckpt.exists():
+        raise UsageError(f"{p} holds no {LAST} or step checkpoint to resume from",
+                         "pass a checkpoint file with --resume, or start a new run with --out")
+    return ckpt
 
 
 def step_files(run_dir: Path) -> list[tuple[int, str]]:
     """(step, name) of run_dir's step checkpoints, in step order (names as checkpoint_name writes them)."""
-    found = [(checkpoint.step_of(p.name), p.name) for p in run_dir.glob("step*.npz") if p.is_file()]
+    found = [(step_of(p.name), p.name) for p in run_dir.glob("step*.npz") if p.is_file()]
     return sorted((s, n) for s, n in found if s is not None)
 
 
@@ -34,7 +105,7 @@ def check_free(run_dir: Path, force: bool) -> list[str]:
     (only once the new run has passed every check, so a failed start never costs the old run)."""
     present = run_files(run_dir)
     if present and not force:
-        if not any(n in ("last.npz", "best.npz") or n.startswith("step") for n in present):
+        if not any(n in (LAST, BEST) or n.startswith("step") for n in present):
             raise UsageError(f"{run_dir} holds a run that never wrote a checkpoint ({present[0]})",
                              "use --force to start over there, or --out for a new directory")
         raise UsageError(f"{run_dir} already holds a run ({present[0]})",
@@ -44,16 +115,10 @@ def check_free(run_dir: Path, force: bool) -> list[str]:
 
 def saved_step(path: Path) -> int:
     """The step a checkpoint's meta records, -1 if unreadable (housekeeping only; loading verifies)."""
-    return _meta_step(checkpoint.read_meta(path))
+    return M.step(npz.read_meta(path))
 
 
-def _meta_step(meta: dict | None) -> int:
-    progress = (meta or {}).get("progress")
-    n = progress.get("step") if isinstance(progress, dict) else None
-    return n if isinstance(n, int) and not isinstance(n, bool) else -1
-
-
-def later_checkpoints(run_dir: Path, step: int, named=("last.npz", "best.npz")) -> list[str]:
+def later_checkpoints(run_dir: Path, step: int, named=(LAST, BEST)) -> list[str]:
     """Names of run_dir's checkpoints written after `step` (the `named` ones by their meta, step files
     by name, those last and in step order): what resuming from an earlier checkpoint would leave
     contradicting its trimmed logs."""
@@ -94,7 +159,6 @@ def make(run_dir: Path) -> list[Path]:
 def remove_created(created: list[Path]) -> None:
     """Undo make(): remove the run directory it created (held by this run's lock, so nobody else's),
     then each parent it created if it is still empty (another run may have moved in meanwhile)."""
-    import shutil
     if not created:
         return
     shutil.rmtree(created[-1], ignore_errors=True)
@@ -115,7 +179,7 @@ def lock(run_dir: Path):
     except ImportError:  # not POSIX: no lock
         yield
         return
-    path = run_dir / ".lock"
+    path = run_dir / LOCK
     for _ in range(10):
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -157,14 +221,7 @@ class Busy(UsageError):
     """The run directory is locked by another process: nothing of it may be touched."""
 
 
-def was_best(loaded: store.Loaded) -> bool:
-    """Whether the checkpoint was evaluated and its loss was the run's best when it was written."""
-    losses = loaded.meta.get("losses") or {}
-    val = losses.get("val_loss")
-    return val is not None and val == losses.get("best_val_loss")
-
-
-def republish(loaded: store.Loaded, no_val: bool, run_dir: Path) -> str | None:
+def republish(loaded, no_val: bool, run_dir: Path) -> str | None:
     """After resuming from `loaded`, make last.npz and best.npz agree with it. Returns a warning or None.
 
     last.npz becomes the resumed checkpoint when it holds another step (a rewind removed the later one,
@@ -173,32 +230,32 @@ def republish(loaded: store.Loaded, no_val: bool, run_dir: Path) -> str | None:
     good); when a rewind removed best.npz, the surviving step file holding the best loss up to the
     resumed step takes its place."""
     here = loaded.path.parent.resolve() == run_dir.resolve()
-    step = loaded.meta["progress"]["step"]
-    if here and saved_step(run_dir / "last.npz") != step:
-        checkpoint.publish(loaded.path, run_dir / "last.npz")
-    best = (loaded.meta.get("losses") or {}).get("best_val_loss")
-    if no_val or was_best(loaded):
-        checkpoint.publish(loaded.path, run_dir / "best.npz")
+    step = M.step(loaded.meta)
+    if here and saved_step(last(run_dir)) != step:
+        publish(loaded.path, last(run_dir))
+    best_loss = M.losses(loaded.meta).get("best_val_loss")
+    if no_val or M.was_best(loaded.meta):
+        publish(loaded.path, best(run_dir))
         return None
-    if (run_dir / "best.npz").exists() or best is None:
+    if best(run_dir).exists() or best_loss is None:
         return None
     # best.npz is missing: a rewind deleted a later one, or the run continues in a new directory. The
     # best up to the resumed step is a checkpoint evaluated at that loss, here or where we came from.
     source = loaded.path.parent
-    candidates = [source / "best.npz"] + [d / n for d in dict.fromkeys([run_dir, source])
-                                          for _, n in reversed(step_files(d))]
+    candidates = [best(source)] + [d / n for d in dict.fromkeys([run_dir, source])
+                                   for _, n in reversed(step_files(d))]
     for c in candidates:
-        meta = checkpoint.read_meta(c) if c.is_file() else None
-        if meta and 0 <= _meta_step(meta) <= step and (meta.get("losses") or {}).get("val_loss") == best:
-            checkpoint.publish(c, run_dir / "best.npz")
+        meta = npz.read_meta(c) if c.is_file() else None
+        if meta and 0 <= M.step(meta) <= step and M.losses(meta).get("val_loss") == best_loss:
+            publish(c, best(run_dir))
             return None
-    return (f"the checkpoint with the best validation loss up to step {step} ({best:.4f}) is gone (pruned); "
-            "best.npz is written again at the next improvement")
+    return (f"the checkpoint with the best validation loss up to step {step} ({best_loss:.4f}) is gone (pruned); "
+            f"{BEST} is written again at the next improvement")
 
 
 def trim_logs(run_dir: Path, step: int) -> None:
     """On resume, drop log lines written after the checkpoint (they will be produced again)."""
-    metrics = run_dir / "metrics.jsonl"
+    metrics = metrics_path(run_dir)
     if metrics.exists():
         keep = []
         for line in metrics.read_text(encoding="utf-8").splitlines():
@@ -207,11 +264,148 @@ def trim_logs(run_dir: Path, step: int) -> None:
                     keep.append(line)
             except (ValueError, KeyError, TypeError):
                 continue
-        checkpoint.write_text_atomic(metrics, "".join(x + "\n" for x in keep))
-    samples = run_dir / "samples.txt"
+        write_text_atomic(metrics, "".join(x + "\n" for x in keep))
+    samples = samples_path(run_dir)
     if samples.exists():
         text = samples.read_text(encoding="utf-8")
         cut = next((m.start() for m in re.finditer(r"^=== step (\d+) ===$", text, re.M) if int(m.group(1)) > step),
                    None)
         if cut is not None:
-            checkpoint.write_text_atomic(samples, text[:cut])
+            write_text_atomic(samples, text[:cut])
+
+
+def repair_best(loaded) -> Path:
+    """A finished run being asked to resume: its best checkpoint, after the one repair there is (a kill
+    between refreshing last.npz and best.npz leaves an older best.npz while last.npz was the best)."""
+    b = best(loaded.path.parent)
+    if loaded.path.name == LAST and M.was_best(loaded.meta) and saved_step(b) != M.step(loaded.meta):
+        publish(loaded.path, b)
+    return b if b.is_file() else loaded.path
+
+
+def remove_files(run_dir: Path, names: list[str]) -> None:
+    """Delete an old run's files (--force) or a rewound run's later checkpoints: step files first, newest
+    first, last.npz at the very end, so a kill in between leaves a directory that --resume RUN_DIR still
+    continues consistently (from last.npz, or the newest step file left)."""
+    for name in sorted(names, key=lambda n: (n == LAST, n == BEST, -(step_of(n) or 0))):
+        (run_dir / name).unlink(missing_ok=True)
+
+
+# -- checkpoint files: publishing, names, pruning, temp files -------------------------------------------
+
+def publish(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """Make dst an atomic copy of the complete file src (hard link if possible, else byte copy).
+
+    Hard links are safe because checkpoints are never modified in place: save() always
+    renames a new inode over the old name, so a linked best.npz keeps its content. Only within one
+    directory, though: a file published into another run's directory is copied, so that run never
+    shares an inode (a chmod or an in-place write there would reach this one).
+    """
+    src, dst = Path(src), Path(dst)
+    if not src.is_file():
+        raise FileNotFoundError(f"publish: source {src} is not a file")
+    tmp = temp_path(dst)
+    try:
+        linked = src.parent.resolve() == dst.parent.resolve()
+        if linked:
+            os.link(src, tmp)
+    except OSError:  # no hard links here (other file system, FAT, some network shares, ...)
+        linked = False
+    if not linked:
+        with open(src, "rb") as f_in:
+            atomic_write(dst, lambda f_out: shutil.copyfileobj(f_in, f_out, 1 << 20))
+        return
+    try:
+        os.replace(tmp, dst)
+    finally:
+        # Normally tmp is gone now. But if dst already was a link to src, POSIX rename() of two
+        # names for the same inode is a successful no-op that leaves tmp behind; and on failure
+        # tmp must go too.
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+    fsync_dir(dst.parent)
+
+
+def checkpoint_name(step: int, val_loss: float | None) -> str:
+    """step{N}_val{loss:.4f}.npz; step{N}.npz without a val loss; step{N}_valnan.npz for NaN."""
+    if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
+        raise ValueError(f"step must be a non-negative int, got {step!r}")
+    if val_loss is None:
+        return f"step{int(step)}.npz"
+    if math.isnan(val_loss):
+        return f"step{int(step)}_valnan.npz"
+    return f"step{int(step)}_val{float(val_loss):.4f}.npz"  # inf formats as "inf"
+
+
+def _inode(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def prune(run_dir: str | os.PathLike, keep_last: int, protect: set[str] | None = None) -> list[Path]:
+    """Delete the oldest step*.npz files beyond the newest keep_last (by step number, not mtime).
+
+    Never deletes best.npz, last.npz, files they are hard links to, names in protect (file
+    names or paths), or files not named like checkpoint_name(). Protected files do not count
+    towards keep_last. keep_last=0 keeps everything. Returns the deleted paths, oldest first.
+    """
+    if keep_last < 0:
+        raise ValueError(f"keep_last must be >= 0, got {keep_last}")
+    if keep_last == 0:
+        return []
+    run_dir = Path(run_dir)
+    protected_names = {BEST, LAST} | {Path(n).name for n in (protect or ())}
+    protected_inodes = {i for i in (_inode(run_dir / n) for n in (BEST, LAST)) if i is not None}
+
+    steps: list[tuple[int, str, Path]] = []
+    for p in run_dir.iterdir():
+        m = _STEP_RE.fullmatch(p.name)
+        if m and p.is_file():
+            steps.append((int(m.group(1)), p.name, p))  # name breaks ties deterministically
+    steps.sort()
+
+    deleted: list[Path] = []
+    for _, name, p in steps[: max(len(steps) - keep_last, 0)]:
+        if name in protected_names or _inode(p) in protected_inodes:
+            continue
+        try:
+            p.unlink()
+        except FileNotFoundError:  # someone else already removed it
+            continue
+        deleted.append(p)
+    return deleted
+
+
+def _pid_alive(pid: int) -> bool:
+    """True if pid is a running process (POSIX only; elsewhere assume it is not)."""
+    if os.name != "posix":
+        return False  # os.kill(pid, 0) would terminate the process on Windows
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by another user
+    except OSError:
+        return False
+    return True
+
+
+def remove_stale_temps(run_dir: str | os.PathLike) -> list[Path]:
+    """Delete temp files left by a killed writer (only names matching our temp pattern).
+
+    Temps whose pid is still running (including this process) are kept: they may be
+    mid-write by another thread or process. Returns the removed paths.
+    """
+    removed: list[Path] = []
+    for p in sorted(Path(run_dir).iterdir()):
+        pid = temp_owner(p.name)
+        if pid is None or not p.is_file() or _pid_alive(pid):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+            removed.append(p)
+    return removed

@@ -10,11 +10,13 @@ from pathlib import Path
 
 import numpy as np
 
-from . import npz as checkpoint
-from ..data.corpus import Vocab
-from ..errors import CharrnnError, UsageError
+from ..data.vocab import Vocab
 from ..engine.model import Model, State
 from ..engine.params import GATES, Params, Shape
+from ..errors import CharrnnError
+from . import meta as M
+from . import npz as checkpoint
+from . import rundir
 
 
 @dataclass
@@ -26,11 +28,6 @@ class Loaded:
     meta: dict
     arrays: dict[str, np.ndarray]
     path: Path
-
-
-def shape_meta(shape: Shape) -> dict:
-    return {"cell": shape.cell, "vocab_size": shape.vocab_size, "hidden_size": shape.hidden_size,
-            "num_layers": shape.num_layers, "embedding_size": shape.embedding_size}
 
 
 def model_arrays(model: Model) -> dict[str, np.ndarray]:
@@ -45,64 +42,13 @@ def state_arrays(state: State) -> dict[str, np.ndarray]:
     return out
 
 
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint file, or a run directory meaning its best.npz (last.npz if there is no best yet)."""
-    p = Path(path)
-    if p.is_dir():
-        for name in ("best.npz", "last.npz"):
-            if (p / name).is_file():
-                return p / name
-        raise UsageError(f"{p} holds no best.npz or last.npz", "pass a checkpoint file or a run directory")
-    if not p.exists():
-        raise UsageError(f"checkpoint {p} does not exist", "pass a .npz file or a run directory")
-    return p
-
-
-# Meta sections charrnn train writes and the readers (info, eval --split, --resume) use. The checksum
-# covers the arrays only, so a hand-edited meta still loads: check the types before anything reads them.
-_META_SECTIONS = ("config", "corpus", "progress", "losses", "batch", "rng", "init_from")
-_META_NUMBERS = {"progress": ("step", "epoch", "elapsed_s", "bad_steps"),
-                 "losses": ("train_loss", "val_loss", "best_val_loss")}
-
-
-def _check_meta_types(meta: dict, p: Path) -> None:
-    """CharrnnError naming the first meta field whose type no charrnn version writes."""
-    def bad(field: str) -> CharrnnError:
-        return CharrnnError(f"{p}: meta is missing or has a bad field ({field})",
-                            "the file is not a charrnn checkpoint, or its meta was edited", exit_code=2)
-
-    for section in _META_SECTIONS:
-        if section in meta and not isinstance(meta[section], dict):
-            raise bad(section)
-    for section, keys in _META_NUMBERS.items():
-        for key in keys:
-            v = meta.get(section, {}).get(key)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
-                raise bad(f"{section}.{key}")
-    for key in ("path", "sha256"):
-        if "corpus" in meta and not isinstance(meta["corpus"].get(key), str):
-            raise bad(f"corpus.{key}")
-    for key in ("sources", "files"):  # a corpus of several files (see Trainer.corpus_meta)
-        v = meta.get("corpus", {}).get(key)
-        if v is not None and not (isinstance(v, list) and v and all(isinstance(p, str) for p in v)):
-            raise bad(f"corpus.{key}")
-    if not all(isinstance(v, dict) for v in meta.get("config", {}).values()):
-        raise bad("config")
-
-
 def load(path: str | Path) -> Loaded:
     """Read and verify a checkpoint and rebuild its model (float32). One-line CharrnnError on any problem."""
-    p = resolve_checkpoint(path)
+    p = rundir.resolve_checkpoint(path)
     arrays, meta = checkpoint.load(p)
-    _check_meta_types(meta, p)
-    try:
-        m = meta["model"]
-        shape = Shape(str(m["cell"]), int(m["vocab_size"]), int(m["hidden_size"]), int(m["num_layers"]),
-                      int(m.get("embedding_size", 0)))
-        vocab = Vocab(str(meta["vocab"]))
-    except (KeyError, TypeError, ValueError) as e:
-        raise CharrnnError(f"{p}: meta is missing or has a bad field ({e})", "the file is not a charrnn checkpoint",
-                           exit_code=2) from None
+    M.check_types(meta, p)
+    fields, chars = M.model_fields(meta, p)
+    shape, vocab = Shape(*fields), Vocab(chars)
     if shape.cell not in GATES or vocab.size != shape.vocab_size or min(shape.vocab_size, shape.hidden_size,
                                                                        shape.num_layers) < 1:
         raise CharrnnError(f"{p}: meta describes an impossible model {shape}", "the file is corrupt", exit_code=2)

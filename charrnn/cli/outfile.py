@@ -10,7 +10,7 @@ import re
 import stat
 from pathlib import Path
 
-from ..checkpoints.npz import atomic_write
+from ..atomic import atomic_write
 
 _STD = {"/dev/stdin": 0, "/dev/stdout": 1, "/dev/stderr": 2}
 

@@ -1,24 +1,18 @@
 """The "see inside" commands: `charrnn plot`, `charrnn diagnose`, `charrnn activations`.
 
-Thin click commands like those in cli.py (which imports this module to register them), kept apart so
-cli.py stays short. PNGs need the `plot` extra (matplotlib); without it each command shows its terminal
+Thin click commands like those in commands.py, on the same group (cli/__init__.py imports both). PNGs need the `plot` extra (matplotlib); without it each command shows its terminal
 view, and asking for a PNG explicitly (-o) is a one-line error naming the extra.
 """
 from pathlib import Path
 
 import click
 
-from .commands import _console, _emit, _err_console, _escape, _stdout, friendly_errors, main
+from .common import _console, _emit, _err_console, _escape, _stdout, friendly_errors, main, write_file
 
 
 def _write(path, data, what: str) -> None:
-    """Write a picture or page where the user asked (atomically; a read-only file is refused)."""
-    from ..errors import UsageError
-    from .outfile import write_user_file
-    try:
-        write_user_file(path, data)
-    except OSError as e:
-        raise UsageError(f"cannot write {path}: {e.strerror or e}", f"choose a writable {what} path") from None
+    """Write a picture or page where the user asked, and say so."""
+    write_file(path, data, what)
     _err_console().print(f"wrote {_escape(str(path))}")
 
 
@@ -46,8 +40,8 @@ def plot(runs, output, terminal, smooth, x_axis):
     """Loss curves of one or more runs (RUN_DIR: a directory charrnn train wrote): smoothed train loss and
     val loss against step and against time, overlaid, the best checkpoint marked. Warns when val loss
     rises while train loss falls (overfitting)."""
-    from ..insight import curves, figures
     from ..errors import UsageError
+    from ..insight import curves, figures
     if not 0 <= smooth < 1:
         raise UsageError(f"--smooth must be in [0, 1), got {smooth}", "e.g. --smooth 0.6, or 0 for raw values")
     _check_png_path(output)
@@ -73,7 +67,7 @@ def plot(runs, output, terminal, smooth, x_axis):
     for r in loaded:
         hint = curves.overfitting(r)
         if hint:
-            _emit(lambda: console.print(f"[bold yellow]hint:[/] {_escape(hint)}"))
+            _emit(lambda: console.print(f"[bold yellow]hint:[/] {_escape(hint)}"))  # noqa: B023 (called at once)
         if r.skipped_lines:
             _err_console().print(f"warning: {_escape(r.name)}: skipped {r.skipped_lines} unreadable line(s) "
                                  "of metrics.jsonl")
@@ -113,11 +107,9 @@ def diagnose(checkpoint, cell, hidden, layers, init_scale, forget_bias, seed, te
     mean forget gate (LSTM)."""
     import numpy as np
 
+    from ..errors import UsageError
     from ..insight import diagnose as dg
     from ..insight import figures
-    from ..checkpoints import store
-    from ..errors import UsageError
-    from ..insight.evaluation import read_text
     if (checkpoint is None) == (cell is None):
         raise UsageError("give exactly one of CHECKPOINT or --model rnn|lstm|gru",
                          "e.g. charrnn diagnose runs/x, or charrnn diagnose --model rnn --hidden 64")
@@ -135,37 +127,10 @@ def diagnose(checkpoint, cell, hidden, layers, init_scale, forget_bias, seed, te
         figures.require("diagnose")
     _stdout()
     if checkpoint is not None:
-        from ..config import Config
-        from ..insight.evaluation import split_ids
-        loaded = store.load(checkpoint)
-        cfg = Config.from_saved(loaded.meta.get("config", {}), source=str(loaded.path))
-        m = cfg.model
-        init = dg.initial_model(loaded.model.shape, cfg.train.seed, m.init_scale,
-                                init={"scheme": m.init, "forget_bias": m.forget_bias,
-                                      "orthogonal_recurrent": m.orthogonal_recurrent})
-        models, vocab = [("trained", loaded.model), ("init", init)], loaded.vocab
-        T = seq_len or loaded.meta.get("batch", {}).get("seq_len") or 100
-        if text_file:
-            ids, source = vocab.encode(read_text(text_file, encoding), unknown="skip"), Path(text_file).name
-        else:
-            try:
-                ids, source = split_ids(loaded, "val"), "the validation split"
-            except UsageError as e:
-                raise UsageError(e.message, "pass --text FILE to look at another text") from None
-        default_png = loaded.path.parent / "diagnose.png"
+        models, ids, source, T, default_png = _trained_subject(checkpoint, text_file, encoding, seq_len)
     else:
-        from ..api import BUNDLED_CORPUS
-        from ..data.corpus import Vocab
-        from ..engine.params import Shape
-        path = text_file or BUNDLED_CORPUS
-        text = read_text(path, encoding)
-        if not text:
-            raise UsageError(f"{path} is empty", "pass a text file with some text in it")
-        vocab = Vocab(text)
-        model = dg.initial_model(Shape(cell, vocab.size, hidden, layers), seed, init_scale, forget_bias)
-        models, ids, source = [("init", model)], vocab.encode(text), Path(path).name
-        T = seq_len or 100
-        default_png = Path(f"diagnose-{cell}.png")
+        models, ids, source, T, default_png = _fresh_subject(cell, hidden, layers, init_scale, forget_bias, seed,
+                                                             text_file, encoding, seq_len)
     rep = dg.diagnose(models, np.asarray(ids), batch_size, int(T), source)
     if as_json:
         import json
@@ -177,6 +142,50 @@ def diagnose(checkpoint, cell, hidden, layers, init_scale, forget_bias, seed, te
         _write(output or default_png, figures.diagnose_png(rep), "-o")
     elif not terminal:
         _no_png_note("diagnose")
+
+
+def _trained_subject(checkpoint, text_file, encoding, seq_len):
+    """diagnose CHECKPOINT: (models, ids, source, T, default PNG): its weights beside the init they started
+    from, on its validation split or --text."""
+    from ..checkpoints import meta as M
+    from ..checkpoints import store
+    from ..errors import UsageError
+    from ..insight import diagnose as dg
+    from ..insight.evaluation import read_text, split_ids
+    loaded = store.load(checkpoint)
+    cfg = M.saved_config(loaded.meta, source=str(loaded.path))
+    m = cfg.model
+    init = dg.initial_model(loaded.model.shape, cfg.train.seed, m.init_scale,
+                            init={"scheme": m.init, "forget_bias": m.forget_bias,
+                                  "orthogonal_recurrent": m.orthogonal_recurrent})
+    models, vocab = [("trained", loaded.model), ("init", init)], loaded.vocab
+    T = seq_len or loaded.meta.get("batch", {}).get("seq_len") or 100
+    if text_file:
+        ids, source = vocab.encode(read_text(text_file, encoding), unknown="skip"), Path(text_file).name
+    else:
+        try:
+            ids, source = split_ids(loaded, "val"), "the validation split"
+        except UsageError as e:
+            raise UsageError(e.message, "pass --text FILE to look at another text") from None
+    return models, ids, source, T, loaded.path.parent / "diagnose.png"
+
+
+def _fresh_subject(cell, hidden, layers, init_scale, forget_bias, seed, text_file, encoding, seq_len):
+    """diagnose --model CELL: (models, ids, source, T, default PNG) of an untrained model on --text or
+    the bundled corpus."""
+    from ..data.sources import BUNDLED_CORPUS
+    from ..data.vocab import Vocab
+    from ..engine.params import Shape
+    from ..errors import UsageError
+    from ..insight import diagnose as dg
+    from ..insight.evaluation import read_text
+    path = text_file or BUNDLED_CORPUS
+    text = read_text(path, encoding)
+    if not text:
+        raise UsageError(f"{path} is empty", "pass a text file with some text in it")
+    vocab = Vocab(text)
+    model = dg.initial_model(Shape(cell, vocab.size, hidden, layers), seed, init_scale, forget_bias)
+    return [("init", model)], vocab.encode(text), Path(path).name, seq_len or 100, Path(f"diagnose-{cell}.png")
 
 
 @main.command()
@@ -199,10 +208,10 @@ def diagnose(checkpoint, cell, hidden, layers, init_scale, forget_bias, seed, te
 def activations(checkpoint, file, text, units, top, layer, kind, max_chars, output, terminal, unknown, encoding):
     """Per-character heatmaps of chosen hidden/cell units of CHECKPOINT over FILE (or --text), and the
     model's surprisal (-log p) at each character: a self-contained HTML page and a PNG."""
-    from ..insight import activations as act
-    from ..insight import figures
     from ..checkpoints import store
     from ..errors import UsageError
+    from ..insight import activations as act
+    from ..insight import figures
     from ..insight.evaluation import read_text
     if (file is None) == (text is None):
         raise UsageError("give exactly one of FILE or --text", 'e.g. charrnn activations runs/x my.txt, or --text "ROMEO:"')
@@ -224,9 +233,8 @@ def activations(checkpoint, file, text, units, top, layer, kind, max_chars, outp
     body = body[:max_chars]
     missing = loaded.vocab.unknown_chars(body)
     if missing and unknown != "skip":
-        shown = ", ".join(repr(c) for c in missing[:10])
-        raise UsageError(f"the text holds {len(missing)} character(s) the model has never seen: {shown}",
-                         "pass --unknown skip to drop them")
+        from ..data.vocab import unknown_error
+        raise unknown_error(missing, "the text", "the model's vocabulary", "pass --unknown skip to drop them")
     s = loaded.model.shape
     title = f"{s.cell.upper()} {s.num_layers}x{s.hidden_size} ({loaded.path}) reading " + (
         Path(file).name if file else "the given text")
@@ -236,7 +244,7 @@ def activations(checkpoint, file, text, units, top, layer, kind, max_chars, outp
         _emit(lambda: console.print(act.terminal_view(pic)))
         return
     for u in pic.units:
-        _emit(lambda: console.print(f"{_escape(u.name)}  {_escape(u.note)}".rstrip()))
+        _emit(lambda: console.print(f"{_escape(u.name)}  {_escape(u.note)}".rstrip()))  # noqa: B023 (called at once)
     page = Path(output) if output else loaded.path.parent / "activations.html"
     _write(page, act.html(pic), "-o")
     if figures.available():

@@ -8,15 +8,12 @@ import contextlib
 import hashlib
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..checkpoints.npz import atomic_write
+from ..atomic import atomic_write
 from ..errors import UsageError
-
-if TYPE_CHECKING:
-    from .corpus import Corpus
+from .vocab import Corpus, Vocab
 
 CACHE_FORMAT = 1  # bump when the cache layout changes, so old caches are rebuilt
 READ_BYTES = 8 << 20
@@ -32,8 +29,6 @@ def file_sha256(path: Path) -> str:
 
 def read_cache(cache_dir: Path, key: dict) -> Corpus | None:
     """The cached corpus if it matches key and is intact, else None (a broken cache is just rebuilt)."""
-    # data imports this module, so this import waits until the first use
-    from .corpus import Corpus, Vocab
     try:
         meta = json.loads((cache_dir / "corpus.json").read_text(encoding="utf-8"))
         if meta.get("format") != CACHE_FORMAT or any(meta.get(k) != v for k, v in key.items()):

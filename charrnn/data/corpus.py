@@ -1,4 +1,5 @@
-"""Corpus → vocabulary → encoded array → train/val/test splits → (x, y) batches.
+"""Reading a corpus: files → text → vocabulary → encoded array (cached in the run directory). The splits
+and batches are in batches.py, the vocabulary in vocab.py.
 
 Text is handled as Unicode code points, never bytes, so "ế" is one token. Large files are read in
 chunks with an incremental decoder, so a 500 MB corpus never exists as one Python str: memory stays
@@ -11,119 +12,21 @@ import hashlib
 import json
 import os
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from charrnn.data.cache import read_cache, write_cache
-from charrnn.errors import UsageError
-from charrnn.data.sources import check_file, find_files
+from ..errors import UsageError
+from .cache import read_cache, write_cache
+from .sources import check_file, find_files
+from .vocab import Corpus, Vocab, _codepoints, _text
 
 CHUNK_BYTES = 8 << 20  # bytes read per step; tests lower it to make characters straddle chunk edges
-MIN_SEQ_LEN = 8  # fit_batch_shape never shrinks seq_len below this
-TARGET_BATCHES = 4  # fit_batch_shape aims for at least this many batches per epoch
 BINARY_CONTROL_FRACTION = 0.10
 _MAX_CODEPOINT = 0x10FFFF
 # C0 controls except \t \n \v \f \r, DEL, and C1 controls: rare in real text, common in binary data.
 _CONTROL = np.zeros(0xA0, dtype=bool)
 _CONTROL[[*range(0x00, 0x09), *range(0x0E, 0x20), *range(0x7F, 0xA0)]] = True
-
-
-def _codepoints(text: str) -> np.ndarray:
-    """The code points of text as uint32, without a Python loop (surrogatepass keeps lone surrogates)."""
-    raw = text.encode("utf-32-le", "surrogatepass")
-    return np.frombuffer(raw, dtype="<u4").astype(np.uint32, copy=False)
-
-
-def _text(codepoints: np.ndarray) -> str:
-    """Inverse of _codepoints."""
-    return np.asarray(codepoints, dtype="<u4").tobytes().decode("utf-32-le", "surrogatepass")
-
-
-class Vocab:
-    """The distinct characters of a corpus sorted by code point; a character's index is its token id."""
-
-    def __init__(self, chars: str):
-        chars = "".join(sorted(set(chars)))  # sorted + distinct whatever the caller passed
-        if not chars:
-            raise ValueError("a vocabulary needs at least one character")
-        self.chars = chars
-        self._codepoints = _codepoints(chars)
-
-    @property
-    def size(self) -> int:
-        return len(self.chars)
-
-    @property
-    def dtype(self) -> np.dtype:
-        """The smallest unsigned integer type that holds every token id (uint8 up to 256 characters)."""
-        for dtype in (np.uint8, np.uint16):
-            if self.size - 1 <= np.iinfo(dtype).max:
-                return np.dtype(dtype)
-        return np.dtype(np.uint32)
-
-    def _lookup(self, text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(code points, candidate ids, mask of characters that are in the vocabulary)."""
-        cps = _codepoints(text)
-        ids = np.searchsorted(self._codepoints, cps)
-        np.minimum(ids, self.size - 1, out=ids)  # past-the-end means unknown; clip so indexing works
-        return cps, ids, self._codepoints[ids] == cps
-
-    def unknown_chars(self, text: str) -> list[str]:
-        """The distinct characters of text that are not in the vocabulary, sorted by code point."""
-        cps, _, known = self._lookup(text)
-        return list(_text(np.unique(cps[~known])))
-
-    def encode(self, text: str, unknown: str = "error") -> np.ndarray:
-        """Token ids of text (dtype self.dtype). unknown='error' raises UsageError, 'skip' drops them."""
-        if unknown not in ("error", "skip"):
-            raise ValueError(f"unknown must be 'error' or 'skip', not {unknown!r}")
-        cps, ids, known = self._lookup(text)
-        if not known.all():
-            if unknown == "skip":
-                ids = ids[known]
-            else:
-                bad = list(_text(np.unique(cps[~known])))  # distinct, sorted by code point
-                shown = ", ".join(repr(c) for c in bad[:10]) + (f" and {len(bad) - 10} more" * (len(bad) > 10))
-                raise UsageError(
-                    f"{len(bad)} character(s) not in the vocabulary: {shown}",
-                    "remove them from the text or skip unknown characters",
-                )
-        return ids.astype(self.dtype)
-
-    def decode(self, ids: np.ndarray | list[int]) -> str:
-        """The text of a sequence of token ids (ValueError if an id is out of range)."""
-        ids = np.asarray(ids).reshape(-1)
-        if ids.size and (ids.min() < 0 or ids.max() >= self.size):
-            raise ValueError(f"token ids must be in [0, {self.size}), got {ids.min()}..{ids.max()}")
-        return _text(self._codepoints[ids.astype(np.intp)])
-
-    def __len__(self) -> int:
-        return self.size
-
-    def __eq__(self, other: object) -> bool:
-        return self.chars == other.chars if isinstance(other, Vocab) else NotImplemented
-
-    def __hash__(self) -> int:
-        return hash(self.chars)
-
-    def __repr__(self) -> str:
-        return f"Vocab(size={self.size}, chars={self.chars[:40]!r}{'...' if self.size > 40 else ''})"
-
-
-@dataclass
-class Corpus:
-    """A loaded corpus. path is absolute; sha256 is of the file's bytes (several files: see
-    _combined_sha256); from_cache says how it was loaded."""
-
-    vocab: Vocab
-    data: np.ndarray
-    path: Path
-    sha256: str
-    n_chars: int
-    from_cache: bool = False
-    files: tuple[Path, ...] = ()  # every file read, in reading order (path is the first)
 
 
 def _resolve_codec(encoding: str, errors: str) -> tuple[str, bool]:
@@ -309,97 +212,3 @@ def load_corpus(path: str | os.PathLike | Sequence[str | os.PathLike], encoding:
     if cache_dir is not None and expect_sha256 in (None, corpus.sha256):
         write_cache(Path(cache_dir), key, corpus, shas)
     return corpus
-
-
-def split(data: np.ndarray, val_fraction: float, test_fraction: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Contiguous (train, val, test) views: train is the start of data, then val, then test at the end.
-
-    n_val = int(N * val_fraction) and n_test = int(N * test_fraction); train gets the rest. Contiguous
-    (not shuffled) splits keep validation text unseen and keep streams of consecutive characters intact.
-    """
-    for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-        if not 0 <= value < 1:
-            raise UsageError(f"{name} must be in [0, 1), got {value}", f"set {name} to e.g. 0.05")
-    if val_fraction + test_fraction >= 1:
-        raise UsageError(f"val_fraction + test_fraction must be below 1, got {val_fraction + test_fraction}",
-                         "lower val_fraction or test_fraction")
-    n = len(data)
-    n_val, n_test = int(n * val_fraction), int(n * test_fraction)
-    n_train = n - n_val - n_test
-    return data[:n_train], data[n_train: n_train + n_val], data[n_train + n_val:]
-
-
-class Batches:
-    """char-rnn style batches: B parallel streams, each continuing from one batch to the next.
-
-    The data is cut into B contiguous streams of stream_len = (len(data) - 1) // B characters; batch i
-    holds window [offset + i*T, offset + (i+1)*T) of every stream, so row b of batch i+1 continues row b
-    of batch i and the trainer can carry the hidden state across batches. y is x shifted by one char.
-    """
-
-    def __init__(self, data: np.ndarray, batch_size: int, seq_len: int):
-        if batch_size < 1 or seq_len < 1:
-            raise ValueError(f"batch_size and seq_len must be >= 1, got {batch_size}, {seq_len}")
-        self.batch_size, self.seq_len = batch_size, seq_len
-        self.stream_len = (len(data) - 1) // batch_size
-        if self.stream_len < 1:
-            raise ValueError(f"{len(data)} characters cannot make {batch_size} streams")
-        n = batch_size * self.stream_len
-        self.x_streams = data[:n].reshape(batch_size, self.stream_len)  # views: no copy of the corpus
-        self.y_streams = data[1: n + 1].reshape(batch_size, self.stream_len)
-
-    def batches_per_epoch(self, offset: int = 0) -> int:
-        """Full batches that fit after skipping offset characters of every stream."""
-        if not 0 <= offset <= self.stream_len:
-            raise ValueError(f"offset must be in [0, {self.stream_len}], got {offset}")
-        return (self.stream_len - offset) // self.seq_len
-
-    def batch(self, i: int, offset: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        """(x, y) as C-contiguous int32 arrays of shape (batch_size, seq_len)."""
-        n = self.batches_per_epoch(offset)
-        if not 0 <= i < n:
-            raise ValueError(f"batch index {i} out of range [0, {n}) for offset {offset}")
-        start = offset + i * self.seq_len
-        window = slice(start, start + self.seq_len)
-        return (np.ascontiguousarray(self.x_streams[:, window], dtype=np.int32),
-                np.ascontiguousarray(self.y_streams[:, window], dtype=np.int32))
-
-    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """The batches of one epoch with offset 0."""
-        return (self.batch(i) for i in range(self.batches_per_epoch()))
-
-
-def eval_batches(data: np.ndarray, batch_size: int, seq_len: int) -> Batches | None:
-    """Batches for evaluating a (small) split: batch_size shrinks so at least one batch fits.
-
-    None when not even one stream of seq_len + 1 characters fits (e.g. val_fraction is 0).
-    """
-    b = min(batch_size, (len(data) - 1) // seq_len)
-    return Batches(data, b, seq_len) if b >= 1 else None
-
-
-def fit_batch_shape(n_train: int, batch_size: int, seq_len: int) -> tuple[int, int, str | None]:
-    """(batch_size, seq_len, warning): the requested shape if one full batch fits, else a smaller one.
-
-    Shrinking lowers batch_size first, then seq_len (not below 8), aiming at TARGET_BATCHES batches
-    per epoch; the warning says what changed. UsageError if not even batch_size 1, seq_len 8 fits.
-    """
-    if batch_size < 1 or seq_len < 1:
-        raise UsageError(f"batch_size and seq_len must be >= 1, got {batch_size} and {seq_len}",
-                         "set both to positive integers")
-    usable = n_train - 1  # the last character is only ever a target
-    if usable // batch_size >= seq_len:
-        return batch_size, seq_len, None
-    min_seq = min(seq_len, MIN_SEQ_LEN)  # never raise a seq_len the user set below 8
-    if usable < min_seq:
-        raise UsageError(f"corpus too small: {n_train} characters in the train split, need at least {min_seq + 1}",
-                         "use a larger file or lower val_fraction/test_fraction")
-    b = usable // (TARGET_BATCHES * seq_len)
-    if b >= 1:
-        t = seq_len
-    else:
-        b, t = 1, max(min_seq, min(seq_len, usable // TARGET_BATCHES))
-    n_batches = (usable // b) // t
-    warning = (f"the train split has only {n_train} characters, too few for batch_size {batch_size} x "
-               f"seq_len {seq_len}; using batch_size {b}, seq_len {t} ({n_batches} batches per epoch)")
-    return b, t, warning

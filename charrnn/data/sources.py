@@ -13,6 +13,9 @@ from pathlib import Path, PurePosixPath
 
 from ..errors import UsageError
 
+# The corpus a run reads when none is named: tiny Shakespeare, shipped inside the package.
+BUNDLED_CORPUS = Path(__file__).resolve().parents[1] / "_bundled" / "tinyshakespeare.txt"
+
 
 def check_file(path: Path, shown: str) -> os.stat_result:
     """The stat of a non-empty regular file, or a one-line UsageError saying what it is instead."""

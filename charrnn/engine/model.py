@@ -13,9 +13,8 @@ Sizes: B = streams, T = time steps, N = T*B rows, H = hidden, G = gates*H, V = v
 """
 from dataclasses import dataclass
 
-import numpy as np
-
 import numba
+import numpy as np
 
 from .kernels import blas, dropout, gemm, gru, gru_fused, head, lstm, lstm_fused, rnn
 from .kernels.blas import matmul, single_threaded_blas

@@ -17,7 +17,6 @@ import math
 
 import numpy as np
 
-from charrnn.errors import CharrnnError, UsageError
 from charrnn.engine.kernels.optim import (
     _adagrad_update,
     _adam_update,
@@ -28,6 +27,7 @@ from charrnn.engine.kernels.optim import (
     _sgd_update,
     _sum_squares,
 )
+from charrnn.errors import CharrnnError, UsageError
 
 OPTIMIZERS = ("adam", "rmsprop", "adagrad", "sgd")
 SCHEDULES = ("constant", "step", "cosine", "linear")
@@ -316,6 +316,27 @@ def lr_at(step: int, *, lr: float, schedule: str = "constant", warmup_steps: int
 
     Never negative. Raises ValueError for an unknown schedule or invalid arguments.
     """
+    _check_schedule(step, lr, schedule, warmup_steps, decay_rate, decay_every, min_lr, total_steps, time_fraction,
+                    decay_fraction)
+    if step < warmup_steps:
+        return lr * (step + 1) / warmup_steps
+    s = step - warmup_steps
+    if schedule == "constant":
+        rate = lr
+    elif schedule == "step":
+        rate = max(min_lr, lr * decay_rate ** (s // decay_every))
+    else:
+        progress = _budget_used(s, warmup_steps, total_steps, time_fraction, decay_fraction)
+        if schedule == "cosine":
+            rate = min_lr + (lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
+        else:
+            rate = lr + (min_lr - lr) * progress
+    return max(0.0, rate)
+
+
+def _check_schedule(step, lr, schedule, warmup_steps, decay_rate, decay_every, min_lr, total_steps, time_fraction,
+                    decay_fraction) -> None:
+    """ValueError for arguments lr_at cannot use."""
     if step < 0:
         raise ValueError(f"step must be >= 0, got {step}")
     if not (math.isfinite(lr) and lr >= 0):
@@ -336,24 +357,17 @@ def lr_at(step: int, *, lr: float, schedule: str = "constant", warmup_steps: int
     if schedule in ("cosine", "linear") and total_steps is None and time_fraction is None:
         raise ValueError(f"the {schedule} schedule needs total_steps or time_fraction")
 
-    if step < warmup_steps:
-        return lr * (step + 1) / warmup_steps
-    s = step - warmup_steps
-    if schedule == "constant":
-        rate = lr
-    elif schedule == "step":
-        rate = max(min_lr, lr * decay_rate ** (s // decay_every))
-    else:
-        progress = 0.0
-        if total_steps is not None:
-            last = total_steps - warmup_steps - 1  # s of the last scheduled step (total_steps - 1)
-            progress = 1.0 if s >= last else s / last
-        if time_fraction is not None:
-            progress = max(progress, time_fraction)
-        if decay_fraction < 1.0:
-            progress = max(0.0, (progress - (1.0 - decay_fraction)) / decay_fraction)
-        if schedule == "cosine":
-            rate = min_lr + (lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
-        else:
-            rate = lr + (min_lr - lr) * progress
-    return max(0.0, rate)
+
+def _budget_used(s: int, warmup_steps: int, total_steps: int | None, time_fraction: float | None,
+                 decay_fraction: float) -> float:
+    """p of lr_at's cosine/linear schedules: how much of the budget post-warmup step s has used, the larger
+    of the step and time budgets, within the decay's last fraction."""
+    progress = 0.0
+    if total_steps is not None:
+        last = total_steps - warmup_steps - 1  # s of the last scheduled step (total_steps - 1)
+        progress = 1.0 if s >= last else s / last
+    if time_fraction is not None:
+        progress = max(progress, time_fraction)
+    if decay_fraction < 1.0:
+        progress = max(0.0, (progress - (1.0 - decay_fraction)) / decay_fraction)
+    return progress

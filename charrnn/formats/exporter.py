@@ -21,10 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__
-from ..checkpoints import npz as checkpoint, store
-from ..errors import CharrnnError, UsageError
+from .._version import __version__
+from ..atomic import atomic_write
+from ..checkpoints import store
 from ..engine.params import GATES
+from ..errors import CharrnnError, UsageError, cannot_write
 
 FORMATS = ("onnx", "safetensors")
 SUFFIXES = {".onnx": "onnx", ".safetensors": "safetensors"}
@@ -53,6 +54,20 @@ def _reorder(w: np.ndarray, cell: str) -> np.ndarray:
 def start_id(vocab) -> int:
     """The id charrnn feeds first when sampling without a prime ('\\n', else id 0; see generate.py)."""
     return vocab.chars.index("\n") if "\n" in vocab.chars else 0
+
+
+def _signature(helper, TensorProto, cell: str, L: int, H: int, V: int, states: list[str]):
+    """The graph's inputs, outputs and the doc string that explains them."""
+    state_shape = [L, "batch", H]
+    inputs = [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"])]
+    inputs += [helper.make_tensor_value_info(f"{st}0", TensorProto.FLOAT, state_shape) for st in states]
+    outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "seq", V])]
+    outputs += [helper.make_tensor_value_info(f"{st}n", TensorProto.FLOAT, state_shape) for st in states]
+    doc = (f"charrnn {cell.upper()} {L}x{H} character model. input_ids: character ids (batch, seq) in the "
+           f"order of metadata 'vocab'; {' and '.join(f'{st}0' for st in states)}: the state (layers, batch, "
+           "hidden), zeros to start; logits: next-character scores (batch, seq, vocab); "
+           f"{' and '.join(f'{st}n' for st in states)}: the state after the last character.")
+    return inputs, outputs, doc
 
 
 def onnx_model(loaded: store.Loaded):
@@ -98,15 +113,7 @@ def onnx_model(loaded: store.Loaded):
     node("Add", ["decoded", const("decoder.bias", P["decoder.bias"])], ["logits_tb"])
     node("Transpose", ["logits_tb"], ["logits"], perm=[1, 0, 2])
 
-    state_shape = [L, "batch", H]
-    inputs = [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"])]
-    inputs += [helper.make_tensor_value_info(f"{st}0", TensorProto.FLOAT, state_shape) for st in states]
-    outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "seq", V])]
-    outputs += [helper.make_tensor_value_info(f"{st}n", TensorProto.FLOAT, state_shape) for st in states]
-    doc = (f"charrnn {cell.upper()} {L}x{H} character model. input_ids: character ids (batch, seq) in the "
-           f"order of metadata 'vocab'; {' and '.join(f'{st}0' for st in states)}: the state (layers, batch, "
-           "hidden), zeros to start; logits: next-character scores (batch, seq, vocab); "
-           f"{' and '.join(f'{st}n' for st in states)}: the state after the last character.")
+    inputs, outputs, doc = _signature(helper, TensorProto, cell, L, H, V, states)
     graph = helper.make_graph(nodes, "charrnn", inputs, outputs, initializer=inits, doc_string=doc)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="charrnn",
                               producer_version=__version__, ir_version=IR_VERSION, doc_string=doc)
@@ -152,7 +159,7 @@ def export(ckpt: str | os.PathLike, out: str | os.PathLike | None = None, fmt: s
         raise UsageError(f"{target} already exists", "add --force to replace it, or choose another -o file")
     data = onnx_model(loaded).SerializeToString() if fmt == "onnx" else safetensors_bytes(loaded)
     try:
-        checkpoint.atomic_write(target, lambda f: f.write(data))
+        atomic_write(target, lambda f: f.write(data))
     except OSError as e:
-        raise UsageError(f"cannot write {target}: {e.strerror or e}", "choose a writable -o path") from None
+        raise cannot_write(target, e, "-o") from None
     return target

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import forward64 as inside
-from ..errors import UsageError
 from ..engine.model import Model
+from ..errors import UsageError
+from . import forward64 as inside
 
 QUOTES = {'"', "\u201c", "\u201d"}
 OPEN, CLOSE = "([{", ")]}"

@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..checkpoints import rundir
 from ..errors import UsageError
 
 
@@ -58,9 +59,9 @@ def read_run(run_dir: str | Path, weight: float = 0.6) -> Run:
     p = Path(run_dir)
     if not p.exists():
         raise UsageError(f"{p} does not exist", "pass a run directory written by charrnn train")
-    metrics = p / "metrics.jsonl" if p.is_dir() else p
+    metrics = rundir.metrics_path(p) if p.is_dir() else p
     if not metrics.is_file():
-        raise UsageError(f"{p} holds no metrics.jsonl (is it a run directory?)",
+        raise UsageError(f"{p} holds no {rundir.METRICS} (is it a run directory?)",
                          "pass the directory charrnn train wrote, e.g. runs/tinyshakespeare")
     try:
         lines = metrics.read_text(encoding="utf-8", errors="replace").splitlines()

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import forward64 as inside
-from ..errors import UsageError
 from ..engine.model import Model, State
 from ..engine.params import Params, Shape, init_params
+from ..errors import UsageError
+from . import forward64 as inside
 
 
 @dataclass

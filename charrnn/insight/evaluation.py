@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 
 from ..checkpoints import store
+from ..data.vocab import unknown_error
 from ..errors import UsageError
 
 
@@ -13,13 +14,6 @@ def metrics(total: float, predictions: int, chars: int) -> dict:
     loss = total / predictions
     return {"loss": loss, "bpc": loss / math.log(2), "perplexity": math.exp(min(loss, 700.0)),
             "chars": chars, "predictions": predictions}
-
-
-def _refuse_unknown(missing: list[str], source: str) -> None:
-    """One line listing characters outside the model's vocabulary (up to ten of them)."""
-    shown = ", ".join(repr(c) for c in missing[:10]) + (" ..." if len(missing) > 10 else "")
-    raise UsageError(f"{source} holds {len(missing)} character(s) the model has never seen: {shown}",
-                     "evaluate on text from the same alphabet, or pass --unknown skip to drop them")
 
 
 def read_text(path: str | Path, encoding: str = "utf-8", errors: str = "strict") -> str:
@@ -57,7 +51,8 @@ def eval_file(loaded: store.Loaded, path: str | Path, encoding="utf-8", errors="
     text = read_text(path, encoding, errors)
     missing = loaded.vocab.unknown_chars(text)
     if missing and unknown != "skip":
-        _refuse_unknown(missing, str(path))
+        raise unknown_error(missing, str(path), "the model's vocabulary",
+                            "evaluate on text from the same alphabet, or pass --unknown skip to drop them")
     ids = loaded.vocab.encode(text, unknown="skip")
     if ids.size < 2:
         dropped = f" once the {len(text) - ids.size} unknown one(s) are dropped" if ids.size < len(text) else ""
@@ -78,15 +73,15 @@ def eval_split(loaded: store.Loaded, which: str) -> dict:
 def split_ids(loaded: store.Loaded, which: str) -> np.ndarray:
     """The val or test split of the corpus the checkpoint was trained on, as the model's token ids
     (UsageError when the corpus is gone, changed, or the split is empty)."""
-    from ..api import training_sources
-    from ..config import Config
-    from ..data.corpus import load_corpus, split
-    from ..training.finetune import fit_corpus
+    from ..checkpoints import meta as M
+    from ..data.batches import split
+    from ..data.corpus import load_corpus
+    from ..data.reencode import fit_corpus
     meta = loaded.meta
     if "corpus" not in meta or "config" not in meta:
         raise UsageError(f"{loaded.path} does not record its training corpus", "pass a FILE to evaluate instead")
-    cfg = Config.from_saved(meta["config"], source=str(loaded.path))
-    sources = training_sources(meta)
+    cfg = M.saved_config(meta, source=str(loaded.path))
+    sources = M.training_sources(meta)
     shown = ", ".join(sources)
     if not all(Path(p).exists() for p in sources):
         raise UsageError(f"the training corpus {shown} is no longer there",

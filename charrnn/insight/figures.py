@@ -115,7 +115,8 @@ def diagnose_png(rep) -> bytes:
 
 def activations_png(pic, max_lines: int = 8, max_cols: int = 90) -> bytes:
     """The first lines of the text, once per unit coloured by its activation and once by surprisal."""
-    from matplotlib.colors import LinearSegmentedColormap, TwoSlopeNorm, Normalize
+    from matplotlib.colors import LinearSegmentedColormap, Normalize, TwoSlopeNorm
+
     from .activations import surprisal_scale, unit_scale
     lines, pos, start = [], [], 0
     for t, ch in enumerate(pic.text + "\n"):

@@ -31,14 +31,14 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from ..data.corpus import Vocab
-from ..errors import UsageError
+from ..data.vocab import Vocab, unknown_error
 from ..engine.kernels import sampler as K
 from ..engine.kernels.sync import STRIDE
 from ..engine.model import Model, State
 from ..engine.params import GATES
-from .stops import StopCutter, check_stops
 from ..engine.threads import pool, usable_cores
+from ..errors import UsageError
+from .stops import StopCutter, check_stops
 
 _MASK64 = (1 << 64) - 1
 _GOLDEN = 0x9E3779B97F4A7C15
@@ -357,9 +357,8 @@ def sample(model: Model, vocab: Vocab, length: int, *, temperature: float = 1.0,
     if prime and prime_unknown == "error":
         bad = vocab.unknown_chars(prime)
         if bad:
-            shown = ", ".join(repr(ch) for ch in bad[:10]) + (f" and {len(bad) - 10} more" if len(bad) > 10 else "")
-            raise UsageError(f"the prime has {len(bad)} character(s) not in the model's vocabulary: {shown}",
-                             "remove them from the prime or pass --prime-unknown skip")
+            raise unknown_error(bad, "the prime", "the model's vocabulary",
+                                "remove them from the prime or pass --prime-unknown skip")
     prime_ids = vocab.encode(prime, unknown="skip") if prime else np.zeros(0, np.int32)
 
     greedy = bool(argmax) or temperature == 0 or top_k == 1

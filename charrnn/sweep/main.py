@@ -13,8 +13,8 @@ import sys
 import time
 from pathlib import Path
 
-from ..errors import CharrnnError, UsageError
 from ..engine.threads import usable_cores
+from ..errors import CharrnnError, UsageError
 from .spec import Spec, load, trial_config
 from .storage import Store, is_database, need_optuna
 from .table import render, summary
@@ -50,7 +50,7 @@ def run(sweep_file: str, corpus: str | None, *, trials: int | None, workers: int
     spec = load(sweep_file, trials)
     if study_name:
         spec.study = study_name
-    from ..api import BUNDLED_CORPUS
+    from ..data.sources import BUNDLED_CORPUS
     corpus_path = Path(corpus) if corpus else BUNDLED_CORPUS
     if not corpus_path.is_file():
         raise UsageError(f"corpus not found: {corpus_path}", "give the path of a text file")

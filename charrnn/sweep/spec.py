@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import _TYPES, SECTIONS, Config, _check_key, _finish, _overlay, flatten, load_yaml, resolve, set_value
+from ..config import SECTIONS, Config, check_key, key_type, load_yaml, overlay, resolve, set_value
 from ..errors import UsageError
 
 KINDS = ("uniform", "log_uniform", "int", "log_int", "choice")
@@ -107,9 +107,7 @@ def load(path: str, trials: int | None = None) -> Spec:
     if base_file is not None and not Path(base_file).is_absolute() and (p.parent / base_file).is_file():
         base_file = str(p.parent / base_file)  # a path next to the sweep file, as written there
     base = resolve(base_file, (), None, base=None)
-    flat, origins = flatten(base), {}
-    _overlay(flat, origins, sections, where)  # unknown keys and bad values name this file
-    base = _finish(flat, origins)
+    base = overlay(base, sections, where)  # unknown keys and bad values name this file
     t = base.train
     if not (t.max_steps or t.max_time):
         raise UsageError(f"{where} sets no per-trial budget",
@@ -160,7 +158,7 @@ def _space(d: Any, base: Config, where: str) -> dict[str, dict[str, Any]]:
     out = {}
     for key, spec in d.items():
         key = str(key)
-        _check_key(key, f"{where} space")
+        check_key(key, f"{where} space")
         src = f"space {key} in {where}"
         if not isinstance(spec, dict) or len(spec) != 1:
             raise UsageError(f"{src} must be one of {', '.join(KINDS)} with its range, got {spec!r}",
@@ -173,10 +171,10 @@ def _space(d: Any, base: Config, where: str) -> dict[str, dict[str, Any]]:
 
 
 def _one(key: str, kind: str, arg: Any, base: Config, src: str) -> dict[str, Any]:
-    typ = _TYPES[key]
+    typ = key_type(key)
     if kind == "choice":
         if not isinstance(arg, list) or not arg:
-            raise UsageError(f"{src}: choice needs a non-empty list, got {arg!r}", f"e.g. {{choice: [128, 256]}}")
+            raise UsageError(f"{src}: choice needs a non-empty list, got {arg!r}", "e.g. {choice: [128, 256]}")
         if len({json.dumps(v) for v in arg}) != len(arg):
             raise UsageError(f"{src}: choice lists a value twice: {arg!r}", "list each value once")
         for v in arg:

@@ -58,7 +58,7 @@ def make_pruner(optuna, spec: Spec):
 
 
 def has_checkpoint(run_dir: Path) -> bool:
-    return (run_dir / "last.npz").is_file() or bool(rundir.step_files(run_dir))
+    return rundir.last(run_dir).is_file() or bool(rundir.step_files(run_dir))
 
 
 class Worker:
@@ -157,10 +157,11 @@ class Worker:
         except (KeyboardInterrupt, SystemExit):
             self._requeue(trial)
             raise KeyboardInterrupt from None
+        from ..checkpoints import meta as M
         from ..checkpoints.npz import read_meta
-        last = best.with_name("last.npz")
-        progress = (read_meta(last if last.is_file() else best) or {}).get("progress", {})
-        losses = (read_meta(best) or {}).get("losses", {})
+        last = rundir.last(best.parent)
+        progress = M.progress(read_meta(last if last.is_file() else best) or {})
+        losses = M.losses(read_meta(best))
         trial.set_user_attr("step", progress.get("step"))
         trial.set_user_attr("elapsed_s", progress.get("elapsed_s"))
         if pruned:

@@ -24,6 +24,8 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 from rich.text import Text
 
+from ..checkpoints import rundir
+
 __all__ = ["Reporter", "estimate_eta", "format_duration"]
 
 
@@ -246,8 +248,8 @@ class Reporter:
         self._closed = False
         # Files are opened here, not in start(), so step() works even without a header.
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self._metrics = _open_log(self.run_dir / "metrics.jsonl", append)
-        self._samples = _open_log(self.run_dir / "samples.txt", append)
+        self._metrics = _open_log(rundir.metrics_path(self.run_dir), append)
+        self._samples = _open_log(rundir.samples_path(self.run_dir), append)
 
     # -- context manager -------------------------------------------------------------
     def __enter__(self) -> Reporter:

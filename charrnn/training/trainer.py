@@ -14,15 +14,18 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__
-from ..checkpoints import npz as checkpoint, store
-from ..engine.averaging import TRAIN_KEY, Averager
+from ..checkpoints import meta as M
+from ..checkpoints import npz as checkpoint
+from ..checkpoints import rundir, store
 from ..config import Config
-from ..data.corpus import Batches, Corpus, eval_batches, fit_batch_shape, split
-from ..errors import CharrnnError, UsageError
+from ..data.batches import Batches, eval_batches, split
+from ..data.vocab import Corpus
+from ..engine.averaging import TRAIN_KEY, Averager
 from ..engine.model import Model
 from ..engine.optim import clip_grad_norm, clip_grad_value, lr_at, make_optimizer
 from ..engine.params import Shape, init_params
+from ..errors import CharrnnError, UsageError
+from . import finetune
 
 EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
@@ -35,16 +38,23 @@ class Trainer:
     """Holds the run's whole state; `run()` trains until a stop condition and returns the best checkpoint."""
 
     def __init__(self, cfg: Config, corpus: Corpus, run_dir: Path, reporter, batch_shape: tuple[int, int],
-                 started: float | None = None):
+                 started: float | None = None, *, splits: tuple | None = None, sources: list[str] | None = None,
+                 origin: dict | None = None, on_eval=None, resume: store.Loaded | None = None,
+                 transfer_from: store.Loaded | None = None):
         """started: the time.perf_counter() reading this session's clock (elapsed_s, max_time) counts from;
         the CLI passes the moment its process started, the API the moment train() was called. Default: the
-        start of run()."""
+        start of run(). splits: the corpus's (train, val, test), when the caller has split it already.
+        sources: the corpus paths as given (absolute) for meta; origin: meta init_from (fine-tuning);
+        on_eval(metrics of the step) -> True stops there (a sweep's pruner). resume: a checkpoint whose
+        full training state this trainer continues; transfer_from: a checkpoint whose weights it starts
+        from (fine-tuning, training/finetune.py)."""
         self.cfg, self.corpus, self.run_dir, self.reporter = cfg, corpus, run_dir, reporter
-        self.sources: list[str] | None = None  # the corpus paths as given (absolute), for meta
+        self.sources, self.origin, self.on_eval = sources, origin, on_eval
         if started is not None:
             self._t0 = started
         m, t = cfg.model, cfg.train
-        self.train_data, self.val_data, _ = split(corpus.data, cfg.data.val_fraction, cfg.data.test_fraction)
+        splits = splits or split(corpus.data, cfg.data.val_fraction, cfg.data.test_fraction)
+        self.train_data, self.val_data = splits[0], splits[1]
         self.B, self.T = batch_shape
         self.batches = Batches(self.train_data, self.B, self.T)
         val = self.val_data[: t.eval_max_chars + 1] if t.eval_max_chars else self.val_data
@@ -66,20 +76,22 @@ class Trainer:
         self.best_val = math.inf
         self.stale_evals = 0  # evaluations in a row without a better val loss (train.patience)
         self.early_stopped = False
-        self.origin: dict | None = None  # fine-tuning: the checkpoint the weights came from (meta init_from)
         self.last_loss = math.nan
         self.last_lr = math.nan  # the rate the latest update used (what metrics.jsonl logs)
         self.saved_step = -1
         self.stop_signal: int | None = None
         self._writing = False  # inside save(): a second signal waits for the write to finish
         self._quit_signal: int | None = None
-        self.on_eval = None  # optional on_eval(metrics of the step) -> True to stop here (a sweep's pruner)
         if (cfg.optim.schedule in ("cosine", "linear") and cfg.optim.schedule_length == "steps"
                 and self.total_steps is None):
             # Checked here, before any file is written, rather than at the first step.
             timed = " (or train.max_time with optim.schedule_length=auto)"
             raise UsageError(f"the {cfg.optim.schedule} schedule needs train.max_steps or train.max_epochs{timed}",
                              "set --max-steps or --max-epochs, or use another optim.schedule")
+        if transfer_from is not None:
+            finetune.transfer(self.model.params, transfer_from, corpus.vocab)
+        if resume is not None:
+            _restore(self, resume)
 
     # -- sizes and limits ---------------------------------------------------------------------
     @property
@@ -149,7 +161,7 @@ class Trainer:
                 # No checkpoint is written: the weights are still the last good ones, and the files
                 # already on disk (best.npz, last.npz) hold finite weights.
                 kept = (f"checkpoints in {self.run_dir} keep the last good weights"
-                        if (self.run_dir / "last.npz").exists() else "no checkpoint had been written yet")
+                        if rundir.last(self.run_dir).exists() else "no checkpoint had been written yet")
                 raise CharrnnError(f"training diverged: {self.bad_in_row} non-finite steps in a row at step "
                                    f"{self.step + 1}; {kept}",
                                    "train again with a lower --lr or --grad-clip (--force to reuse the "
@@ -193,22 +205,16 @@ class Trainer:
         """The checkpoint's meta. val_loss: the evaluation this checkpoint belongs to, None when it was
         written on a step without one (an older evaluation would pass for this checkpoint's, and a
         resume would take these weights for the run's best)."""
-        return {
-            "charrnn_version": __version__,
-            "model": store.shape_meta(self.model.shape),
-            "vocab": self.corpus.vocab.chars,
-            "config": self.cfg.to_dict(),
-            "batch": {"batch_size": self.B, "seq_len": self.T},
-            "progress": {"step": self.step, "epoch": self.epoch, "batch_index": self.batch_index,
-                         "offset": self.offset, "elapsed_s": self.elapsed(), "bad_steps": self.bad_steps,
-                         "bad_in_row": self.bad_in_row, "stale_evals": self.stale_evals,
-                         # so a resumed run's smoothed loss (metrics.jsonl, progress bar) continues too
-                         "train_loss_smooth": _finite_or_none(getattr(self.reporter, "smoothed_loss", None))},
-            "rng": self.rng.bit_generator.state,
-            "losses": {"train_loss": _finite_or_none(self.last_loss), "val_loss": val_loss,
-                       "best_val_loss": _finite_or_none(self.best_val)},
-            "corpus": self.corpus_meta,
-        } | ({"init_from": self.origin} if self.origin is not None else {})
+        progress = {"step": self.step, "epoch": self.epoch, "batch_index": self.batch_index, "offset": self.offset,
+                    "elapsed_s": self.elapsed(), "bad_steps": self.bad_steps, "bad_in_row": self.bad_in_row,
+                    "stale_evals": self.stale_evals,
+                    # so a resumed run's smoothed loss (metrics.jsonl, progress bar) continues too
+                    "train_loss_smooth": _finite_or_none(getattr(self.reporter, "smoothed_loss", None))}
+        losses = {"train_loss": _finite_or_none(self.last_loss), "val_loss": val_loss,
+                  "best_val_loss": _finite_or_none(self.best_val)}
+        return M.training(shape=self.model.shape, vocab=self.corpus.vocab.chars, config=self.cfg,
+                          batch=(self.B, self.T), progress=progress, rng=self.rng.bit_generator.state,
+                          losses=losses, corpus=self.corpus_meta, init_from=self.origin)
 
     @property
     def corpus_meta(self) -> dict:
@@ -236,14 +242,14 @@ class Trainer:
         if improved:
             self.best_val = val_loss
         arrays |= self.opt.state_arrays() | store.state_arrays(self.state)
-        path = self.run_dir / checkpoint.checkpoint_name(self.step, val_loss)
+        path = self.run_dir / rundir.checkpoint_name(self.step, val_loss)
         self._writing = True
         try:
             checkpoint.save(path, arrays, self.meta(val_loss))
-            checkpoint.publish(path, self.run_dir / "last.npz")
+            rundir.publish(path, rundir.last(self.run_dir))
             if improved or self.val_batches is None:  # without a val split, best is simply the newest
-                checkpoint.publish(path, self.run_dir / "best.npz")
-            checkpoint.prune(self.run_dir, self.cfg.train.keep_last)
+                rundir.publish(path, rundir.best(self.run_dir))
+            rundir.prune(self.run_dir, self.cfg.train.keep_last)
         except OSError as e:  # disk full, directory removed, ...: the files on disk are still whole
             raise CharrnnError(f"cannot write checkpoint {path}: {e.strerror or e}",
                                f"free disk space, then continue with: charrnn train --resume {self.run_dir}") from None
@@ -259,7 +265,9 @@ class Trainer:
     def elapsed(self) -> float:
         return self.elapsed_before + (time.perf_counter() - self._t0 if hasattr(self, "_t0") else 0.0)
 
-    def run(self) -> Path:
+    def run(self, reporter=None) -> Path:
+        """Train until a stop condition; reporter (default: the constructor's) shows and logs each step."""
+        self.reporter = reporter or self.reporter
         t = self.cfg.train
         if not hasattr(self, "_t0"):
             self._t0 = time.perf_counter()
@@ -303,7 +311,7 @@ class Trainer:
                     self.early_stopped = True
                     self.reporter.info(f"early stop at step {self.step}: no better validation loss in "
                                        f"{self.stale_evals} evaluations (best {self.best_val:.4f}, kept in "
-                                       f"{self.run_dir / 'best.npz'})")
+                                       f"{rundir.best(self.run_dir)})")
                     break
             if self.saved_step != self.step:
                 self.save(self.evaluate())
@@ -313,8 +321,8 @@ class Trainer:
                                   exit_code=EXIT_SIGNAL.get(self.stop_signal, 1))
         finally:
             restore()
-        best = self.run_dir / "best.npz"
-        return best if best.exists() else self.run_dir / "last.npz"
+        best = rundir.best(self.run_dir)
+        return best if best.exists() else rundir.last(self.run_dir)
 
     def _should_stop(self) -> bool:
         t = self.cfg.train
@@ -335,7 +343,7 @@ class Trainer:
 
     def _say_how_to_resume(self) -> None:
         """Before quitting at once: where the work that is not lost can be picked up."""
-        if (self.run_dir / "last.npz").exists():
+        if rundir.last(self.run_dir).exists():
             self.reporter.warn(f"quitting now; continue from the last checkpoint with: "
                                f"charrnn train --resume {self.run_dir}")
         else:
@@ -382,7 +390,7 @@ def _finite_or_none(x: float) -> float | None:
     return float(x) if x is not None and math.isfinite(x) else None
 
 
-def restore(trainer: Trainer, loaded: store.Loaded) -> None:
+def _restore(trainer: Trainer, loaded: store.Loaded) -> None:
     """Put a checkpoint's full training state back into a freshly built trainer (exact resume):
     weights, optimizer moments and t, carried state, step/epoch/batch cursor/offset, RNG, losses."""
     meta, arrays = loaded.meta, loaded.arrays
@@ -395,7 +403,7 @@ def restore(trainer: Trainer, loaded: store.Loaded) -> None:
             trainer.model.params.flat[:] = arrays[TRAIN_KEY]
         trainer.opt.load_state(arrays)
         trainer.state = store.load_state(arrays, trainer.model, trainer.B, loaded.path)
-        p = meta["progress"]
+        p = M.progress(meta)
         trainer.step, trainer.epoch = int(p["step"]), int(p["epoch"])
         trainer.batch_index, trainer.offset = int(p["batch_index"]), int(p["offset"])
         trainer.batches.batches_per_epoch(trainer.offset)  # ValueError if the offset does not fit
@@ -403,7 +411,7 @@ def restore(trainer: Trainer, loaded: store.Loaded) -> None:
         trainer.bad_steps, trainer.bad_in_row = int(p["bad_steps"]), int(p["bad_in_row"])
         trainer.stale_evals = int(p.get("stale_evals", 0))  # absent before early stopping existed
         trainer.rng.bit_generator.state = meta["rng"]
-        losses = meta["losses"]
+        losses = M.losses(meta)
         trainer.best_val = losses["best_val_loss"] if losses.get("best_val_loss") is not None else math.inf
     except CharrnnError as e:
         raise UsageError(f"cannot resume from {loaded.path}: {e.message}", e.hint) from None
@@ -411,10 +419,3 @@ def restore(trainer: Trainer, loaded: store.Loaded) -> None:
         raise UsageError(f"cannot resume from {loaded.path}: its training state is incomplete or corrupt ({e})",
                          "resume from another checkpoint, e.g. an earlier step*.npz") from None
     trainer.saved_step = trainer.step
-
-
-def fit_shape(cfg: Config, corpus: Corpus) -> tuple[tuple[int, int], str | None]:
-    train, _, _ = split(corpus.data, cfg.data.val_fraction, cfg.data.test_fraction)
-    B, T, warning = fit_batch_shape(len(train), cfg.train.batch_size, cfg.train.seq_len)
-    return (B, T), warning
-

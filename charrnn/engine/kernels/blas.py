@@ -13,7 +13,6 @@ from contextlib import contextmanager
 import numpy as np
 
 
-
 def matmul(a, b, out):
     """out (M, N) = a (M, K) @ b (K, N). a and b may be transposed views (BLAS takes the transpose
     flags); out must be C-contiguous and all three the same float dtype."""
