@@ -8,14 +8,14 @@ import charrnn
 ROOT = Path(charrnn.__file__).resolve().parent
 # Lowest first. A module may import modules of its own layer or below, never above.
 LAYERS = [
-    {"errors", "_version", "atomic"},
+    {"errors", "_version", "atomic", "userfiles", "yamlread"},
     {"engine"},
     {"config"},
     {"data", "checkpoints"},
-    {"sampling", "insight", "formats"},
+    {"sampling", "insight", "formats", "serve"},
     {"training"},
     {"api"},
-    {"sweep", "serve"},  # a sweep trial is a whole `charrnn.train` run
+    {"sweep"},  # a sweep trial is a whole `charrnn.train` run
     {"cli", "__main__", "__init__"},
 ]
 RANK = {part: i for i, layer in enumerate(LAYERS) for part in layer}
