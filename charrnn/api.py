@@ -208,6 +208,7 @@ def train(corpus_path: str | os.PathLike | None = None, config: Any = None, out_
         had_cache = (run_dir / "cache").exists()
         try:
             remove = _replaced_files(run_dir, loaded, force)
+            rundir.check_files(run_dir, loaded)
             trainer, corpus, warning = _prepare(cfg, corpus_path, run_dir, loaded, src, extend_vocab, started)
         except BaseException:
             rundir.remove_created(created)  # leave no trace of a run that never started

@@ -425,31 +425,20 @@ def validate(cfg: Config, sources: Mapping[str, str] | None = None) -> None:
 
 
 def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
-    """The mapping at the top of a YAML file (empty file -> {}), read with yaml.safe_load."""
+    """The mapping at the top of a YAML file (empty file -> {}), read with a size bound and safe_yaml."""
+    from .textio import CONFIG_CAP, read_bounded
     p = Path(path)
     if p.is_dir():
         raise UsageError(f"config path is a directory, not a file: {p}",
                          "give the path to a .yaml file")
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
+    if not p.exists() and not p.is_symlink():
         names = ", ".join(bundled_config_names())
-        raise UsageError(f"config file not found: {p}",
-                         f"check the path; bundled configs: {names}") from None
+        raise UsageError(f"config file not found: {p}", f"check the path; bundled configs: {names}")
+    try:
+        text = read_bounded(p, CONFIG_CAP, "config file").decode("utf-8")
     except UnicodeDecodeError:
         raise UsageError(f"config file {p} is not UTF-8 text", "save it as UTF-8") from None
-    except OSError as e:
-        raise UsageError(f"cannot read config file {p}: {e.strerror or e}",
-                         "check the file's permissions") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        # Parser errors carry a mark (0-based line/column); the reader's encoding errors do not.
-        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or getattr(e, "context", None) or str(e)
-        raise UsageError(f"invalid YAML in {p}{where}: {' '.join(str(problem).split())}",
-                         "check the indentation and 'key: value' syntax there") from None
+    data = safe_yaml(text, str(p))
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -457,6 +446,63 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
             f"config file {p} must hold a mapping of sections, got a {type(data).__name__}",
             "start with a section such as 'model:', as in configs/default.yaml")
     return data
+
+
+# Nodes a YAML document may expand to through its aliases: a config holds about a hundred, and an alias
+# bomb (each anchor a list of the one before, nine times over) expands to billions.
+MAX_YAML_NODES = 100_000
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a document whose aliases (*name) expand to more than MAX_YAML_NODES
+    nodes, or refer to themselves, before anything is constructed from it."""
+
+    def compose_document(self):
+        node = super().compose_document()
+        _expanded_size(node, {}, set())
+        return node
+
+
+class _TooBig(yaml.YAMLError):
+    pass
+
+
+def _expanded_size(node, sizes: dict[int, int], open_nodes: set[int]) -> int:
+    """Nodes below and including node with every alias expanded (memoised per node; a cycle is refused)."""
+    key = id(node)
+    if key in sizes:
+        return sizes[key]
+    if key in open_nodes:
+        raise _TooBig("an alias refers to the node that holds it")
+    open_nodes.add(key)
+    n = 1
+    if isinstance(node.value, list):
+        for child in node.value:
+            for part in (child if isinstance(child, tuple) else (child,)):  # a mapping's (key, value) pairs
+                n += _expanded_size(part, sizes, open_nodes)
+                if n > MAX_YAML_NODES:
+                    raise _TooBig(f"its aliases expand it to more than {MAX_YAML_NODES:,} values")
+    open_nodes.discard(key)
+    sizes[key] = n
+    return n
+
+
+def safe_yaml(text: str, source: str) -> Any:
+    """yaml.safe_load with alias expansion capped; one-line UsageError on bad YAML naming source."""
+    try:
+        return yaml.load(text, Loader=_BoundedLoader)  # noqa: S506  (a SafeLoader subclass)
+    except _TooBig as e:
+        raise UsageError(f"YAML in {source} refused: {e}",
+                         "write the values out instead of nesting aliases (*name)") from None
+    except RecursionError:
+        raise UsageError(f"YAML in {source} is nested too deeply", "write a flat config") from None
+    except yaml.YAMLError as e:
+        # Parser errors carry a mark (0-based line/column); the reader's encoding errors do not.
+        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or getattr(e, "context", None) or str(e)
+        raise UsageError(f"invalid YAML in {source}{where}: {' '.join(str(problem).split())}",
+                         "check the indentation and 'key: value' syntax there") from None
 
 
 def bundled_config_names() -> list[str]:
@@ -504,8 +550,10 @@ def parse_set(items: Iterable[str]) -> dict[str, dict[str, Any]]:
             raise UsageError(f"bad --set item {item!r}: no value after '='",
                              f"e.g. --set {key}=VALUE")
         try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError:
+            value = yaml.load(raw, Loader=_BoundedLoader)  # noqa: S506  (a SafeLoader subclass)
+        except _TooBig as e:
+            raise UsageError(f"bad --set item {item[:60]!r}: {e}", "write the value out") from None
+        except (yaml.YAMLError, RecursionError):
             value = raw  # not valid YAML on its own (e.g. "a: b: c"): keep it as a plain string
         if isinstance(value, str) and re.fullmatch(_NUMBER, value):
             value = float(value)  # YAML 1.1 leaves "3e-3" a string
@@ -533,13 +581,14 @@ def resolve(config_file: str | os.PathLike | None = None, sets: Iterable[str] = 
 
 def save_config(cfg: Config, path: str | os.PathLike) -> None:
     """Write ``cfg`` as YAML (sections and keys in definition order), atomically via os.replace."""
+    from .textio import utf8
     path = Path(path)
     body = yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=False)
     # A temp file in the same directory so os.replace is atomic: readers never see half a file.
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text("# charrnn resolved config\n" + body, encoding="utf-8")
+        tmp.write_bytes(utf8("# charrnn resolved config\n" + body))
         os.replace(tmp, path)
     except OSError as e:
         tmp.unlink(missing_ok=True)

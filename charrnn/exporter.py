@@ -23,6 +23,7 @@ import numpy as np
 
 from . import __version__, checkpoint, store
 from .errors import CharrnnError, UsageError
+from .outfile import refuse_input
 from .params import GATES
 
 FORMATS = ("onnx", "safetensors")
@@ -145,8 +146,7 @@ def export(ckpt: str | os.PathLike, out: str | os.PathLike | None = None, fmt: s
     target = Path(out) if out is not None else loaded.path.with_suffix("." + fmt)
     if target.is_dir():
         raise UsageError(f"{target} is a directory", "pass a file name with -o, e.g. model.onnx")
-    if target.exists() and target.resolve() == loaded.path.resolve():
-        raise UsageError(f"{target} is the checkpoint being exported", "choose another -o file")
+    refuse_input(target, {"the checkpoint being exported": loaded.path})
     if target.exists() and not force:
         raise UsageError(f"{target} already exists", "add --force to replace it, or choose another -o file")
     data = onnx_model(loaded).SerializeToString() if fmt == "onnx" else safetensors_bytes(loaded)

@@ -1,4 +1,5 @@
-"""Writing a file where the user asked for it (`charrnn sample --output FILE`).
+"""Writing a file where the user asked for it (`charrnn sample --output FILE`), and the one rule for
+every file charrnn writes: never the file one of the same command's inputs is (refuse_input).
 
 Unlike the run directory's files, the target may be anything a user can name: a new path, an existing
 file (maybe a symlink to one, maybe read-only, maybe private), a FIFO, /dev/stdout or the /dev/fd/N of a
@@ -11,6 +12,8 @@ import stat
 from pathlib import Path
 
 from .checkpoint import atomic_write
+from .errors import UsageError
+from .textio import utf8
 
 _STD = {"/dev/stdin": 0, "/dev/stdout": 1, "/dev/stderr": 2}
 
@@ -26,8 +29,39 @@ def _own_fd(p: Path) -> int | None:
     return int(m.group(1) or m.group(2)) if m else None
 
 
+def _identity(path: str | os.PathLike) -> tuple[int, int] | None:
+    """(device, inode) of the file path names after following every link, None if there is none."""
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def refuse_input(output: str | os.PathLike | None, inputs: dict[str, object]) -> None:
+    """UsageError when `output` is the same file (device and inode, links followed: a symlink, a hard
+    link or another spelling of the path) as one of `inputs` ({what it is: path or paths}), the
+    command's inputs, which writing would destroy. Streams (a pipe, a terminal, /dev/null) may be both
+    read and written; only a regular file or a directory is refused."""
+    if output is None:
+        return
+    try:
+        st = os.stat(output)
+    except (OSError, ValueError):  # not there yet (or unnamable): cannot be an existing input
+        return
+    if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+        return
+    mine = (st.st_dev, st.st_ino)
+    for what, paths in inputs.items():
+        for p in paths if isinstance(paths, (list, tuple)) else [paths]:
+            if p is not None and _identity(p) == mine:
+                same = "" if os.path.abspath(p) == os.path.abspath(output) else f" (the same file as {p})"
+                raise UsageError(f"{output} is {what}{same}: writing it would destroy the input",
+                                 "choose another output file")
+
+
 def write_user_file(path: str | os.PathLike, text: str | bytes) -> None:
-    """Write text (UTF-8; or bytes as they are, e.g. a PNG) to path.
+    """Write text (UTF-8, a lone surrogate escaped; or bytes as they are, e.g. a PNG) to path.
 
     A regular file, or a path that does not exist yet, is replaced atomically (through a symlink: its
     target is replaced and the link kept), keeping an existing file's permission bits; a file this
@@ -38,7 +72,7 @@ def write_user_file(path: str | os.PathLike, text: str | bytes) -> None:
     renaming over it would replace the stream with a plain file. OSError on any problem
     (IsADirectoryError for a directory)."""
     p = Path(path)
-    data = text.encode("utf-8") if isinstance(text, str) else bytes(text)
+    data = utf8(text) if isinstance(text, str) else bytes(text)
     fd = _own_fd(p)
     if fd is not None:
         view = memoryview(data)

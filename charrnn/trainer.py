@@ -21,7 +21,7 @@ from .data import Batches, Corpus, eval_batches, fit_batch_shape, split
 from .errors import CharrnnError, UsageError
 from .model import Model
 from .optim import clip_grad_norm, clip_grad_value, lr_at, make_optimizer
-from .params import Shape, init_params
+from .params import Shape, check_memory, init_params, training_bytes
 
 EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
@@ -50,6 +50,8 @@ class Trainer:
         self.val_batches = eval_batches(val, self.B, self.T)
         self.rng = np.random.default_rng(t.seed)
         shape = Shape(m.cell, corpus.vocab.size, m.hidden_size, m.num_layers, m.embedding_size)
+        check_memory(training_bytes(shape, self.B, self.T), f"training a {m.num_layers}x{m.hidden_size} model",
+                     "choose a smaller model.hidden_size, num_layers or embedding_size")
         self.model = Model(shape)
         init_params(self.model.params, self.rng, m.init_scale, scheme=m.init, forget_bias=m.forget_bias,
                     orthogonal_recurrent=m.orthogonal_recurrent)

@@ -1,0 +1,140 @@
+"""Reading a user's input file with a bound, and writing text that survives any code point.
+
+Every file charrnn reads on a user's word (a text to evaluate, a prime, a config) goes through
+read_bounded: a regular file is refused above a size cap before a byte is read; anything else (a pipe,
+a FIFO, a device such as /dev/zero) is read up to the same cap and refused beyond it, and a stream
+that sends nothing for STREAM_WAIT_S seconds (a FIFO nobody writes to) is refused instead of waited on.
+
+A vocabulary may hold lone surrogates (a corpus read with `--encoding unicode_escape` turns `\\ud800`
+into one), which UTF-8 cannot encode: every text charrnn writes is encoded with ENCODE_ERRORS, which
+writes such a code point as its escape (`\\ud800`) instead of failing.
+"""
+from __future__ import annotations
+
+import codecs
+import errno
+import os
+import select
+import stat
+import time
+from pathlib import Path
+
+from .errors import UsageError
+
+TEXT_CAP = 256 << 20  # bytes: a text to evaluate, a prime, an activations page's text
+CONFIG_CAP = 1 << 20  # bytes: a YAML config (the bundled ones are about 4 KB)
+STREAM_WAIT_S = 10.0  # seconds a stream may stay silent before it is refused
+ENCODE_ERRORS = "backslashreplace"
+
+
+def utf8(text: str) -> bytes:
+    """text as UTF-8, a lone surrogate written as its escape (\\ud800) instead of an error."""
+    return text.encode("utf-8", ENCODE_ERRORS)
+
+
+def tolerant_streams() -> None:
+    """Make stdout and stderr write a lone surrogate as its escape too (a sample, `info --json`)."""
+    import sys
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(errors=ENCODE_ERRORS)
+        except (AttributeError, ValueError, OSError):  # not a TextIOWrapper (closed, or a test's buffer)
+            pass
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):g} MiB"
+
+
+def read_bounded(path: str | os.PathLike, cap: int, what: str = "file") -> bytes:
+    """The bytes of path, at most `cap` of them; a one-line UsageError for a missing file, a directory,
+    a file or stream longer than the cap, or a stream silent for STREAM_WAIT_S seconds."""
+    shown = os.fspath(path)
+    try:
+        # O_NONBLOCK: opening a FIFO that has no writer returns at once instead of blocking.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise UsageError(f"{what} {shown} does not exist (file not found)", "check the path") from None
+    except IsADirectoryError:
+        raise UsageError(f"{what} {shown} is a directory, not a file", "pass the path of a file") from None
+    except OSError as e:
+        raise UsageError(f"cannot read {what} {shown}: {e.strerror or e}", "check the path and its permissions") from None
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise UsageError(f"{what} {shown} is a directory, not a file", "pass the path of a file")
+        if stat.S_ISREG(st.st_mode):
+            if st.st_size > cap:
+                raise UsageError(f"{what} {shown} is {_mib(st.st_size)}, more than the {_mib(cap)} charrnn reads "
+                                 "from one such file", "pass a shorter file (e.g. cut it with head -c)")
+            os.set_blocking(fd, True)
+            return _read_all(fd, cap, shown, what, stream=False)
+        return _read_all(fd, cap, shown, what, stream=True)
+    except OSError as e:
+        raise UsageError(f"cannot read {what} {shown}: {e.strerror or e}", "check the path and its permissions") from None
+    finally:
+        os.close(fd)
+
+
+def _read_all(fd: int, cap: int, shown: str, what: str, stream: bool) -> bytes:
+    """Read fd to its end, refusing more than cap bytes; a stream waits at most STREAM_WAIT_S per read."""
+    chunks, total = [], 0
+    while True:
+        if stream and not _wait_readable(fd):
+            raise UsageError(f"{what} {shown} sent no data for {STREAM_WAIT_S:g} s (a FIFO nobody writes to?)",
+                             "start the writer first, or save the text to a file")
+        try:
+            chunk = os.read(fd, min(1 << 20, cap + 1 - total))
+        except BlockingIOError:
+            continue
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+        total += len(chunk)
+        if total > cap:
+            kind = "stream" if stream else "file"
+            raise UsageError(f"{what} {shown} is a {kind} of more than {_mib(cap)}, the most charrnn reads from one",
+                             "save a shorter text to a regular file and pass that")
+
+
+def _wait_readable(fd: int) -> bool:
+    """Whether fd has data (or its end) within STREAM_WAIT_S seconds. A FIFO opened without a writer
+    reads as readable only once one comes; a device such as /dev/zero always is."""
+    deadline = time.monotonic() + STREAM_WAIT_S
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        try:
+            ready, _, _ = select.select([fd], [], [], left)
+        except InterruptedError:
+            continue
+        except (OSError, ValueError) as e:  # a descriptor select cannot watch: just read it
+            if getattr(e, "errno", None) in (errno.EBADF, None):
+                return True
+            raise
+        if ready:
+            return True
+
+
+def read_text(path: str | Path, encoding: str = "utf-8", errors: str = "strict", cap: int = TEXT_CAP,
+              what: str = "file") -> str:
+    """A whole text file (a file to evaluate, a prime file), read with read_bounded and decoded. Unlike
+    a training corpus, any text will do (one distinct character is fine here)."""
+    try:
+        codecs.lookup(encoding)
+        codecs.lookup_error(errors)
+    except LookupError as e:
+        raise UsageError(f"{e}", "use a Python codec such as utf-8 or latin-1, and errors strict or replace") from None
+    raw = read_bounded(path, cap, what)
+    try:
+        text = raw.decode(encoding, errors)
+    except UnicodeDecodeError as e:
+        raise UsageError(f"{path} is not valid {encoding}: {e.reason} at byte offset {e.start}",
+                         "use --encoding <codec> or --errors replace") from None
+    except UnicodeError as e:  # e.g. utf-16 without a BOM
+        raise UsageError(f"{path} cannot be read as {encoding}: {e}",
+                         "use --encoding <codec> with the file's real encoding") from None
+    except (TypeError, AttributeError):  # a bytes-to-bytes codec such as rot13 or hex
+        raise UsageError(f"{encoding} is not a text encoding", "use a codec such as utf-8 or latin-1") from None
+    return text.removeprefix("\ufeff")
