@@ -50,7 +50,8 @@ def friendly_errors(fn):
             _deaf()
             reason = f" ({_escape(str(e))})" if str(e) else ""
             _err_console().print(f"[bold red]error:[/] not enough memory{reason} "
-                                 "(ask for less: fewer samples or characters, a smaller model or batch)")
+                                 "(ask for less: fewer samples or characters, a smaller model or batch, a "
+                                 "shorter input file)")
             sys.exit(1)
     return wrapper
 

@@ -513,7 +513,7 @@ def bundled_config_names() -> list[str]:
 def resolve_config_path(name_or_path: str | os.PathLike) -> Path:
     """An existing file as is, else a bundled config by name ('tiny' or 'tiny.yaml')."""
     path = Path(name_or_path)
-    if path.is_file():
+    if path.exists() and not path.is_dir():  # a FIFO or a device too: load_yaml reads it with a bound
         return path
     text = str(name_or_path)
     name = text.removesuffix(".yaml").removesuffix(".yml")

@@ -197,11 +197,10 @@ def republish(loaded: store.Loaded, no_val: bool, run_dir: Path) -> str | None:
             "best.npz is written again at the next improvement")
 
 
-def check_files(run_dir: Path, loaded: store.Loaded | None) -> None:
+def check_files(run_dir: Path) -> None:
     """Before a run changes anything in run_dir: every run file there (config.yaml, the logs, last.npz,
-    best.npz) must be a regular file, the logs readable, and a resumed checkpoint this run's
-    (check_same_run); UsageError otherwise, so a directory or a broken link in a log's place is one line
-    before the start, not a traceback halfway through."""
+    best.npz) must be a regular file, the logs readable; UsageError otherwise, so a directory or a broken
+    link in a log's place is one line before the start, not a traceback halfway through."""
     for name in RUN_FILES:
         p = run_dir / name
         if not os.path.lexists(p):
@@ -215,17 +214,23 @@ def check_files(run_dir: Path, loaded: store.Loaded | None) -> None:
         if not stat.S_ISREG(st.st_mode):
             raise UsageError(f"{p} is not a regular file (charrnn keeps the run's {name} there)",
                              "move it away, then run again")
-    if loaded is not None:
-        check_same_run(run_dir, loaded)
 
 
-def check_same_run(run_dir: Path, loaded: store.Loaded) -> None:
+def refuse_corpus_here(run_dir: Path, files: list[Path]) -> None:
+    """A run replaces or deletes its files as it goes (--force, a resume's trimmed logs, the cache): none
+    of them may be a file of the corpus it reads (UsageError naming both)."""
+    from .outfile import refuse_input
+    for name in run_files(run_dir) + ["cache/corpus.npy", "cache/corpus.json"]:
+        refuse_input(run_dir / name, {"a file of the corpus": files})
+
+
+def check_same_run(run_dir: Path, loaded: store.Loaded | None) -> None:
     """Resuming in run_dir from `loaded`: the checkpoint must be this run's, by the model the run's
     config.yaml records (a GRU's last.npz dropped into an LSTM run would otherwise resume as a GRU and
     rewrite config.yaml). UsageError when they disagree or config.yaml cannot be read."""
     from .config import load_yaml
     path = run_dir / "config.yaml"
-    if loaded.path.parent.resolve() != run_dir.resolve() or not path.exists():
+    if loaded is None or loaded.path.parent.resolve() != run_dir.resolve() or not path.is_file():
         return
     said = load_yaml(path).get("model")
     model = loaded.meta["model"]

@@ -46,42 +46,42 @@ def _mib(n: int) -> str:
     return f"{n / (1 << 20):g} MiB"
 
 
-def read_bounded(path: str | os.PathLike, cap: int, what: str = "file") -> bytes:
+def read_bounded(path: str | os.PathLike, cap: int, what: str = "") -> bytes:
     """The bytes of path, at most `cap` of them; a one-line UsageError for a missing file, a directory,
     a file or stream longer than the cap, or a stream silent for STREAM_WAIT_S seconds."""
-    shown = os.fspath(path)
+    shown = f"{what} {os.fspath(path)}".strip()
     try:
         # O_NONBLOCK: opening a FIFO that has no writer returns at once instead of blocking.
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError:
-        raise UsageError(f"{what} {shown} does not exist (file not found)", "check the path") from None
+        raise UsageError(f"{shown} does not exist (file not found)", "check the path") from None
     except IsADirectoryError:
-        raise UsageError(f"{what} {shown} is a directory, not a file", "pass the path of a file") from None
+        raise UsageError(f"{shown} is a directory, not a file", "pass the path of a file") from None
     except OSError as e:
-        raise UsageError(f"cannot read {what} {shown}: {e.strerror or e}", "check the path and its permissions") from None
+        raise UsageError(f"cannot read {shown}: {e.strerror or e}", "check the path and its permissions") from None
     try:
         st = os.fstat(fd)
         if stat.S_ISDIR(st.st_mode):
-            raise UsageError(f"{what} {shown} is a directory, not a file", "pass the path of a file")
+            raise UsageError(f"{shown} is a directory, not a file", "pass the path of a file")
         if stat.S_ISREG(st.st_mode):
             if st.st_size > cap:
-                raise UsageError(f"{what} {shown} is {_mib(st.st_size)}, more than the {_mib(cap)} charrnn reads "
+                raise UsageError(f"{shown} is {_mib(st.st_size)}, more than the {_mib(cap)} charrnn reads "
                                  "from one such file", "pass a shorter file (e.g. cut it with head -c)")
             os.set_blocking(fd, True)
-            return _read_all(fd, cap, shown, what, stream=False)
-        return _read_all(fd, cap, shown, what, stream=True)
+            return _read_all(fd, cap, shown, stream=False)
+        return _read_all(fd, cap, shown, stream=True)
     except OSError as e:
-        raise UsageError(f"cannot read {what} {shown}: {e.strerror or e}", "check the path and its permissions") from None
+        raise UsageError(f"cannot read {shown}: {e.strerror or e}", "check the path and its permissions") from None
     finally:
         os.close(fd)
 
 
-def _read_all(fd: int, cap: int, shown: str, what: str, stream: bool) -> bytes:
+def _read_all(fd: int, cap: int, shown: str, stream: bool) -> bytes:
     """Read fd to its end, refusing more than cap bytes; a stream waits at most STREAM_WAIT_S per read."""
     chunks, total = [], 0
     while True:
         if stream and not _wait_readable(fd):
-            raise UsageError(f"{what} {shown} sent no data for {STREAM_WAIT_S:g} s (a FIFO nobody writes to?)",
+            raise UsageError(f"{shown} sent no data for {STREAM_WAIT_S:g} s (a FIFO nobody writes to?)",
                              "start the writer first, or save the text to a file")
         try:
             chunk = os.read(fd, min(1 << 20, cap + 1 - total))
@@ -93,7 +93,7 @@ def _read_all(fd: int, cap: int, shown: str, what: str, stream: bool) -> bytes:
         total += len(chunk)
         if total > cap:
             kind = "stream" if stream else "file"
-            raise UsageError(f"{what} {shown} is a {kind} of more than {_mib(cap)}, the most charrnn reads from one",
+            raise UsageError(f"{shown} is a {kind} of more than {_mib(cap)}, the most charrnn reads from one",
                              "save a shorter text to a regular file and pass that")
 
 
@@ -118,7 +118,7 @@ def _wait_readable(fd: int) -> bool:
 
 
 def read_text(path: str | Path, encoding: str = "utf-8", errors: str = "strict", cap: int = TEXT_CAP,
-              what: str = "file") -> str:
+              what: str = "") -> str:
     """A whole text file (a file to evaluate, a prime file), read with read_bounded and decoded. Unlike
     a training corpus, any text will do (one distinct character is fine here)."""
     try:
