@@ -22,7 +22,6 @@ import os
 import re
 import secrets
 import shutil
-import stat
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Any
@@ -30,8 +29,8 @@ from typing import IO, Any
 import numpy as np
 
 from charrnn import npz
-from charrnn.errors import CharrnnError
-from charrnn.textio import utf8
+from charrnn.errors import CharrnnError, UsageError
+from charrnn.textio import read_bounded, utf8
 
 __all__ = [
     "FORMAT_VERSION",
@@ -66,7 +65,7 @@ _STEP_RE = re.compile(r"step(\d+)(?:_val(?:-?\d+\.\d+|nan|-?inf))?\.npz")
 _ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # local file header; empty archive
 _NPY_MAGIC = b"\x93NUMPY"
 
-STREAM_CAP = 1 << 30  # bytes of a checkpoint read from a pipe (a regular file is read in place)
+STREAM_CAP = 512 << 20  # bytes of a checkpoint read from a pipe (a regular file is read in place)
 
 _HINT_RESTORE = "restore it from a backup or use another checkpoint, e.g. last.npz or an earlier step*.npz"
 
@@ -247,16 +246,17 @@ def load(path: str | os.PathLike, verify: bool = True, check=None) -> tuple[dict
         raise _bad(f"checkpoint {p} is a directory, not a file", f"pass a file inside it, e.g. {p / 'best.npz'}")
     source: Path | io.BytesIO = p
     try:
-        with open(p, "rb") as f:
-            magic = f.read(6)
-            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode) and magic.startswith(_ZIP_MAGICS):
-                # a pipe, e.g. a shell's <(...): not seekable, which the zip reader needs. Only once it
-                # looks like a zip file, and only up to a cap: an endless stream is refused, not buffered.
-                rest = f.read(STREAM_CAP + 1)
-                if len(rest) > STREAM_CAP:
-                    raise _bad(f"checkpoint {p} is a stream of more than {STREAM_CAP >> 20} MiB",
-                               "save it to a file and pass that")
-                source = io.BytesIO(magic + rest)
+        if p.exists() and not p.is_file():
+            # a pipe, e.g. a shell's <(...): not seekable, which the zip reader needs, so it is read into
+            # memory: only once it looks like a zip file (/dev/zero is not read on), up to a cap, and
+            # without waiting forever for a FIFO's writer.
+            data = read_bounded(p, STREAM_CAP, "checkpoint", head=lambda first: first.startswith(_ZIP_MAGICS))
+            magic, source = data[:6], io.BytesIO(data)
+        else:
+            with open(p, "rb") as f:
+                magic = f.read(6)
+    except UsageError as e:
+        raise _bad(e.message, e.hint) from None
     except FileNotFoundError:
         raise _bad(f"checkpoint {p} does not exist",
                    "check the path; a run directory holds best.npz, last.npz and step*.npz") from None

@@ -23,6 +23,7 @@ from .errors import UsageError
 
 TEXT_CAP = 256 << 20  # bytes: a text to evaluate, a prime, an activations page's text
 CONFIG_CAP = 1 << 20  # bytes: a YAML config (the bundled ones are about 4 KB)
+HEAD_BYTES = 8  # what read_bounded's head() sees: enough for any magic number charrnn sniffs
 STREAM_WAIT_S = 10.0  # seconds a stream may stay silent before it is refused
 ENCODE_ERRORS = "backslashreplace"
 
@@ -46,9 +47,11 @@ def _mib(n: int) -> str:
     return f"{n / (1 << 20):g} MiB"
 
 
-def read_bounded(path: str | os.PathLike, cap: int, what: str = "") -> bytes:
+def read_bounded(path: str | os.PathLike, cap: int, what: str = "", head=None) -> bytes:
     """The bytes of path, at most `cap` of them; a one-line UsageError for a missing file, a directory,
-    a file or stream longer than the cap, or a stream silent for STREAM_WAIT_S seconds."""
+    a file or stream longer than the cap, or a stream silent for STREAM_WAIT_S seconds. head(first bytes),
+    if given, sees the first HEAD_BYTES (fewer at the end) and may stop the read there by returning False:
+    what came so far is returned (a device that is not what was asked for is not read to the cap)."""
     shown = f"{what} {os.fspath(path)}".strip()
     try:
         # O_NONBLOCK: opening a FIFO that has no writer returns at once instead of blocking.
@@ -68,15 +71,15 @@ def read_bounded(path: str | os.PathLike, cap: int, what: str = "") -> bytes:
                 raise UsageError(f"{shown} is {_mib(st.st_size)}, more than the {_mib(cap)} charrnn reads "
                                  "from one such file", "pass a shorter file (e.g. cut it with head -c)")
             os.set_blocking(fd, True)
-            return _read_all(fd, cap, shown, stream=False)
-        return _read_all(fd, cap, shown, stream=True)
+            return _read_all(fd, cap, shown, False, head)
+        return _read_all(fd, cap, shown, True, head)
     except OSError as e:
         raise UsageError(f"cannot read {shown}: {e.strerror or e}", "check the path and its permissions") from None
     finally:
         os.close(fd)
 
 
-def _read_all(fd: int, cap: int, shown: str, stream: bool) -> bytes:
+def _read_all(fd: int, cap: int, shown: str, stream: bool, head) -> bytes:
     """Read fd to its end, refusing more than cap bytes; a stream waits at most STREAM_WAIT_S per read."""
     chunks, total = [], 0
     while True:
@@ -87,10 +90,14 @@ def _read_all(fd: int, cap: int, shown: str, stream: bool) -> bytes:
             chunk = os.read(fd, min(1 << 20, cap + 1 - total))
         except BlockingIOError:
             continue
-        if not chunk:
-            return b"".join(chunks)
         chunks.append(chunk)
         total += len(chunk)
+        if head is not None and (total >= HEAD_BYTES or not chunk):
+            if not head(b"".join(chunks)[:HEAD_BYTES]):
+                return b"".join(chunks)
+            head = None
+        if not chunk:
+            return b"".join(chunks)
         if total > cap:
             kind = "stream" if stream else "file"
             raise UsageError(f"{shown} is a {kind} of more than {_mib(cap)}, the most charrnn reads from one",

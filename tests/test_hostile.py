@@ -211,13 +211,23 @@ def test_an_endless_stream_is_read_with_a_bound(run_copy, tmp_path, args):
     assert snapshot(tmp_path) == before and not (tmp_path / "new").exists()
 
 
-def test_a_fifo_without_a_writer_is_refused_in_bounded_time(cli, run_copy, tmp_path, monkeypatch):
+@pytest.mark.parametrize("args", [["eval", "CKPT", "FIFO"], ["info", "FIFO"], ["sample", "CKPT", "--prime-file", "FIFO"],
+                                  ["train", "CORPUS", "--config", "FIFO", "--out", "new"]])
+def test_a_fifo_without_a_writer_is_refused_in_bounded_time(cli, run_copy, tmp_path, monkeypatch, args):
     from charrnn import textio
-    monkeypatch.setattr(textio, "STREAM_WAIT_S", 0.5)
+    monkeypatch.setattr(textio, "STREAM_WAIT_S", 0.5)  # in-process, so the wait need not be the real 10 s
     os.mkfifo(tmp_path / "fifo")
+    names = {"CKPT": run_copy / "best.npz", "FIFO": tmp_path / "fifo", "CORPUS": tmp_path / "text.txt",
+             "new": tmp_path / "new"}
+    before = snapshot(tmp_path, exclude=("fifo",))
     started = time.monotonic()
-    line = one_line_error(cli("eval", run_copy / "best.npz", tmp_path / "fifo"), 2)
+    line = one_line_error(cli(*[names.get(a, a) for a in args]), 2)
     assert "sent no data" in line and time.monotonic() - started < 30
+    assert snapshot(tmp_path, exclude=("fifo",)) == before and not (tmp_path / "new").exists()
+
+
+def test_a_device_as_checkpoint_is_not_read_on(tmp_path):
+    assert "not a charrnn checkpoint" in refused(run("info", "/dev/zero", cwd=tmp_path))
 
 
 def test_a_pipe_with_a_writer_is_read(run_copy, tmp_path):
