@@ -271,8 +271,14 @@ def test_lone_surrogates_survive_every_text_output(tmp_path):
     assert r.returncode == 0, r.stderr
     import charrnn
     assert "\ud800" in charrnn.load(tmp_path / "run").vocab.chars
-    for args in (["sample", "run", "-n", 300, "-t", 3, "--seed", 2], ["info", "run", "--json"], ["info", "run"],
-                 ["sample", "run", "-n", 300, "-t", 3, "--seed", 2, "--output", "out.txt"]):
+    commands = [["sample", "run", "-n", 300, "-t", 3, "--seed", 2], ["info", "run", "--json"], ["info", "run"],
+                ["sample", "run", "-n", 300, "-t", 3, "--seed", 2, "--output", "out.txt"],
+                ["eval", "run", "esc.txt", "--encoding", "unicode_escape", "--per-char", "chars.jsonl"]]
+    import importlib.util
+    for fmt, module in (("onnx", "onnx"), ("safetensors", "safetensors")):  # the export extra, where installed
+        if importlib.util.find_spec(module):
+            commands.append(["export", "run", "-o", f"model.{fmt}"])
+    for args in commands:
         r = run(*args, cwd=tmp_path)
         assert r.returncode == 0 and "Traceback" not in r.stderr, (args, r.stderr)
     assert "\\ud800" in run("info", "run", "--json", cwd=tmp_path).stdout  # the escape, in valid UTF-8
