@@ -63,7 +63,7 @@ def resolve_checkpoint(path: str | Path) -> Path:
 _META_SECTIONS = ("config", "corpus", "progress", "losses", "batch", "rng", "init_from", "model")
 _META_COUNTS = {"progress": ("step", "epoch", "batch_index", "offset", "bad_steps", "bad_in_row", "stale_evals"),
                 "batch": ("batch_size", "seq_len")}  # integers >= 0 (batch: >= 1)
-_META_NUMBERS = {"progress": ("elapsed_s",), "losses": ("train_loss", "val_loss", "best_val_loss")}
+_META_NUMBERS = {"progress": ("elapsed_s", "train_loss_smooth"), "losses": ("train_loss", "val_loss", "best_val_loss")}
 # Sizes no charrnn model comes near: a meta beyond them is corrupt or hostile, refused before allocating.
 _SIZES = {"vocab_size": (1, 0x110000), "hidden_size": (1, 1 << 16), "num_layers": (1, 1 << 10),
           "embedding_size": (0, 1 << 16)}

@@ -408,7 +408,7 @@ def restore(trainer: Trainer, loaded: store.Loaded) -> None:
         trainer.best_val = losses["best_val_loss"] if losses.get("best_val_loss") is not None else math.inf
     except CharrnnError as e:
         raise UsageError(f"cannot resume from {loaded.path}: {e.message}", e.hint) from None
-    except (KeyError, TypeError, ValueError, AttributeError) as e:
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as e:
         raise UsageError(f"cannot resume from {loaded.path}: its training state is incomplete or corrupt ({e})",
                          "resume from another checkpoint, e.g. an earlier step*.npz") from None
     trainer.saved_step = trainer.step

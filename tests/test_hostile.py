@@ -126,6 +126,24 @@ def test_edited_meta_is_refused_before_anything_changes(cli, run_copy, edit, com
     assert snapshot(run_copy.parent) == before  # metrics.jsonl not emptied, best.npz not rewritten
 
 
+RESUME_EDITS = {
+    "rng state 10^60": (lambda m: m["rng"]["state"].__setitem__("state", 10**60), "training state"),
+    "train_loss_smooth a string": (lambda m: m["progress"].__setitem__("train_loss_smooth", "low"),
+                                   "progress.train_loss_smooth"),
+}
+
+
+@pytest.mark.parametrize("edit", list(RESUME_EDITS))
+def test_edited_training_state_is_refused_before_a_resume_changes_anything(cli, run_copy, edit):
+    change, expect = RESUME_EDITS[edit]
+    resave(run_copy / "last.npz", run_copy / "last.npz", lambda a, m: change(m))
+    (run_copy / "metrics.jsonl").open("a").write('{"step": 999, "train_loss": 1.0}\n')
+    before = snapshot(run_copy.parent)
+    line = one_line_error(cli("train", "--resume", run_copy / "last.npz", "--max-steps", 100), 2)
+    assert expect in line, line
+    assert snapshot(run_copy.parent) == before
+
+
 def test_a_huge_meta_model_costs_no_time_or_memory(run_copy):
     def huge(a, m):
         for section in (m["model"], m["config"]["model"]):  # consistent with its config
@@ -263,25 +281,29 @@ def test_configs_that_would_eat_memory(tmp_path, case):
 
 
 # -- lone surrogates in the vocabulary --------------------------------------------------------------------------
-def test_lone_surrogates_survive_every_text_output(tmp_path):
+def test_lone_surrogates_survive_every_text_output(cli, tmp_path, monkeypatch):
     text = make_text(ENGLISH_LINES, 60).replace("fox", "f\\ud800x")  # unicode_escape makes \ud800 one char
     (tmp_path / "esc.txt").write_text(text)
-    r = run("train", "esc.txt", "--out", "run", *TINY, "--max-steps", 4, "--eval-every", 2, "--sample-every", 2,
-            "--sample-length", 200, "--temperature", 3, "--encoding", "unicode_escape", cwd=tmp_path)
-    assert r.returncode == 0, r.stderr
+    monkeypatch.chdir(tmp_path)
+    r = cli("train", "esc.txt", "--out", "run", *TINY, "--max-steps", 4, "--eval-every", 2, "--sample-every", 2,
+            "--sample-length", 200, "--temperature", 3, "--encoding", "unicode_escape")
+    assert r.exit_code == 0, r.output
     import charrnn
     assert "\ud800" in charrnn.load(tmp_path / "run").vocab.chars
-    commands = [["sample", "run", "-n", 300, "-t", 3, "--seed", 2], ["info", "run", "--json"], ["info", "run"],
-                ["sample", "run", "-n", 300, "-t", 3, "--seed", 2, "--output", "out.txt"],
-                ["eval", "run", "esc.txt", "--encoding", "unicode_escape", "--per-char", "chars.jsonl"]]
+    in_process = [["info", "run"], ["sample", "run", "-n", 300, "-t", 3, "--seed", 2, "--output", "out.txt"],
+                  ["eval", "run", "esc.txt", "--encoding", "unicode_escape", "--per-char", "chars.jsonl"]]
     import importlib.util
     for fmt, module in (("onnx", "onnx"), ("safetensors", "safetensors")):  # the export extra, where installed
         if importlib.util.find_spec(module):
-            commands.append(["export", "run", "-o", f"model.{fmt}"])
-    for args in commands:
-        r = run(*args, cwd=tmp_path)
-        assert r.returncode == 0 and "Traceback" not in r.stderr, (args, r.stderr)
-    assert "\\ud800" in run("info", "run", "--json", cwd=tmp_path).stdout  # the escape, in valid UTF-8
+            in_process.append(["export", "run", "-o", f"model.{fmt}"])
+    for args in in_process:
+        r = cli(*args)
+        assert r.exit_code == 0, (args, r.output)
+    # a real process's stdout: the escape, in valid UTF-8
+    r = run("sample", "run", "-n", 300, "-t", 3, "--seed", 2, cwd=tmp_path)
+    assert r.returncode == 0 and "Traceback" not in r.stderr and "\\ud800" in r.stdout, r.stderr
+    r = run("info", "run", "--json", cwd=tmp_path)
+    assert r.returncode == 0 and "\\ud800" in r.stdout, r.stderr
     assert "\\ud800" in (tmp_path / "out.txt").read_bytes().decode("utf-8")
     assert (tmp_path / "run" / "samples.txt").read_bytes().decode("utf-8")  # valid UTF-8 throughout
 
