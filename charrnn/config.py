@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from charrnn.errors import UsageError
+from charrnn.yamlread import BoundedLoader, TooBig, safe_yaml
 
 
 @dataclass
@@ -448,63 +449,6 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
     return data
 
 
-# Nodes a YAML document may expand to through its aliases: a config holds about a hundred, and an alias
-# bomb (each anchor a list of the one before, nine times over) expands to billions.
-MAX_YAML_NODES = 100_000
-
-
-class _BoundedLoader(yaml.SafeLoader):
-    """yaml.SafeLoader that refuses a document whose aliases (*name) expand to more than MAX_YAML_NODES
-    nodes, or refer to themselves, before anything is constructed from it."""
-
-    def compose_document(self):
-        node = super().compose_document()
-        _expanded_size(node, {}, set())
-        return node
-
-
-class _TooBig(yaml.YAMLError):
-    pass
-
-
-def _expanded_size(node, sizes: dict[int, int], open_nodes: set[int]) -> int:
-    """Nodes below and including node with every alias expanded (memoised per node; a cycle is refused)."""
-    key = id(node)
-    if key in sizes:
-        return sizes[key]
-    if key in open_nodes:
-        raise _TooBig("an alias refers to the node that holds it")
-    open_nodes.add(key)
-    n = 1
-    if isinstance(node.value, list):
-        for child in node.value:
-            for part in (child if isinstance(child, tuple) else (child,)):  # a mapping's (key, value) pairs
-                n += _expanded_size(part, sizes, open_nodes)
-                if n > MAX_YAML_NODES:
-                    raise _TooBig(f"its aliases expand it to more than {MAX_YAML_NODES:,} values")
-    open_nodes.discard(key)
-    sizes[key] = n
-    return n
-
-
-def safe_yaml(text: str, source: str) -> Any:
-    """yaml.safe_load with alias expansion capped; one-line UsageError on bad YAML naming source."""
-    try:
-        return yaml.load(text, Loader=_BoundedLoader)  # noqa: S506  (a SafeLoader subclass)
-    except _TooBig as e:
-        raise UsageError(f"YAML in {source} refused: {e}",
-                         "write the values out instead of nesting aliases (*name)") from None
-    except RecursionError:
-        raise UsageError(f"YAML in {source} is nested too deeply", "write a flat config") from None
-    except yaml.YAMLError as e:
-        # Parser errors carry a mark (0-based line/column); the reader's encoding errors do not.
-        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or getattr(e, "context", None) or str(e)
-        raise UsageError(f"invalid YAML in {source}{where}: {' '.join(str(problem).split())}",
-                         "check the indentation and 'key: value' syntax there") from None
-
-
 def bundled_config_names() -> list[str]:
     """Names of the configs shipped with the package, e.g. ['default', 'gru', 'tiny']."""
     return sorted(p.stem for p in BUNDLED_DIR.glob("*.yaml"))
@@ -550,8 +494,8 @@ def parse_set(items: Iterable[str]) -> dict[str, dict[str, Any]]:
             raise UsageError(f"bad --set item {item!r}: no value after '='",
                              f"e.g. --set {key}=VALUE")
         try:
-            value = yaml.load(raw, Loader=_BoundedLoader)  # noqa: S506  (a SafeLoader subclass)
-        except _TooBig as e:
+            value = yaml.load(raw, Loader=BoundedLoader)  # noqa: S506  (a SafeLoader subclass)
+        except TooBig as e:
             raise UsageError(f"bad --set item {item[:60]!r}: {e}", "write the value out") from None
         except (yaml.YAMLError, RecursionError):
             value = raw  # not valid YAML on its own (e.g. "a: b: c"): keep it as a plain string

@@ -280,6 +280,16 @@ def test_configs_that_would_eat_memory(tmp_path, case):
     assert snapshot(tmp_path) == before and not (tmp_path / "run").exists()
 
 
+def test_safe_yaml_keeps_ordinary_anchors_and_refuses_recursive_ones():
+    from charrnn.errors import UsageError
+    from charrnn.yamlread import safe_yaml
+    assert safe_yaml("a: &x {b: 1}\nc: *x\n", "t") == {"a": {"b": 1}, "c": {"b": 1}}
+    with pytest.raises(UsageError, match="refers to the node that holds it"):
+        safe_yaml("a: &x [1, *x]\n", "t")
+    with pytest.raises(UsageError, match="expand it to more than"):
+        safe_yaml(alias_bomb(), "t")
+
+
 # -- lone surrogates in the vocabulary --------------------------------------------------------------------------
 def test_lone_surrogates_survive_every_text_output(cli, tmp_path, monkeypatch):
     text = make_text(ENGLISH_LINES, 60).replace("fox", "f\\ud800x")  # unicode_escape makes \ud800 one char
