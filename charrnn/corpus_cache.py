@@ -82,4 +82,4 @@ def write_cache(cache_dir: Path, key: dict, corpus: Corpus, shas: list[str]) -> 
         atomic_write(cache_dir / "corpus.json", lambda f: f.write(json.dumps(meta, indent=1).encode()))
     except OSError as e:
         raise UsageError(f"cannot write the corpus cache in {cache_dir}: {e.strerror or e}",
-                         "check the directory's permissions or use another cache directory") from None
+                         "free disk space, or check the directory's permissions") from None
