@@ -427,7 +427,7 @@ def validate(cfg: Config, sources: Mapping[str, str] | None = None) -> None:
 
 def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
     """The mapping at the top of a YAML file (empty file -> {}), read with a size bound and safe_yaml."""
-    from .textio import CONFIG_CAP, read_bounded
+    from .userfiles import CONFIG_CAP, read_bounded
     p = Path(path)
     if p.is_dir():
         raise UsageError(f"config path is a directory, not a file: {p}",
@@ -525,7 +525,7 @@ def resolve(config_file: str | os.PathLike | None = None, sets: Iterable[str] = 
 
 def save_config(cfg: Config, path: str | os.PathLike) -> None:
     """Write ``cfg`` as YAML (sections and keys in definition order), atomically via os.replace."""
-    from .textio import utf8
+    from .userfiles import utf8
     path = Path(path)
     body = yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=False)
     # A temp file in the same directory so os.replace is atomic: readers never see half a file.

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from conftest import ENGLISH_LINES, TINY, make_text, one_line_error, snapshot
 
-from charrnn import checkpoint
+from charrnn.checkpoints import npz as checkpoint
 
 MEMORY_LIMIT = 1 << 30  # address space of a child: a normal command needs about 0.5 GB of it
 TIMEOUT = 60  # seconds: catches a hang, not slowness
@@ -234,8 +234,8 @@ def test_an_endless_stream_is_read_with_a_bound(run_copy, tmp_path, args):
                                   ["train", "CORPUS", "--config", "FIFO", "--out", "new"]],
                          ids=["eval FILE", "info CKPT", "sample --prime-file", "train --config"])
 def test_a_fifo_without_a_writer_is_refused_in_bounded_time(cli, run_copy, tmp_path, monkeypatch, args):
-    from charrnn import textio
-    monkeypatch.setattr(textio, "STREAM_WAIT_S", 0.5)  # in-process, so the wait need not be the real 10 s
+    from charrnn import userfiles
+    monkeypatch.setattr(userfiles, "STREAM_WAIT_S", 0.5)  # in-process, so the wait need not be the real 10 s
     os.mkfifo(tmp_path / "fifo")
     names = {"CKPT": run_copy / "best.npz", "FIFO": tmp_path / "fifo", "CORPUS": tmp_path / "text.txt",
              "new": tmp_path / "new"}
