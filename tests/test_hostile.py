@@ -80,17 +80,24 @@ def output_onto_input_cases(run, tmp):
                                            checkpoint.read_meta(ckpt)["corpus"]["path"]],
         "activations -o FILE": ["activations", ckpt, tmp / "page.html", "-o", tmp / "page.html"],
         "train --force: corpus is a run file": ["train", run / "samples.txt", "--out", run, "--force", *TINY],
+        "plot -o link to metrics.jsonl": ["plot", run, "-o", tmp / "loss.png"],
+        "diagnose -o link to --text": ["diagnose", ckpt, "--text", text, "-o", tmp / "d.png", "--seq-len", 8],
     }
 
 
 OUTPUT_CASES = ["sample --output CKPT", "sample --output hard link of CKPT", "sample --output link to --prime-file",
                 "eval --per-char FILE", "eval --per-char CKPT", "eval --split --per-char corpus",
-                "activations -o FILE", "train --force: corpus is a run file"]
+                "activations -o FILE", "train --force: corpus is a run file", "plot -o link to metrics.jsonl",
+                "diagnose -o link to --text"]
 
 
 @pytest.mark.parametrize("case", OUTPUT_CASES)
 def test_an_output_never_overwrites_an_input(cli, run_copy, tmp_path, case):
+    if case.startswith(("plot", "diagnose")):
+        pytest.importorskip("matplotlib")  # -o needs the plot extra
     (tmp_path / "page.html").write_text("the lazy dog. the quick fox.\n")
+    os.symlink(run_copy / "metrics.jsonl", tmp_path / "loss.png")
+    os.symlink(tmp_path / "text.txt", tmp_path / "d.png")
     args = output_onto_input_cases(run_copy, tmp_path)[case]
     corpus = Path(checkpoint.read_meta(run_copy / "best.npz")["corpus"]["path"])
     before = snapshot(tmp_path), corpus.read_bytes()
