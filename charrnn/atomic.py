@@ -14,6 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
+from .userfiles import utf8
+
 # ".{target name}.tmp-{pid}-{random hex}": hidden, and recognisable by temp_owner.
 _TEMP_RE = re.compile(r"\..+\.tmp-(\d+)-[0-9a-f]+")
 
@@ -66,6 +68,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None], mo
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Atomically replace path with text (UTF-8), e.g. config.yaml next to the checkpoints."""
-    data = text.encode("utf-8")
+    """Atomically replace path with text (UTF-8, a lone surrogate escaped), e.g. config.yaml next to the
+    checkpoints."""
+    data = utf8(text)
     atomic_write(path, lambda f: f.write(data))

@@ -24,6 +24,8 @@ from typing import Any, Mapping
 
 from .._version import __version__
 from ..config import Config
+from ..data.vocab import Vocab
+from ..engine.params import GATES, Shape
 from ..errors import CharrnnError, UsageError
 
 # Keys added after checkpoints were first written, with the behaviour of the code before each existed.
@@ -35,9 +37,18 @@ BEFORE_THE_KEY: dict[str, Any] = {
     "optim.ema": 0.0,  # no weight averaging before the key (2026-12-03)
 }
 
-SECTIONS = ("config", "corpus", "progress", "losses", "batch", "rng", "init_from")
-_NUMBERS = {"progress": ("step", "epoch", "elapsed_s", "bad_steps"),
-            "losses": ("train_loss", "val_loss", "best_val_loss")}
+# Meta sections charrnn train writes and the readers (info, eval --split, --resume) use. The checksum
+# covers the arrays only, so a hand-edited meta still loads: check the types before anything reads them.
+SECTIONS = ("config", "corpus", "progress", "losses", "batch", "rng", "init_from", "model")
+_COUNTS = {"progress": ("step", "epoch", "batch_index", "offset", "bad_steps", "bad_in_row", "stale_evals"),
+                "batch": ("batch_size", "seq_len")}  # integers >= 0 (batch: >= 1)
+_NUMBERS = {"progress": ("elapsed_s", "train_loss_smooth"), "losses": ("train_loss", "val_loss", "best_val_loss")}
+# Sizes no charrnn model comes near: a meta beyond them is corrupt or hostile, refused before allocating.
+_SIZES = {"vocab_size": (1, 0x110000), "hidden_size": (1, 1 << 16), "num_layers": (1, 1 << 10),
+          "embedding_size": (0, 1 << 16)}
+_MAX_BATCH = 1 << 20  # batch.batch_size and seq_len
+
+
 # What an exact resume reads (a bare weights file has none of it).
 _RESUME_NUMBERS = ("step", "epoch", "batch_index", "offset", "elapsed_s", "bad_steps", "bad_in_row")
 _RESUME_FIELDS = (("rng", "state"), ("batch", "batch_size"), ("batch", "seq_len"), ("corpus", "sha256"),
@@ -68,42 +79,70 @@ def training(*, shape, vocab: str, config: Config, batch: tuple[int, int], progr
 
 
 # -- checking --------------------------------------------------------------------------------------
-def _bad(p: Path | str, field: str) -> CharrnnError:
+def _bad(field: str, p: Path) -> CharrnnError:
     return CharrnnError(f"{p}: meta is missing or has a bad field ({field})",
                         "the file is not a charrnn checkpoint, or its meta was edited", exit_code=2)
 
 
-def check_types(meta: dict, p: Path | str) -> None:
-    """CharrnnError naming the first meta field whose type no charrnn version writes."""
+def _count(v) -> bool:
+    """An integer that is one in JSON: not 32.7, not "32", not true."""
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def check_types(meta: dict, p: Path) -> None:
+    """CharrnnError naming the first meta field whose type or range no charrnn version writes."""
     for section in SECTIONS:
         if section in meta and not isinstance(meta[section], dict):
-            raise _bad(p, section)
+            raise _bad(section, p)
+    for section, keys in _COUNTS.items():
+        for key in keys:
+            v = meta.get(section, {}).get(key, 1)
+            low, high = (1, _MAX_BATCH) if section == "batch" else (0, 1 << 62)
+            if not _count(v) or not low <= v <= high:
+                raise _bad(f"{section}.{key}", p)
     for section, keys in _NUMBERS.items():
         for key in keys:
             v = meta.get(section, {}).get(key)
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
-                raise _bad(p, f"{section}.{key}")
+                raise _bad(f"{section}.{key}", p)
+    elapsed = meta.get("progress", {}).get("elapsed_s", 0.0)
+    if not (0 <= elapsed < float("inf")):  # NaN fails too
+        raise _bad("progress.elapsed_s", p)
     for key in ("path", "sha256"):
         if "corpus" in meta and not isinstance(meta["corpus"].get(key), str):
-            raise _bad(p, f"corpus.{key}")
+            raise _bad(f"corpus.{key}", p)
     for key in ("sources", "files"):  # a corpus of several files (see Trainer.corpus_meta)
         v = meta.get("corpus", {}).get(key)
-        if v is not None and not (isinstance(v, list) and v and all(isinstance(s, str) for s in v)):
-            raise _bad(p, f"corpus.{key}")
+        if v is not None and not (isinstance(v, list) and v and all(isinstance(p, str) for p in v)):
+            raise _bad(f"corpus.{key}", p)
     if not all(isinstance(v, dict) for v in meta.get("config", {}).values()):
-        raise _bad(p, "config")
+        raise _bad("config", p)
 
 
-def model_fields(meta: dict, p: Path | str) -> tuple[tuple[str, int, int, int, int], str]:
-    """((cell, vocab_size, hidden_size, num_layers, embedding_size), vocabulary characters)."""
+def shape_and_vocab(meta: dict, p: Path) -> tuple[Shape, Vocab]:
+    """The model shape and vocabulary meta describes, every size an integer in range, and agreeing with
+    the config the checkpoint records (CharrnnError otherwise). Nothing is allocated."""
+    m = meta.get("model")
+    if not isinstance(m, dict) or not isinstance(meta.get("vocab"), str) or m.get("cell") not in GATES:
+        raise _bad("model" if not isinstance(m, dict) or m.get("cell") not in GATES else "vocab", p)
+    for key, (low, high) in _SIZES.items():
+        v = m.get(key, 0) if key == "embedding_size" else m.get(key)
+        if not _count(v) or not low <= v <= high:
+            raise _bad(f"model.{key}", p)
+    shape = Shape(m["cell"], m["vocab_size"], m["hidden_size"], m["num_layers"], m.get("embedding_size", 0))
     try:
-        m = meta["model"]
-        fields = (str(m["cell"]), int(m["vocab_size"]), int(m["hidden_size"]), int(m["num_layers"]),
-                  int(m.get("embedding_size", 0)))
-        return fields, str(meta["vocab"])
-    except (KeyError, TypeError, ValueError) as e:
-        raise CharrnnError(f"{p}: meta is missing or has a bad field ({e})", "the file is not a charrnn checkpoint",
-                           exit_code=2) from None
+        vocab = Vocab(meta["vocab"])
+    except ValueError:
+        raise _bad("vocab", p) from None
+    if vocab.size != shape.vocab_size or len(meta["vocab"]) != vocab.size:
+        raise CharrnnError(f"{p}: meta describes an impossible model {shape}", "the file is corrupt", exit_code=2)
+    said = (meta.get("config") or {}).get("model") or {}
+    for key in ("cell", "hidden_size", "num_layers", "embedding_size"):
+        if key in said and said[key] != getattr(shape, key):
+            raise CharrnnError(f"{p}: meta contradicts itself: the model is {key} {getattr(shape, key)!r} but "
+                               f"its config says {said[key]!r}", "the file is corrupt or its meta was edited",
+                               exit_code=2)
+    return shape, vocab
 
 
 def check_resumable(meta: dict, p: Path | str) -> None:

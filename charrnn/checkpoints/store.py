@@ -12,7 +12,7 @@ import numpy as np
 
 from ..data.vocab import Vocab
 from ..engine.model import Model, State
-from ..engine.params import GATES, Params, Shape
+from ..engine.params import Params, check_memory
 from ..errors import CharrnnError
 from . import meta as M
 from . import npz as checkpoint
@@ -42,18 +42,32 @@ def state_arrays(state: State) -> dict[str, np.ndarray]:
     return out
 
 
+def _before_arrays(meta: dict, headers: dict, p: Path) -> None:
+    """Refuse a checkpoint whose arrays are not what its meta implies, before one is inflated: the
+    weights must be there with their shapes, and nothing may hold more than a model's weights, optimizer
+    moments, average and carried state can."""
+    M.check_types(meta, p)
+    shape, _ = M.shape_and_vocab(meta, p)
+    n = shape.count()
+    held = sum(h.nbytes for h in headers.values())
+    if 4 * n > held:
+        raise CharrnnError(f"{p}: meta describes a model of {n:,} parameters, but the file's arrays hold only "
+                           f"{held:,} bytes", "the file is corrupt or its meta was edited", exit_code=2)
+    check_memory(8 * n, f"{p} ({n:,} parameters)", "load it on a machine with more memory")
+    checkpoint.check_arrays(headers, dict(shape.layout()), p)
+    B = meta.get("batch", {}).get("batch_size", 1)
+    most = 8 * (4 * n + 2 * shape.num_layers * B * shape.hidden_size) + (1 << 20)
+    if held > most:
+        raise CharrnnError(f"{p}: its arrays hold {held:,} bytes, more than a checkpoint of this model can "
+                           f"({most:,})", "the file is corrupt or was not written by charrnn", exit_code=2)
+
+
 def load(path: str | Path) -> Loaded:
     """Read and verify a checkpoint and rebuild its model (float32). One-line CharrnnError on any problem."""
     p = rundir.resolve_checkpoint(path)
-    arrays, meta = checkpoint.load(p)
-    M.check_types(meta, p)
-    fields, chars = M.model_fields(meta, p)
-    shape, vocab = Shape(*fields), Vocab(chars)
-    if shape.cell not in GATES or vocab.size != shape.vocab_size or min(shape.vocab_size, shape.hidden_size,
-                                                                       shape.num_layers) < 1:
-        raise CharrnnError(f"{p}: meta describes an impossible model {shape}", "the file is corrupt", exit_code=2)
+    arrays, meta = checkpoint.load(p, check=_before_arrays)
+    shape, vocab = M.shape_and_vocab(meta, p)
     params = Params(shape, np.float32)
-    checkpoint.check_arrays(arrays, params.expected_shapes(), p)
     for name, view in params.views.items():
         a = arrays[name]
         if a.dtype.kind != "f":

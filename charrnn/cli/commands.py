@@ -121,11 +121,13 @@ def sample(checkpoint, length, temperature, prime, prime_file, no_echo, prime_un
     if output is None:
         _stdout()
     if prime_file:
-        from ..insight.evaluation import read_text
+        from ..userfiles import read_text
         prime = prime + read_text(prime_file, encoding, errors)
     from ..checkpoints import store
     from ..sampling.generate import sample as generate
     loaded = store.load(checkpoint)
+    from ..userfiles import refuse_input
+    refuse_input(output, {"the checkpoint being sampled": loaded.path, "the --prime-file": prime_file})
     from ..data.sources import decode_escapes
     from ..sampling.stops import check_stops
     stop = check_stops([decode_escapes(s) for s in stop])
@@ -186,6 +188,12 @@ def eval_cmd(checkpoint, file, which, encoding, errors, unknown, as_json, per_ch
         raise UsageError("give exactly one of FILE or --split val|test", "e.g. charrnn eval runs/x/best.npz my.txt")
     _stdout()
     loaded = store.load(checkpoint)
+    if per_char:
+        from ..checkpoints.meta import training_sources
+        from ..userfiles import refuse_input
+        refuse_input(per_char, {"the checkpoint being evaluated": loaded.path, "the text being evaluated": file,
+                                "a file of the training corpus":
+                                training_sources(loaded.meta) if "corpus" in loaded.meta and not file else None})
     r = eval_file(loaded, file, encoding, errors, unknown=unknown) if file else eval_split(loaded, which)
     if per_char:
         from .see import write_per_char

@@ -40,7 +40,8 @@ def friendly_errors(fn):
             _deaf()
             reason = f" ({_escape(str(e))})" if str(e) else ""
             _err_console().print(f"[bold red]error:[/] not enough memory{reason} "
-                                 "(ask for less: fewer samples or characters, a smaller model or batch)")
+                                 "(ask for less: fewer samples or characters, a smaller model or batch, a "
+                                 "shorter input file)")
             sys.exit(1)
     return wrapper
 
@@ -104,6 +105,8 @@ class _OneLineGroup(click.Group):
     like every other error, instead of click's Usage/Try/Error block."""
 
     def main(self, *args, standalone_mode: bool = True, **kwargs):
+        from ..userfiles import tolerant_streams
+        tolerant_streams()
         if not standalone_mode:
             return super().main(*args, standalone_mode=False, **kwargs)
         try:

@@ -10,8 +10,11 @@ import click
 from .common import _console, _emit, _err_console, _escape, _stdout, friendly_errors, main, write_file
 
 
-def _write(path, data, what: str) -> None:
-    """Write a picture or page where the user asked, and say so."""
+def _write(path, data, what: str, inputs: dict) -> None:
+    """Write a picture or page where the user asked, and say so; never over one of the command's inputs
+    ({what it is: path or paths})."""
+    from ..userfiles import refuse_input
+    refuse_input(path, inputs)
     write_file(path, data, what)
     _err_console().print(f"wrote {_escape(str(path))}")
 
@@ -73,7 +76,9 @@ def plot(runs, output, terminal, smooth, x_axis):
                                  "of metrics.jsonl")
     if png:
         target = output or Path(runs[0]) / "loss.png"
-        _write(target, figures.loss_png(loaded), "-o")
+        from ..checkpoints import rundir
+        logs = [rundir.metrics_path(r.path) if r.path.is_dir() else r.path for r in loaded]
+        _write(target, figures.loss_png(loaded), "-o", {"a run's metrics.jsonl": logs})
     elif not terminal:
         _no_png_note("plot")
 
@@ -127,10 +132,11 @@ def diagnose(checkpoint, cell, hidden, layers, init_scale, forget_bias, seed, te
         figures.require("diagnose")
     _stdout()
     if checkpoint is not None:
-        models, ids, source, T, default_png = _trained_subject(checkpoint, text_file, encoding, seq_len)
+        models, ids, source, T, default_png, read = _trained_subject(checkpoint, text_file, encoding, seq_len)
     else:
         models, ids, source, T, default_png = _fresh_subject(cell, hidden, layers, init_scale, forget_bias, seed,
                                                              text_file, encoding, seq_len)
+        read = None
     rep = dg.diagnose(models, np.asarray(ids), batch_size, int(T), source)
     if as_json:
         import json
@@ -139,19 +145,21 @@ def diagnose(checkpoint, cell, hidden, layers, init_scale, forget_bias, seed, te
     console = _console()
     _emit(lambda: [console.print(t) for t in dg.tables(rep)])
     if png:
-        _write(output or default_png, figures.diagnose_png(rep), "-o")
+        _write(output or default_png, figures.diagnose_png(rep), "-o",
+               {"the checkpoint being diagnosed": read, "the --text file": text_file})
     elif not terminal:
         _no_png_note("diagnose")
 
 
 def _trained_subject(checkpoint, text_file, encoding, seq_len):
-    """diagnose CHECKPOINT: (models, ids, source, T, default PNG): its weights beside the init they started
+    """diagnose CHECKPOINT: (models, ids, source, T, default PNG, the checkpoint's path): its weights beside the init they started
     from, on its validation split or --text."""
     from ..checkpoints import meta as M
     from ..checkpoints import store
     from ..errors import UsageError
     from ..insight import diagnose as dg
-    from ..insight.evaluation import read_text, split_ids
+    from ..insight.evaluation import split_ids
+    from ..userfiles import read_text
     loaded = store.load(checkpoint)
     cfg = M.saved_config(loaded.meta, source=str(loaded.path))
     m = cfg.model
@@ -167,7 +175,7 @@ def _trained_subject(checkpoint, text_file, encoding, seq_len):
             ids, source = split_ids(loaded, "val"), "the validation split"
         except UsageError as e:
             raise UsageError(e.message, "pass --text FILE to look at another text") from None
-    return models, ids, source, T, loaded.path.parent / "diagnose.png"
+    return models, ids, source, T, loaded.path.parent / "diagnose.png", loaded.path
 
 
 def _fresh_subject(cell, hidden, layers, init_scale, forget_bias, seed, text_file, encoding, seq_len):
@@ -178,7 +186,7 @@ def _fresh_subject(cell, hidden, layers, init_scale, forget_bias, seed, text_fil
     from ..engine.params import Shape
     from ..errors import UsageError
     from ..insight import diagnose as dg
-    from ..insight.evaluation import read_text
+    from ..userfiles import read_text
     path = text_file or BUNDLED_CORPUS
     text = read_text(path, encoding)
     if not text:
@@ -212,7 +220,7 @@ def activations(checkpoint, file, text, units, top, layer, kind, max_chars, outp
     from ..errors import UsageError
     from ..insight import activations as act
     from ..insight import figures
-    from ..insight.evaluation import read_text
+    from ..userfiles import read_text
     if (file is None) == (text is None):
         raise UsageError("give exactly one of FILE or --text", 'e.g. charrnn activations runs/x my.txt, or --text "ROMEO:"')
     if top is not None and top < 1:
@@ -246,9 +254,12 @@ def activations(checkpoint, file, text, units, top, layer, kind, max_chars, outp
     for u in pic.units:
         _emit(lambda: console.print(f"{_escape(u.name)}  {_escape(u.note)}".rstrip()))  # noqa: B023 (called at once)
     page = Path(output) if output else loaded.path.parent / "activations.html"
-    _write(page, act.html(pic), "-o")
+    inputs = {"the checkpoint being read": loaded.path, "the text being read": file}
+    from ..userfiles import refuse_input
+    refuse_input(page.with_suffix(".png"), inputs)  # before the page: neither is written over an input
+    _write(page, act.html(pic), "-o", inputs)
     if figures.available():
-        _write(page.with_suffix(".png"), figures.activations_png(pic), "-o")
+        _write(page.with_suffix(".png"), figures.activations_png(pic), "-o", inputs)
     else:
         _err_console().print("note: no PNG without matplotlib (pip install 'charrnn[plot]'); the HTML has it all",
                              style="dim", markup=False)
@@ -261,7 +272,8 @@ def write_per_char(loaded, file, which, encoding, errors, unknown, path) -> None
     import json
 
     from ..insight.activations import surprisal
-    from ..insight.evaluation import read_text, split_ids
+    from ..insight.evaluation import split_ids
+    from ..userfiles import read_text
     if file:
         ids = loaded.vocab.encode(read_text(file, encoding, errors), unknown="skip")  # eval refused unknowns
     else:
@@ -269,4 +281,5 @@ def write_per_char(loaded, file, which, encoding, errors, unknown, path) -> None
     chars = loaded.vocab.decode(ids)
     lines = [json.dumps({"pos": t + 1, "char": chars[t + 1], "loss": float(v)}, ensure_ascii=False)
              for t, v in enumerate(surprisal(loaded.model, ids))]
-    _write(path, "\n".join(lines) + "\n", "--per-char")
+    _write(path, "\n".join(lines) + "\n", "--per-char", {"the checkpoint being evaluated": loaded.path,
+                                                          "the text being evaluated": file})

@@ -16,6 +16,7 @@ from ..config import Config, save_config
 from ..data.batches import fit_batch_shape, split
 from ..data.corpus import load_corpus
 from ..data.reencode import fit_corpus
+from ..data.sources import find_files
 from ..errors import UsageError
 from . import finetune
 from .plan import FINETUNE, RESUME, Plan
@@ -40,6 +41,7 @@ def execute(plan: Plan, *, live: bool | None = None, console=None, on_eval=None,
         had_cache = rundir.cache_dir(plan.run_dir).exists()
         try:
             remove = _replaced_files(plan, resumed)
+            rundir.check_files(plan.run_dir)
             trainer, corpus, warning = _prepare(plan, loaded, on_eval, started)
         except BaseException:
             rundir.remove_created(created)  # leave no trace of a run that never started
@@ -79,6 +81,7 @@ def _prepare(plan: Plan, loaded: store.Loaded | None, on_eval, started: float | 
     from .trainer import Trainer
     cfg, run_dir = plan.config, plan.run_dir
     rundir.remove_stale_temps(run_dir)
+    rundir.refuse_corpus_here(run_dir, [p for p, _ in find_files(list(plan.corpus), cfg.data.glob, run_dir)])
     resumed = loaded if plan.kind == RESUME else None
     expect = M.corpus_sha256(loaded.meta) if resumed is not None else None
     corpus = load_corpus(list(plan.corpus), cfg.data.encoding, cfg.data.errors, cache_dir=rundir.cache_dir(run_dir),
