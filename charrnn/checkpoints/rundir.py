@@ -3,12 +3,11 @@
 A run directory holds config.yaml, metrics.jsonl, samples.txt, step{N}[_val...].npz, last.npz, best.npz,
 cache/ and .lock (and, for a moment, the temp files of atomic writes, ../atomic.py). Checkpoints are
 written as step files and published as last.npz (always) and best.npz (a better validation loss, or
-every checkpoint when there is no validation split) as hard links; old step files are pruned. This
-module also holds what resuming changes (later checkpoints, republishing, trimmed logs); training/run.py
-decides the order (every check before anything is touched).
+every checkpoint when there is no validation split) as hard links; old step files are pruned. What a
+resume changes in the directory is resuming.py's; training/run.py decides the order (every check
+before anything is touched).
 """
 import contextlib
-import json
 import math
 import os
 import re
@@ -222,38 +221,6 @@ class Busy(UsageError):
     """The run directory is locked by another process: nothing of it may be touched."""
 
 
-def republish(loaded, no_val: bool, run_dir: Path) -> str | None:
-    """After resuming from `loaded`, make last.npz and best.npz agree with it. Returns a warning or None.
-
-    last.npz becomes the resumed checkpoint when it holds another step (a rewind removed the later one,
-    or a kill left a step file newer than it). best.npz becomes the resumed checkpoint when that was the
-    run's best (a kill between writing last.npz and best.npz would otherwise leave an older best.npz for
-    good); when a rewind removed best.npz, the surviving step file holding the best loss up to the
-    resumed step takes its place."""
-    here = loaded.path.parent.resolve() == run_dir.resolve()
-    step = M.step(loaded.meta)
-    if here and saved_step(last(run_dir)) != step:
-        publish(loaded.path, last(run_dir))
-    best_loss = M.losses(loaded.meta).get("best_val_loss")
-    if no_val or M.was_best(loaded.meta):
-        publish(loaded.path, best(run_dir))
-        return None
-    if best(run_dir).exists() or best_loss is None:
-        return None
-    # best.npz is missing: a rewind deleted a later one, or the run continues in a new directory. The
-    # best up to the resumed step is a checkpoint evaluated at that loss, here or where we came from.
-    source = loaded.path.parent
-    candidates = [best(source)] + [d / n for d in dict.fromkeys([run_dir, source])
-                                   for _, n in reversed(step_files(d))]
-    for c in candidates:
-        meta = npz.read_meta(c) if c.is_file() else None
-        if meta and 0 <= M.step(meta) <= step and M.losses(meta).get("val_loss") == best_loss:
-            publish(c, best(run_dir))
-            return None
-    return (f"the checkpoint with the best validation loss up to step {step} ({best_loss:.4f}) is gone (pruned); "
-            f"{BEST} is written again at the next improvement")
-
-
 def check_files(run_dir: Path) -> None:
     """Before a run changes anything in run_dir: every run file there (config.yaml, the logs, last.npz,
     best.npz) must be a regular file, the logs readable; UsageError otherwise, so a directory or a broken
@@ -279,89 +246,6 @@ def refuse_corpus_here(run_dir: Path, files: list[Path]) -> None:
     from ..userfiles import refuse_input
     for name in run_files(run_dir) + [f"{CACHE}/corpus.npy", f"{CACHE}/corpus.json"]:
         refuse_input(run_dir / name, {"a file of the corpus": files})
-
-
-def check_same_run(run_dir: Path, loaded) -> None:
-    """Resuming in run_dir from `loaded`: the checkpoint must be this run's, by the model the run's
-    config.yaml records (a GRU's last.npz dropped into an LSTM run would otherwise resume as a GRU and
-    rewrite config.yaml). UsageError when they disagree or config.yaml cannot be read."""
-    from ..config import load_yaml
-    path = config_path(run_dir)
-    if loaded is None or loaded.path.parent.resolve() != run_dir.resolve() or not path.is_file():
-        return
-    said = load_yaml(path).get("model")
-    model = loaded.meta["model"]
-    for key in ("cell", "hidden_size", "num_layers", "embedding_size"):
-        if isinstance(said, dict) and key in said and said[key] != model.get(key, 0):
-            raise UsageError(f"{loaded.path} is not this run's checkpoint: its model.{key} is {model.get(key, 0)!r}, "
-                             f"{path} says {said[key]!r}",
-                             "resume the run from its own checkpoint, or continue this one elsewhere with --out")
-
-
-def trim_logs(run_dir: Path, step: int) -> None:
-    """On resume, drop log lines written after the checkpoint (they will be produced again). A log with
-    nothing to drop is left as it is; one that cannot be rewritten (a full disk) stays whole, and the
-    resume stops with one line."""
-    for name, cut in ((METRICS, _metrics_cut), (SAMPLES, _samples_cut)):
-        path = run_dir / name
-        if not path.exists():
-            continue
-        try:
-            keep = cut(path, step)
-            if keep is not None:
-                atomic_write(path, lambda f: _copy_ranges(path, keep, f))  # noqa: B023 (called at once)
-        except OSError as e:
-            raise UsageError(f"cannot trim {path} back to step {step}: {e.strerror or e}",
-                             "the file is unchanged; free disk space, then resume again") from None
-
-
-def _metrics_cut(path: Path, step: int) -> list[tuple[int, int]] | None:
-    """Byte ranges of the metrics.jsonl lines to keep (steps up to `step`), None if that is all of them.
-    Bytes, not text: a line that is not UTF-8 JSON is dropped like any unreadable line."""
-    keep, pos, dropped = [], 0, False
-    with open(path, "rb") as f:
-        for line in f:
-            try:
-                ok = json.loads(line)["step"] <= step
-            except (ValueError, KeyError, TypeError):
-                ok = False
-            if ok:
-                keep.append((pos, len(line)))
-            dropped |= not ok
-            pos += len(line)
-    return keep if dropped else None
-
-
-_SAMPLE_HEADER = re.compile(rb"=== step (\d+) ===\r?\n?")
-
-
-def _samples_cut(path: Path, step: int) -> list[tuple[int, int]] | None:
-    """The byte range of samples.txt before the first sample of a step after `step`; None if there is none."""
-    pos = 0
-    with open(path, "rb") as f:
-        for line in f:
-            m = _SAMPLE_HEADER.fullmatch(line)
-            if m and int(m.group(1)) > step:
-                return [(0, pos)]
-            pos += len(line)
-    return None
-
-
-def _copy_ranges(path: Path, ranges: list[tuple[int, int]], out) -> None:
-    with open(path, "rb") as f:
-        for start, n in ranges:
-            f.seek(start)
-            chunk = f.read(n)
-            out.write(chunk if not chunk or chunk.endswith(b"\n") else chunk + b"\n")  # a last line cut short
-
-
-def repair_best(loaded) -> Path:
-    """A finished run being asked to resume: its best checkpoint, after the one repair there is (a kill
-    between refreshing last.npz and best.npz leaves an older best.npz while last.npz was the best)."""
-    b = best(loaded.path.parent)
-    if loaded.path.name == LAST and M.was_best(loaded.meta) and saved_step(b) != M.step(loaded.meta):
-        publish(loaded.path, b)
-    return b if b.is_file() else loaded.path
 
 
 def remove_files(run_dir: Path, names: list[str]) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..checkpoints import meta as M
-from ..checkpoints import rundir, store
+from ..checkpoints import resuming, rundir, store
 from ..config import SAFE_ON_RESUME, Config, diff, resolve
 from ..data.sources import BUNDLED_CORPUS
 from ..errors import UsageError
@@ -98,7 +98,7 @@ def _resume_plan(corpus, config_file, extra, sets, options, resume: Path, out_di
                          "change; start a new run with --out instead")
     run_dir = Path(out_dir) if out_dir is not None else ckpt.parent
     _check_out(run_dir)
-    rundir.check_same_run(run_dir, loaded)  # before anything, even a finished run's repair, touches run_dir
+    resuming.check_same_run(run_dir, loaded)  # before anything, even a finished run's repair, touches run_dir
     corpus = corpus or M.training_sources(loaded.meta)
     return Plan(RESUME, cfg, tuple(corpus), run_dir, ckpt, force=force, done=_already_done(loaded, cfg),
                 loaded=loaded)

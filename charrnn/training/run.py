@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 
 from ..checkpoints import meta as M
-from ..checkpoints import rundir, store
+from ..checkpoints import resuming, rundir, store
 from ..config import Config, save_config
 from ..data.batches import fit_batch_shape, split
 from ..data.corpus import load_corpus
@@ -55,7 +55,7 @@ def _nothing_to_train(plan: Plan, loaded: store.Loaded, console) -> Path:
     """A finished run: touch nothing (not even config.yaml or the cache), say so, point at its best."""
     from rich.console import Console
     (console or Console(stderr=True)).print(f"nothing to train: {plan.done}", markup=False, highlight=False)
-    return rundir.repair_best(loaded)
+    return resuming.repair_best(loaded)
 
 
 def _replaced_files(plan: Plan, loaded: store.Loaded | None) -> list[str]:
@@ -134,8 +134,8 @@ def _train(plan: Plan, trainer, corpus, warning: str | None, remove: list[str], 
     cfg, run_dir = plan.config, plan.run_dir
     rundir.remove_files(run_dir, remove)
     if loaded is not None:
-        rundir.trim_logs(run_dir, trainer.step)
-        lost_best = rundir.republish(loaded, trainer.val_batches is None, run_dir)
+        resuming.trim_logs(run_dir, trainer.step)
+        lost_best = resuming.republish(loaded, trainer.val_batches is None, run_dir)
         warning = "; ".join(w for w in (warning, lost_best) if w) or None
     save_config(cfg, rundir.config_path(run_dir))
     from .report import Reporter

@@ -10,7 +10,7 @@ import pytest
 from support.runs import TINY, one_line_error, read_metrics, snapshot
 
 from charrnn.checkpoints import npz as checkpoint
-from charrnn.checkpoints import rundir, store
+from charrnn.checkpoints import resuming, rundir, store
 
 SHORT = [*TINY, "--max-steps", "4", "--eval-every", "2", "--sample-every", "0"]
 
@@ -168,7 +168,7 @@ def _rewound(run, step4):
     """What --force does before training: delete the checkpoints after step 4, then republish."""
     for name in rundir.later_checkpoints(run, 4):
         (run / name).unlink()
-    return rundir.republish(store.load(step4), False, run)
+    return resuming.republish(store.load(step4), False, run)
 
 
 def test_a_rewind_takes_best_npz_from_the_surviving_best_step_file(cli, corpus, tmp_path):
@@ -254,7 +254,7 @@ def test_continuing_in_a_new_directory_brings_the_best_so_far(cli, corpus, tmp_p
     run, step2, step4 = _rewind_setup(cli, corpus, tmp_path)
     new = tmp_path / "new"
     new.mkdir()
-    assert rundir.republish(store.load(step4), False, new) is None
+    assert resuming.republish(store.load(step4), False, new) is None
     assert checkpoint.load(new / "best.npz")[1]["progress"]["step"] == 2
     assert os.stat(new / "best.npz").st_ino != os.stat(step2).st_ino  # a copy: the runs share no inode
 
