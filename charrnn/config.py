@@ -166,7 +166,7 @@ _UNIT_SECONDS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _ALIASES = {"learning_rate": "optim.lr", "rnn_size": "model.hidden_size",
             "seq_length": "train.seq_len", "learning_rate_decay": "optim.decay_rate"}
 
-# A symlink to the repo's configs/ (named _bundled, not data/, which would clash with data.py).
+# A symlink to the repo's configs/ (named _bundled, apart from the data/ package).
 BUNDLED_DIR = Path(__file__).parent / "_bundled" / "configs"
 
 

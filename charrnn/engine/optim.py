@@ -2,7 +2,7 @@
 
 A model keeps all its parameters in one contiguous 1-D vector; gradients and every optimizer moment
 have the same length and layout. So everything here works on flat vectors, and each optimizer step is
-one fused Numba pass (charrnn/kernels/optim.py).
+one fused Numba pass (charrnn/engine/kernels/optim.py).
 
 Semantics follow torch.optim (Adam, RMSprop, Adagrad, SGD) so results can be checked against PyTorch,
 except weight decay, which is decoupled for every optimizer (AdamW-style: p -= lr * weight_decay * p

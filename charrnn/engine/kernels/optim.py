@@ -14,7 +14,7 @@ Weight decay is decoupled (AdamW-style): `decay` = 1 - lr * weight_decay multipl
 gradient step; decay == 1 exactly when weight decay is off, which leaves p bit-for-bit untouched.
 
 All kernels assume 1-D contiguous arrays of one float dtype and equal length (the wrapper in
-charrnn/optim.py checks that once per call). They also run as plain Python with NUMBA_DISABLE_JIT=1.
+charrnn/engine/optim.py checks that once per call). They also run as plain Python with NUMBA_DISABLE_JIT=1.
 """
 import numpy as np
 
