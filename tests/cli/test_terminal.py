@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from support.pty import Terminal, charrnn_command, run
-from support.runs import read_metrics
+from support.runs import step_records
 
 from charrnn.checkpoints import npz as checkpoint
 from charrnn.data.sources import encode_escapes
@@ -146,7 +146,7 @@ def test_ctrl_c_writes_one_checkpoint_and_the_printed_command_resumes(work):
     assert f"(resumed at step {step})" in again.text
     assert int(bars(again)[0][1]) > step and bars(again)[-1][1] == "60"
     assert again.screen()[-2:] == ending("ctrlc")
-    steps = [r["step"] for r in read_metrics(run_dir)]
+    steps = [r["step"] for r in step_records(run_dir)]
     assert steps[-1] == 60 and steps == sorted(set(steps))
 
 

@@ -4,7 +4,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from support.runs import TINY, one_line_error, read_metrics
+from support.runs import TINY, one_line_error, step_records
 
 import charrnn
 from charrnn.checkpoints import npz as checkpoint
@@ -147,7 +147,7 @@ def test_metrics_log_both_losses_with_ema(cli, corpus, tmp_path):
     assert r.exit_code == 0, r.output
     r = cli("train", corpus, "--out", tmp_path / "plain", *common)
     assert r.exit_code == 0, r.output
-    evals = lambda run: [rec for rec in read_metrics(run) if "val_loss" in rec]
+    evals = lambda run: [rec for rec in step_records(run) if "val_loss" in rec]
     ema, plain = evals(tmp_path / "ema"), evals(tmp_path / "plain")
     assert [e["step"] for e in ema] == [e["step"] for e in plain] and len(ema) >= 3
     for e, p in zip(ema, plain):
@@ -170,7 +170,7 @@ def test_resume_with_ema_is_exact(cli, corpus, tmp_path):
     r = cli("train", "--resume", parts, "--max-steps", 30, "--plain")
     assert r.exit_code == 0, r.output
     strip = lambda run: [{k: v for k, v in rec.items() if k not in ("chars_per_sec", "elapsed_s")}
-                         for rec in read_metrics(run)]
+                         for rec in step_records(run)]
     # the first part ended at step 13 with an evaluation the run left alone did not make (between its
     # evaluations every 5 steps): that one record is the only difference
     stopped = [m for m in strip(parts) if m["step"] == 13]

@@ -5,7 +5,7 @@ import math
 import re
 
 import pytest
-from support.runs import TINY, one_line_error, read_metrics
+from support.runs import TINY, one_line_error, step_records
 
 from charrnn.insight import curves
 
@@ -85,7 +85,7 @@ def test_the_last_evaluation_is_logged_and_plot_agrees_with_best_npz(cli, corpus
     r = cli("train", corpus, "--out", run, *TINY, "--eval-every", 10, "--sample-every", 0, "--lr", 0.01,
             "--set", "train.log_every=4", *budget)
     assert r.exit_code == 0, r.output
-    records = read_metrics(run)
+    records = step_records(run)
     _, last = checkpoint.load(run / "last.npz")
     end = last["progress"]["step"]
     assert end % 10 and records[-1]["step"] == end and "val_loss" in records[-1]

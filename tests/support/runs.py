@@ -56,3 +56,8 @@ def one_line_error(result, code: int = 2) -> str:
 def read_metrics(run: Path) -> list[dict]:
     """Every record of a run directory's metrics.jsonl, in order."""
     return [json.loads(line) for line in (Path(run) / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
+
+
+def step_records(run: Path) -> list[dict]:
+    """metrics.jsonl's step records, without a session's closing {"event": ...} record."""
+    return [r for r in read_metrics(run) if "event" not in r]

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from support.exe import CHARRNN
 from support.pty import run_in_pty
-from support.runs import read_metrics
+from support.runs import step_records
 
 optuna = pytest.importorskip("optuna")
 
@@ -190,7 +190,7 @@ def test_ctrl_c_checkpoints_and_queues_the_trials(tmp_path, corpus):
     assert trials[1].user_attrs["run"] == "trial-0000" and not (out / "trial-0001").exists()
     log = "".join(p.read_text() for p in (out / "logs").glob("*.log"))
     assert "trial-0000 (resumed at step" in log
-    steps = [r["step"] for r in read_metrics(out / "trial-0000")]
+    steps = [r["step"] for r in step_records(out / "trial-0000")]
     assert steps == sorted(set(steps))  # one run, continued: no step logged twice
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from support.exe import CHARRNN
-from support.runs import read_metrics
+from support.runs import step_records
 
 pytest.importorskip("optuna")
 
@@ -136,5 +136,5 @@ def test_a_killed_machine_loses_no_trial(storage, tmp_path, corpus):
         for npz in d.glob("*.npz"):
             load_npz(npz)
         assert charrnn.load(d).meta["progress"]["step"] <= STEPS
-        steps = [r["step"] for r in read_metrics(d)]
+        steps = [r["step"] for r in step_records(d)]
         assert steps == sorted(set(steps)) and steps[-1] == STEPS, d

@@ -2,7 +2,7 @@
 validation loss; best.npz keeps the best weights, and the count survives an exact resume."""
 
 import pytest
-from support.runs import TINY, one_line_error, read_metrics
+from support.runs import TINY, one_line_error, step_records
 
 import charrnn
 from charrnn.training.trainer import Trainer
@@ -15,7 +15,7 @@ ES = [*TINY, "--sample-every", 0, "--lr", 0.05, "--eval-every", 4, "--max-steps"
 
 
 def evals(run):
-    rows = read_metrics(run)
+    rows = step_records(run)
     return [(r["step"], r["val_loss"]) for r in rows if "val_loss" in r]
 
 
@@ -59,7 +59,7 @@ def test_patience_survives_an_interrupted_run(cli, corpus, tmp_path):
     assert r.exit_code == 0, r.output
     assert (parts / "metrics.jsonl").read_text().count("\n") == (whole / "metrics.jsonl").read_text().count("\n")
     strip = lambda run: [{k: v for k, v in rec.items() if k not in ("chars_per_sec", "elapsed_s")}
-                         for rec in read_metrics(run)]
+                         for rec in step_records(run)]
     assert strip(parts) == strip(whole)
 
 

@@ -5,7 +5,7 @@ import json
 
 import numpy as np
 import pytest
-from support.runs import ENGLISH_LINES, TINY, make_text, one_line_error, read_metrics, snapshot
+from support.runs import ENGLISH_LINES, TINY, make_text, one_line_error, snapshot, step_records
 
 import charrnn
 from charrnn.checkpoints import store
@@ -30,7 +30,7 @@ def test_fine_tune_starts_from_the_weights_with_a_fresh_optimizer(cli, trained, 
     r = cli("train", corpus, "--out", fresh, *TINY, *FT, "--set", "train.log_every=1", "--seed", 7, "--lr", 0.01)
     assert r.exit_code == 0, r.output
     # the same text: the fine-tuned run begins where the trained model is, far below a fresh start
-    first_ft, first_fresh = read_metrics(ft)[0]["train_loss"], read_metrics(fresh)[0]["train_loss"]
+    first_ft, first_fresh = step_records(ft)[0]["train_loss"], step_records(fresh)[0]["train_loss"]
     assert first_ft < src.meta["losses"]["train_loss"] + 0.3 < first_fresh
     got = charrnn.load(ft / "last.npz")
     assert got.vocab == src.vocab and got.net.shape == src.net.shape

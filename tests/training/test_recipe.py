@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 import pytest
-from support.runs import read_metrics
+from support.runs import step_records
 from test_train import run, tiny_cfg
 
 import charrnn
@@ -114,7 +114,7 @@ def test_time_bounded_cosine_decays_over_max_time(corpus, tmp_path):
     run(corpus, tmp_path / "r", optim={"schedule": "cosine", "schedule_length": "auto", "min_lr": 0.001,
                                           "decay_fraction": 1.0},
         train={"max_steps": 0, "max_epochs": 0, "max_time": 1.0, "eval_every": 0})
-    lrs = [m["lr"] for m in read_metrics(tmp_path / "r")]
+    lrs = [m["lr"] for m in step_records(tmp_path / "r")]
     assert len(lrs) > 2 and all(a >= b for a, b in zip(lrs, lrs[1:]))
     assert lrs[0] <= 0.01 and 0.001 <= lrs[-1] < lrs[0]
 
@@ -174,7 +174,7 @@ def test_max_time_counts_from_started(corpus, tmp_path):
     charrnn.train(corpus, {"model": {"hidden_size": 8, "num_layers": 1},
                            "train": {"max_steps": 3, "max_epochs": 0, "log_every": 1, "eval_every": 0}},
                   tmp_path / "r", live=False, console=None, started=time.perf_counter() - 0.5)
-    assert read_metrics(tmp_path / "r")[0]["elapsed_s"] >= 0.5
+    assert step_records(tmp_path / "r")[0]["elapsed_s"] >= 0.5
 
 
 def test_a_used_up_budget_still_takes_one_step(corpus, tmp_path):
@@ -207,5 +207,5 @@ def test_a_checkpoint_older_than_a_key_is_resumed_the_old_way(cli, corpus, tmp_p
     saved = checkpoint.load(r / "last.npz")[1]["config"]
     assert (saved["optim"]["decay_fraction"], saved["optim"]["schedule_length"], saved["model"]["forget_bias"]) \
         == (1.0, "steps", 1.0)
-    lrs = [m["lr"] for m in read_metrics(r)]
+    lrs = [m["lr"] for m in step_records(r)]
     assert len(lrs) == 12 and all(a > b for a, b in zip(lrs[6:], lrs[7:]))  # a cosine over 12 steps, not held

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from support.runs import ENGLISH_LINES, make_text, one_line_error, read_metrics, snapshot
+from support.runs import ENGLISH_LINES, make_text, one_line_error, snapshot, step_records
 
 from charrnn.checkpoints import npz as checkpoint
 from charrnn.checkpoints import store
@@ -62,7 +62,7 @@ def reference(workdir, cli) -> Path:
 
 
 def records(run: Path) -> list[dict]:
-    return read_metrics(run)
+    return step_records(run)
 
 
 def comparable(run: Path) -> list[dict]:

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 from rich.console import Console
-from support.runs import ENGLISH_LINES, VIETNAMESE_LINES, make_text, read_metrics
+from support.runs import ENGLISH_LINES, VIETNAMESE_LINES, make_text, step_records
 
 import charrnn
 from charrnn.checkpoints import npz as checkpoint
@@ -36,7 +36,7 @@ def run(corpus, out, **sections):
 
 
 def losses(run_dir) -> list[float]:
-    return [m["train_loss"] for m in read_metrics(run_dir)]
+    return [m["train_loss"] for m in step_records(run_dir)]
 
 
 # -- a non-ASCII corpus ---------------------------------------------------------------------------------
@@ -84,7 +84,7 @@ def test_optimizer_and_schedule_lower_the_loss(corpus, tmp_path, optimizer, sche
     optim = {"optimizer": optimizer, "lr": LR[optimizer], "schedule": schedule, "decay_every": 10,
              "decay_rate": 0.5, "warmup_steps": 5 if schedule == "cosine" else 0}
     run(corpus, tmp_path / "r", optim=optim, train={"max_steps": 30, "eval_every": 0})
-    ms = read_metrics(tmp_path / "r")
+    ms = step_records(tmp_path / "r")
     ls = [m["train_loss"] for m in ms]
     assert len(ls) == 30
     assert np.mean(ls[-5:]) < np.mean(ls[:5]) - 0.2, ls
@@ -128,7 +128,7 @@ def test_cells_dropout_embedding(corpus, tmp_path, model):
 # -- stop conditions -------------------------------------------------------------------------------------
 def test_max_steps(corpus, tmp_path):
     run(corpus, tmp_path / "r", train={"max_steps": 7, "eval_every": 0})
-    assert [m["step"] for m in read_metrics(tmp_path / "r")] == list(range(1, 8))
+    assert [m["step"] for m in step_records(tmp_path / "r")] == list(range(1, 8))
     _, meta = checkpoint.load(tmp_path / "r" / "last.npz")
     assert meta["progress"]["step"] == 7
 
@@ -138,7 +138,7 @@ def test_max_epochs(corpus, tmp_path):
     small = tmp_path / "small.txt"
     small.write_text(make_text(ENGLISH_LINES, 12), encoding="utf-8")
     run(small, tmp_path / "r", train={"max_steps": 0, "max_epochs": 2, "eval_every": 0})
-    ms = read_metrics(tmp_path / "r")
+    ms = step_records(tmp_path / "r")
     _, meta = checkpoint.load(tmp_path / "r" / "last.npz")
     n_train = meta["corpus"]["n_chars"] - 2 * int(meta["corpus"]["n_chars"] * 0.05)
     per_epoch = ((n_train - 1) // 4) // 16
@@ -153,9 +153,9 @@ def test_auto_epochs_end_an_unbounded_run_but_not_a_users_step_budget(tmp_path):
     small = tmp_path / "small.txt"  # one batch (B4 x T16) per epoch
     small.write_text("abcdefgh" * 9, encoding="utf-8")
     run(small, tmp_path / "auto", train={"max_steps": 0, "max_epochs": "auto", "eval_every": 0})
-    assert read_metrics(tmp_path / "auto")[-1]["epoch"] == 20
+    assert step_records(tmp_path / "auto")[-1]["epoch"] == 20
     run(small, tmp_path / "steps", train={"max_steps": 30, "max_epochs": "auto", "eval_every": 0})
-    ms = read_metrics(tmp_path / "steps")
+    ms = step_records(tmp_path / "steps")
     assert ms[-1]["step"] == 30 and ms[-1]["epoch"] > 20
 
 
@@ -163,7 +163,7 @@ def test_max_time(corpus, tmp_path):
     t0 = time.perf_counter()
     run(corpus, tmp_path / "r", train={"max_steps": 0, "max_epochs": 0, "max_time": 1.0, "eval_every": 0})
     assert time.perf_counter() - t0 < 20
-    ms = read_metrics(tmp_path / "r")
+    ms = step_records(tmp_path / "r")
     _, meta = checkpoint.load(tmp_path / "r" / "last.npz")
     # the limit is checked before each step: no step starts after it, and the run stops promptly
     assert len(ms) > 2 and ms[-2]["elapsed_s"] < 1.0 <= meta["progress"]["elapsed_s"] < 3.0
