@@ -35,15 +35,17 @@ class Model:
 
     def sample(self, length: int = 1000, temperature: float = 1.0, prime: str = "", top_k: int = 0,
                top_p: float = 1.0, seed: int | None = None, argmax: bool = False,
-               stop: str | list[str] | None = None) -> str:
-        """Generate `length` characters continuing `prime` (the prime itself is not included).
+               stop: str | list[str] | None = None, echo: bool = True) -> str:
+        """Generate `length` characters continuing `prime`, returned after the prime (echo=False: the
+        continuation alone), as `charrnn sample` prints it (char-rnn echoed the prime too).
 
         temperature 0 or argmax=True is greedy; top_k keeps the k likeliest characters, top_p the smallest
         set whose probability reaches p. stop: a string or a list; the text ends just before the first
         one generated (and may be shorter than `length`). The same seed gives the same text."""
         from .generate import sample
-        return sample(self.net, self.vocab, length, temperature=temperature, prime=prime, top_k=top_k,
+        text = sample(self.net, self.vocab, length, temperature=temperature, prime=prime, top_k=top_k,
                       top_p=top_p, argmax=argmax, seed=seed, stop=stop)[0]
+        return prime + text if echo else text
 
     def loss(self, text: str) -> float:
         """Mean negative log-likelihood (nats/char) of `text` read as one stream from a zero state."""
@@ -185,10 +187,10 @@ def train(corpus_path: str | os.PathLike | None = None, config: Any = None, out_
                              "fine-tune into a new directory with --out: a fine-tuned model is a new run")
     if run_dir.exists() and not run_dir.is_dir():
         raise UsageError(f"output path {run_dir} exists and is not a directory", "choose another --out")
-    if loaded is not None and (done := _already_done(loaded, cfg)):
+    if loaded is not None and (done := _already_done(loaded, cfg, run_dir)):
         # a finished run: touch nothing (not even config.yaml or the cache), say so, point at its best
         from rich.console import Console
-        (console or Console(stderr=True)).print(f"nothing to train: {done}", markup=False, highlight=False)
+        (console or Console(stderr=True)).print(f"nothing to train: {done}", markup=False, highlight=False, soft_wrap=True)
         best = loaded.path.parent / "best.npz"
         if (loaded.path.name == "last.npz" and rundir.was_best(loaded)
                 and rundir.saved_step(best) != loaded.meta["progress"]["step"]):
@@ -224,17 +226,15 @@ def training_sources(meta: dict) -> list[str]:
     return corpus.get("sources") or [corpus["path"]]  # types checked by store.load
 
 
-def _already_done(loaded: store.Loaded, cfg: Config) -> str | None:
-    """Why resuming `loaded` has nothing to train (None if it has): max_steps reached or patience spent."""
-    p, t = loaded.meta["progress"], cfg.train
-    if t.max_steps and p["step"] >= t.max_steps:
-        return (f"{loaded.path} is already at step {p['step']} and max_steps is {t.max_steps} "
-                "(raise --max-steps to go on)")
-    stale = p.get("stale_evals", 0)
-    if t.patience and isinstance(stale, int) and stale >= t.patience:
-        return (f"{loaded.path} stopped early at step {p['step']} after {stale} evaluations without a better "
-                f"validation loss, and train.patience is {t.patience} (raise --patience to go on)")
-    return None
+def _already_done(loaded: store.Loaded, cfg: Config, run_dir: Path) -> str | None:
+    """Why resuming `loaded` has nothing to train (None if it has): a budget used up or patience spent,
+    and what to type to go on."""
+    from .endings import already_reached
+    best = loaded.meta["losses"].get("best_val_loss")
+    done = already_reached(loaded.meta["progress"], cfg.train, run_dir, best)
+    if done is None:
+        return None
+    return f"{loaded.path} is at step {done.step:,}: {done.why}\ngo on with: {done.go_on}"
 
 
 def _replaced_files(run_dir: Path, loaded: store.Loaded | None, force: bool) -> list[str]:

@@ -197,13 +197,16 @@ def republish(loaded: store.Loaded, no_val: bool, run_dir: Path) -> str | None:
 
 
 def trim_logs(run_dir: Path, step: int) -> None:
-    """On resume, drop log lines written after the checkpoint (they will be produced again)."""
+    """On resume, drop log lines written after the checkpoint (they will be produced again) and the
+    record of how the earlier session ended."""
     metrics = run_dir / "metrics.jsonl"
     if metrics.exists():
         keep = []
         for line in metrics.read_text(encoding="utf-8").splitlines():
             try:
-                if json.loads(line)["step"] <= step:
+                rec = json.loads(line)
+                # an earlier session's end record ({"event": "end"}): this session will say how it ends
+                if rec["step"] <= step and "event" not in rec:
                     keep.append(line)
             except (ValueError, KeyError, TypeError):
                 continue

@@ -114,7 +114,7 @@ def test_api_sample_stop(trained):
 # -- the CLI -----------------------------------------------------------------------------------------
 def test_cli_sample_stop(cli, trained):
     model = charrnn.load(trained)
-    full = model.sample(300, prime="the ", seed=11)
+    full = model.sample(300, prime="the ", seed=11, echo=False)
     r = cli("sample", trained, "-n", 300, "-p", "the ", "--seed", 11, "--stop", "o", "--stop", r"\n")
     assert r.exit_code == 0, r.output
     assert r.stdout == "the " + cut(full, ["o", "\n"]) + "\n"
