@@ -73,8 +73,8 @@ def max_time(step: int, limit: float, elapsed: float, run_dir: Path) -> Ending:
 
 def patience(step: int, stale: int, limit: int, best: float, run_dir: Path) -> Ending:
     kept = f"best {best:.4f}, " if math.isfinite(best) else ""
-    return Ending("patience", step, f"early stop: no better validation loss in {stale} evaluations "
-                  f"(patience {limit}; {kept}kept in {Path(run_dir) / 'best.npz'})",
+    return Ending("patience", step, f"no better validation loss in {stale} evaluations (early stopping, "
+                  f"patience {limit}; {kept}kept in {Path(run_dir) / 'best.npz'})",
                   _resume(run_dir, f"--patience {2 * limit}"))
 
 

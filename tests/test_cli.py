@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 import yaml
-from conftest import TINY
+from conftest import TINY, step_records
 
 import charrnn
 from charrnn import checkpoint
@@ -73,7 +73,7 @@ def test_train_writes_every_file(cli, corpus, tmp_path):
     assert any(re.fullmatch(r"step10_val\d+\.\d{4}\.npz", n) for n in steps), steps
     assert any(re.fullmatch(r"step20_val\d+\.\d{4}\.npz", n) for n in steps), steps
     assert "step5.npz" in steps and "step15.npz" in steps  # checkpoint_every without a val loss
-    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    records = step_records(run)
     assert [m["step"] for m in records] == [5, 10, 15, 20]
     for m in records:
         assert list(m)[:6] == ["step", "epoch", "train_loss", "lr", "chars_per_sec", "elapsed_s"]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ENGLISH_LINES, make_text, one_line_error, snapshot
+from conftest import ENGLISH_LINES, make_text, one_line_error, snapshot, step_records
 
 from charrnn import checkpoint, store
 
@@ -55,13 +55,13 @@ def reference(workdir, cli) -> Path:
     run = workdir / "reference"
     r = cli("train", workdir / "corpus.txt", "--out", run, *ARGS, "--max-steps", MAX_STEPS)
     assert r.exit_code == 0, r.output
-    epochs = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["epoch"]
+    epochs = step_records(run)[-1]["epoch"]
     assert epochs >= 2, "the reference run should cross an epoch boundary"
     return run
 
 
 def records(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return step_records(run)
 
 
 def comparable(run: Path) -> list[dict]:

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import step_records
 from terminal import run
 
 optuna = pytest.importorskip("optuna")
@@ -196,7 +197,7 @@ def test_ctrl_c_checkpoints_and_queues_the_trials(tmp_path, corpus):
     assert trials[1].user_attrs["run"] == "trial-0000" and not (out / "trial-0001").exists()
     log = "".join(p.read_text() for p in (out / "logs").glob("*.log"))
     assert "trial-0000 (resumed at step" in log
-    steps = [json.loads(line)["step"] for line in (out / "trial-0000" / "metrics.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in step_records(out / "trial-0000")]
     assert steps == sorted(set(steps))  # one run, continued: no step logged twice
 
 

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import step_records
 from terminal import Terminal, charrnn_command, run
 
 from charrnn import checkpoint
@@ -128,11 +129,17 @@ def test_ctrl_c_writes_one_checkpoint_and_the_printed_command_resumes(work):
     # the warning on a line of its own above the bar (not written into it), and no stale copy of the bar
     assert any(line.startswith("warning: stopping after this step and writing a checkpoint") for line in screen)
     assert sum(1 for line in screen if line.startswith("step ")) == 1
-    m = re.search(r"error: interrupted at step (\d+); checkpoint saved in ctrlc \(resume with: (.*)\)", text)
+    # a deliberate stop: said as such (not "error: interrupted"), with the command that goes on
+    m = re.search(r"stopped at step (\d+): Ctrl-C \(SIGINT\); checkpoint saved in ctrlc\r?\ngo on with: (.*)", text)
     assert m, "\n".join(t.screen(history=True))
+    assert "error" not in text
     step = int(m[1])
     assert 0 < step < 60
     run_dir = work / "ctrlc"
+    assert step_records(run_dir)[-1]["step"] == step
+    end = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
+    assert end["event"] == "end" and end["reason"] == "signal" and end["step"] == step
+    assert checkpoint.load(run_dir / "last.npz")[1]["ended"]["reason"] == "signal"
     assert len(step_files(run_dir)) == 1 and step_files(run_dir)[0].startswith(f"step{step}_")
     assert checkpoint.load(run_dir / "last.npz")[1]["progress"]["step"] == step
 
@@ -144,7 +151,7 @@ def test_ctrl_c_writes_one_checkpoint_and_the_printed_command_resumes(work):
     assert f"(resumed at step {step})" in again.text
     assert int(bars(again)[0][1]) > step and bars(again)[-1][1] == "60"
     assert again.screen()[-2:] == ending("ctrlc")
-    steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in step_records(run_dir)]
     assert steps[-1] == 60 and steps == sorted(set(steps))
 
 
@@ -329,7 +336,7 @@ def test_stderr_to_a_file_stdout_the_terminal(work):
     assert bars(t) and "warning" not in t.text and "error" not in t.text
     lines = err.read_text().splitlines()
     assert lines[0].startswith("warning: stopping after this step")
-    assert lines[-1].startswith("error: interrupted at step") and "charrnn train --resume errlog" in lines[-1]
+    assert lines[-2].startswith("stopped at step") and lines[-1] == "go on with: charrnn train --resume errlog"
 
 
 def test_readme_capture_has_the_shape_of_a_run_today(tiny):

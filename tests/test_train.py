@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import ENGLISH_LINES, VIETNAMESE_LINES, make_text
+from conftest import ENGLISH_LINES, VIETNAMESE_LINES, make_text, step_records
 from rich.console import Console
 
 import charrnn
@@ -35,7 +35,7 @@ def run(corpus, out, **sections):
 
 
 def metrics(run_dir) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return step_records(run_dir)
 
 
 def losses(run_dir) -> list[float]:
