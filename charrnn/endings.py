@@ -80,7 +80,7 @@ def patience(step: int, stale: int, limit: int, best: float, run_dir: Path) -> E
 
 def signal(step: int, signum: int, run_dir: Path) -> Ending:
     name = SIGNAL_NAMES.get(signum, f"signal {signum}")
-    return Ending("signal", step, f"stopped by {name}; checkpoint saved in {run_dir}", _resume(run_dir))
+    return Ending("signal", step, f"{name}; checkpoint saved in {run_dir}", _resume(run_dir))
 
 
 def diverged(step: int, in_row: int) -> Ending:

@@ -6,6 +6,7 @@ terminal without any test noticing. Waits fail on a hang (tests/terminal.py), ne
 import json
 import re
 import shlex
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -187,7 +188,8 @@ def test_narrow_terminal_keeps_every_number(work):
     assert_clean_exit(t)
     screen = t.screen(history=True)
     i = next(i for i, line in enumerate(screen) if line.startswith("step 20/20 ━"))
-    status = " ".join(screen[i + 1:-2])  # the numbers, wrapped under the bar
+    stop = next(j for j, line in enumerate(screen) if line.startswith("stopped at step 20: "))
+    status = " ".join(screen[i + 1:stop])  # the numbers, wrapped under the bar, then why it stopped
     assert re.fullmatch(r"epoch 1 \| loss \d+\.\d+ \| val \d+\.\d+ \| [\d,]+ chars/s \| eta 0:00:00", status), status
     assert sum(1 for line in screen if line.startswith("step ")) == 1
     assert not any("…" in line for line in screen)
@@ -206,7 +208,9 @@ def test_resize_in_the_middle_of_training(work):
     assert_clean_exit(t)
     screen = t.screen()
     assert screen[-2:] == ending("resized")
-    assert BAR.fullmatch(screen[-3]) and screen[-3].startswith("step 40/40")  # one line again at 120
+    assert screen[-4:-2] == ["stopped at step 40: the step budget (max_steps 40) is reached",
+                             "go on with: charrnn train --resume resized --max-steps 80"]
+    assert BAR.fullmatch(screen[-5]) and screen[-5].startswith("step 40/40")  # one line again at 120
 
 
 # -- sample, eval, info ------------------------------------------------------------------------------------
@@ -269,6 +273,30 @@ def test_eval_table(tiny, work):
     r = json.loads(piped("eval", "run/best.npz", "--split", "val", "--json", cwd=work).stdout)
     assert table_rows(screen) == {"loss (nats/char)": f"{r['loss']:.4f}", "bits/char": f"{r['bpc']:.4f}",
                                   "perplexity": f"{r['perplexity']:.3f}", "characters": f"{r['chars']:,}"}
+
+
+def test_paths_stay_whole_at_80_columns(work):
+    """eval's table title and info's corpus field folded file paths mid-word at 80 columns (inside a
+    table's cell width); now each path is on a line, whole, when it fits the terminal."""
+    def long_path(name: str, total: int = 76) -> Path:  # fits 80 columns, not beside a label or in a cell
+        base = work / "long"
+        return base / (Path(name).stem.ljust(total - len(str(base)) - 5, "x") + Path(name).suffix)
+    text, run_dir = long_path("corpus.txt"), work / "long" / "r"
+    text.parent.mkdir(exist_ok=True)
+    text.write_text(CORPUS.read_text(encoding="utf-8")[:20_000], encoding="utf-8")
+    assert run(["train", text, "--hidden", "16", "--layers", "1", "--max-steps", "2", "--plain", "--out", run_dir],
+               cwd=work).code == 0
+    ckpt = long_path("model.npz")
+    shutil.copy(run_dir / "best.npz", ckpt)
+    assert 60 < len(str(ckpt)) <= 80 and 60 < len(str(text)) <= 80
+    for args in (["eval", ckpt, text], ["eval", ckpt, "--split", "val"], ["info", ckpt]):
+        t = run(args, cwd=work, cols=80)
+        screen = t.screen(history=True)
+        assert t.code == 0, "\n".join(screen)
+        assert str(ckpt) in screen, screen[:6]
+        if args[0] == "info" or len(args) == 3:
+            assert str(text) in screen, screen[:6]
+        assert_boxes_aligned(screen)
 
 
 def test_info_tables(tiny, work):
@@ -352,5 +380,7 @@ def test_readme_capture_has_the_shape_of_a_run_today(tiny):
         return [line.split("  ")[0] for line in screen[:end]]
     assert header_keys(block[1:]) == header_keys(tiny.screen(history=True))
     assert any(line.startswith("╭") and "sample @ step 200" in line for line in block)
-    assert BAR.fullmatch(block[-3]) and block[-3].startswith("step 200/200")
+    assert BAR.fullmatch(block[-5]) and block[-5].startswith("step 200/200")
+    assert block[-4:-2] == ["stopped at step 200: the step budget (max_steps 200) is reached",
+                            "go on with: charrnn train --resume runs/tinyshakespeare --max-steps 400"]
     assert block[-2:] == ending("runs/tinyshakespeare")
