@@ -284,6 +284,7 @@ def _prepare(cfg: Config, corpus_path: list[str], run_dir: Path, loaded: store.L
     warning). Writes nothing but the directory and the corpus cache; raises on any bad input.
     src: fine-tuning, the checkpoint whose weights and vocabulary the new run starts from."""
     from .data import load_corpus
+    from .sizing import too_big
     from .trainer import Trainer, fit_shape, restore
     checkpoint.remove_stale_temps(run_dir)
     expect = loaded.meta["corpus"]["sha256"] if loaded is not None else None
@@ -318,6 +319,8 @@ def _prepare(cfg: Config, corpus_path: list[str], run_dir: Path, loaded: store.L
     if cfg.train.patience and not cfg.train.eval_every:
         off = "train.patience needs evaluations (train.eval_every > 0), so early stopping is off"
         warning = f"{warning}; {off}" if warning else off
+    if loaded is None and (big := too_big(len(trainer.model.params), len(trainer.train_data))):
+        warning = f"{warning}; {big}" if warning else big
     if loaded is not None:
         restore(trainer, loaded)
     elif trainer.val_batches is None and cfg.train.eval_every:

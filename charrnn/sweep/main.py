@@ -172,7 +172,7 @@ def _write_best(study, spec: Spec, out_dir: Path, console, corpus: str | None = 
     save_config(cfg, path)
     console.print(f"best: trial {best.number} ({best.user_attrs.get('run', '-')}), val {best.value:.4f}; its "
                   f"config: {path}\ntrain it 10x longer with: {longer_run(cfg.train, path, corpus, out_dir)}",
-                  markup=False, highlight=False)
+                  markup=False, highlight=False, soft_wrap=True)  # a command stays on one line
     return path
 
 
