@@ -1,5 +1,5 @@
 """How big a model can be for its text before it memorises it: the measurement behind the warning
-`charrnn train` prints at the start (charrnn/sizing.py, OVERFIT_PARAMS_PER_CHAR).
+`charrnn train` prints at the start (charrnn/training/sizing.py, OVERFIT_PARAMS_PER_CHAR).
 
     python benchmarks/overfit_threshold.py [--sizes 5000,20000,60000] [--configs tiny,default]
 

@@ -6,7 +6,7 @@ import shlex
 import pytest
 from conftest import TINY, snapshot
 
-from charrnn import checkpoint
+from charrnn.checkpoints import npz as checkpoint
 
 FAST = [*TINY, "--sample-every", 0, "--eval-every", 5]
 

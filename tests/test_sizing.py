@@ -1,7 +1,7 @@
 """The warning before a new run whose model is far larger than its text (charrnn/sizing.py)."""
 from conftest import TINY
 
-from charrnn.sizing import OVERFIT_PARAMS_PER_CHAR, too_big
+from charrnn.training.sizing import OVERFIT_PARAMS_PER_CHAR, too_big
 
 
 def test_the_threshold():

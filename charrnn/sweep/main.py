@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from ..errors import CharrnnError, UsageError
-from ..threads import usable_cores
+from ..engine.threads import usable_cores
 from .spec import Spec, load, trial_config
 from .storage import Store, is_database, need_optuna
 from .table import render, summary
@@ -181,7 +181,7 @@ def longer_run(train, best_yaml: Path, corpus: str | None, out_dir: Path) -> str
     max_steps/max_time, which would otherwise end the run where the trial ended), in its own directory
     (without --out it would go to runs/<corpus>, where an earlier run may be)."""
     import shlex
-    from ..endings import duration_arg
+    from ..training.endings import duration_arg
     words = ["charrnn", "train", *([corpus] if corpus else []), "--config", str(best_yaml)]
     if train.max_steps:
         words += ["--max-steps", str(10 * train.max_steps)]
