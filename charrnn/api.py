@@ -32,15 +32,17 @@ class Model:
 
     def sample(self, length: int = 1000, temperature: float = 1.0, prime: str = "", top_k: int = 0,
                top_p: float = 1.0, seed: int | None = None, argmax: bool = False,
-               stop: str | list[str] | None = None) -> str:
-        """Generate `length` characters continuing `prime` (the prime itself is not included).
+               stop: str | list[str] | None = None, echo: bool = True) -> str:
+        """Generate `length` characters continuing `prime`, returned after the prime (echo=False: the
+        continuation alone), as `charrnn sample` prints it (char-rnn echoed the prime too).
 
         temperature 0 or argmax=True is greedy; top_k keeps the k likeliest characters, top_p the smallest
         set whose probability reaches p. stop: a string or a list; the text ends just before the first
         one generated (and may be shorter than `length`). The same seed gives the same text."""
         from .sampling.generate import sample
-        return sample(self.net, self.vocab, length, temperature=temperature, prime=prime, top_k=top_k,
+        text = sample(self.net, self.vocab, length, temperature=temperature, prime=prime, top_k=top_k,
                       top_p=top_p, argmax=argmax, seed=seed, stop=stop)[0]
+        return prime + text if echo else text
 
     def loss(self, text: str) -> float:
         """Mean negative log-likelihood (nats/char) of `text` read as one stream from a zero state."""

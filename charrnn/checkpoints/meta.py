@@ -15,6 +15,7 @@ The schema (`charrnn train` writes all of it; a bare weights file may hold only 
     losses   {train_loss, val_loss, best_val_loss}   val_loss None: written on a step without evaluation
     corpus   {path, sha256, n_chars[, sources, files]}   sources/files: a corpus of several files
     init_from {path, step, checksum, corpus, ...}   fine-tuned runs (training/finetune.py: origin)
+    ended    {reason, why, go_on, ...}   how the session that wrote it ended (training/endings.py)
 
 The checksum covers the arrays only, so a hand-edited meta still loads: `check_types` runs before anything
 reads it, and `check_resumable` before a resume does.
@@ -63,7 +64,7 @@ def shape_meta(shape) -> dict:
 
 
 def training(*, shape, vocab: str, config: Config, batch: tuple[int, int], progress: dict, rng: dict,
-             losses: dict, corpus: dict, init_from: dict | None) -> dict:
+             losses: dict, corpus: dict, init_from: dict | None, ended: dict | None = None) -> dict:
     """The meta of a checkpoint written by the trainer (see the schema above)."""
     return {
         "charrnn_version": __version__,
@@ -75,7 +76,7 @@ def training(*, shape, vocab: str, config: Config, batch: tuple[int, int], progr
         "rng": rng,
         "losses": losses,
         "corpus": corpus,
-    } | ({"init_from": init_from} if init_from is not None else {})
+    } | ({"init_from": init_from} if init_from is not None else {}) | ({"ended": ended} if ended is not None else {})
 
 
 # -- checking --------------------------------------------------------------------------------------

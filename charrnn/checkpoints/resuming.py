@@ -86,7 +86,8 @@ def _metrics_cut(path: Path, step: int) -> list[tuple[int, int]] | None:
     with open(path, "rb") as f:
         for line in f:
             try:
-                ok = json.loads(line)["step"] <= step
+                rec = json.loads(line)
+                ok = rec["step"] <= step and "event" not in rec  # {"event": "end"}: an earlier session's end
             except (ValueError, KeyError, TypeError):
                 ok = False
             if ok:

@@ -27,7 +27,10 @@ def friendly_errors(fn):
             return fn(*args, **kwargs)
         except CharrnnError as e:
             _deaf()
-            _err_console().print(f"[bold red]error:[/] {_escape(e.one_line())}")
+            if getattr(e, "deliberate", False):  # Ctrl-C/SIGTERM in training: stopped as asked, not an error
+                _err_console().print(_escape(e.message + (f"\ngo on with: {e.hint}" if e.hint else "")))
+            else:
+                _err_console().print(f"[bold red]error:[/] {_escape(e.one_line())}")
             sys.exit(e.exit_code)
         except KeyboardInterrupt:
             _deaf()

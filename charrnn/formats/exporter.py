@@ -25,7 +25,7 @@ from .._version import __version__
 from ..atomic import atomic_write
 from ..checkpoints import store
 from ..engine.params import GATES
-from ..errors import CharrnnError, UsageError, cannot_write
+from ..errors import UsageError, cannot_write
 from ..userfiles import refuse_input
 
 FORMATS = ("onnx", "safetensors")
@@ -42,8 +42,9 @@ def _need(fmt: str, module: str):
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise CharrnnError(f"charrnn export --format {fmt} needs the {module.split('.')[0]} package",
-                           "pip install 'charrnn[export]'") from None
+        # exit 2 like plot and sweep without their extra: the command cannot run as installed
+        raise UsageError(f"charrnn export --format {fmt} needs the {module.split('.')[0]} package",
+                         "pip install 'charrnn[export]'") from None
 
 
 def _reorder(w: np.ndarray, cell: str) -> np.ndarray:

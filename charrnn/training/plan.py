@@ -100,7 +100,7 @@ def _resume_plan(corpus, config_file, extra, sets, options, resume: Path, out_di
     _check_out(run_dir)
     resuming.check_same_run(run_dir, loaded)  # before anything, even a finished run's repair, touches run_dir
     corpus = corpus or M.training_sources(loaded.meta)
-    return Plan(RESUME, cfg, tuple(corpus), run_dir, ckpt, force=force, done=_already_done(loaded, cfg),
+    return Plan(RESUME, cfg, tuple(corpus), run_dir, ckpt, force=force, done=_already_done(loaded, cfg, run_dir),
                 loaded=loaded)
 
 
@@ -131,14 +131,11 @@ def _layer(config_file, sets, options, extra: Mapping | None, base: Config | Non
     return resolve(config_file, sets, options, base=base)
 
 
-def _already_done(loaded: store.Loaded, cfg: Config) -> str | None:
-    """Why resuming `loaded` has nothing to train (None if it has): max_steps reached or patience spent."""
-    p, t = M.progress(loaded.meta), cfg.train
-    if t.max_steps and p["step"] >= t.max_steps:
-        return (f"{loaded.path} is already at step {p['step']} and max_steps is {t.max_steps} "
-                "(raise --max-steps to go on)")
-    stale = p.get("stale_evals", 0)
-    if t.patience and isinstance(stale, int) and stale >= t.patience:
-        return (f"{loaded.path} stopped early at step {p['step']} after {stale} evaluations without a better "
-                f"validation loss, and train.patience is {t.patience} (raise --patience to go on)")
-    return None
+def _already_done(loaded: store.Loaded, cfg: Config, run_dir: Path) -> str | None:
+    """Why resuming `loaded` has nothing to train (None if it has): a budget used up or patience spent,
+    and what to type to go on."""
+    from .endings import already_reached
+    done = already_reached(M.progress(loaded.meta), cfg.train, run_dir, M.losses(loaded.meta).get("best_val_loss"))
+    if done is None:
+        return None
+    return f"{loaded.path} is at step {done.step:,}: {done.why}\ngo on with: {done.go_on}"

@@ -20,6 +20,7 @@ from ..data.sources import find_files
 from ..errors import UsageError
 from . import finetune
 from .plan import FINETUNE, RESUME, Plan
+from .sizing import too_big
 
 
 def execute(plan: Plan, *, live: bool | None = None, console=None, on_eval=None,
@@ -54,7 +55,8 @@ def execute(plan: Plan, *, live: bool | None = None, console=None, on_eval=None,
 def _nothing_to_train(plan: Plan, loaded: store.Loaded, console) -> Path:
     """A finished run: touch nothing (not even config.yaml or the cache), say so, point at its best."""
     from rich.console import Console
-    (console or Console(stderr=True)).print(f"nothing to train: {plan.done}", markup=False, highlight=False)
+    (console or Console(stderr=True)).print(f"nothing to train: {plan.done}", markup=False, highlight=False,
+                                            soft_wrap=True)
     return resuming.repair_best(loaded)
 
 
@@ -96,6 +98,8 @@ def _prepare(plan: Plan, loaded: store.Loaded | None, on_eval, started: float | 
     trainer = Trainer(cfg, corpus, run_dir, None, tuple(shape), started, splits=splits, sources=plan.sources,
                       origin=origin, on_eval=on_eval, resume=resumed,
                       transfer_from=loaded if plan.kind == FINETUNE else None)
+    if resumed is None and (big := too_big(len(trainer.model.params), len(trainer.train_data))):
+        warnings.append(big)
     if cfg.train.patience and not cfg.train.eval_every:
         warnings.append("train.patience needs evaluations (train.eval_every > 0), so early stopping is off")
     if resumed is None and trainer.val_batches is None and cfg.train.eval_every:

@@ -2,6 +2,7 @@
 the best config that `charrnn train --config` takes, --status, and both in a pseudo-terminal."""
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -133,6 +134,11 @@ def test_two_workers_on_the_journal_file(tmp_path, sweep_file, corpus):
     r2 = subprocess.run([CHARRNN, "train", corpus, "--config", out / "best.yaml", "--max-steps", "2",
                          "--out", tmp_path / "again", "--plain"], capture_output=True, text=True, timeout=300)
     assert r2.returncode == 0, r2.stderr
+    # The closing hint trains past the trial's budget (best.yaml keeps max_steps 10), in its own directory.
+    hint = next(ln for ln in r.stdout.splitlines() if ln.startswith("train it 10x longer with: "))
+    words = shlex.split(hint.removeprefix("train it 10x longer with: "))
+    assert words[:3] == ["charrnn", "train", str(corpus)] and words[words.index("--config") + 1] == str(out / "best.yaml")
+    assert words[words.index("--max-steps") + 1] == "100" and words[-2:] == ["--out", str(out / "best-run")]
     # Running it again on the finished study trains nothing more.
     r3 = subprocess.run([CHARRNN, "sweep", sweep_file, corpus, "--out", out, "--plain"],
                         capture_output=True, text=True, timeout=300)

@@ -19,6 +19,9 @@ SHOUTING = make_text([line.upper() for line in ENGLISH_LINES], 60, seed=3)  # 26
 FT = ["--plain", "--max-steps", 20, "--eval-every", 10, "--sample-every", 0]
 
 
+def metrics(run):
+    return step_records(run)
+
 
 def test_fine_tune_starts_from_the_weights_with_a_fresh_optimizer(cli, trained, tmp_path):
     src = charrnn.load(trained)

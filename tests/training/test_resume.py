@@ -56,7 +56,7 @@ def reference(workdir, cli) -> Path:
     run = workdir / "reference"
     r = cli("train", workdir / "corpus.txt", "--out", run, *ARGS, "--max-steps", MAX_STEPS)
     assert r.exit_code == 0, r.output
-    epochs = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["epoch"]
+    epochs = step_records(run)[-1]["epoch"]
     assert epochs >= 2, "the reference run should cross an epoch boundary"
     return run
 
@@ -146,7 +146,7 @@ def test_signal_checkpoints_prints_hint_and_resumes_exactly(workdir, reference, 
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == code, (out, err)
     assert "Traceback" not in err
-    assert f"resume with: charrnn train --resume {run}" in err
+    assert f"go on with: charrnn train --resume {run}" in err and "error" not in err
     last = records(run)[-1]["step"]
     assert last < MAX_STEPS
     _, meta = checkpoint.load(run / "last.npz")
