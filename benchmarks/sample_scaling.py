@@ -140,58 +140,124 @@ def measure_inputs(args) -> dict:
     """Per-thread streaming rate by where the weights live, the serial part, the barrier cost."""
     reps = 2 if args.quick else 5
     res = {}
-    # weights read per character on one thread: L2-resident, L3-resident, DRAM-resident (> 32 MB L3)
-    for name, (cell, H, L, n) in {"L2": ("lstm", 96, 1, 4000), "L3": ("lstm", 256, 2, 1500),
-                                  "DRAM": ("lstm", 1280, 2, 100)}.items():
+    # the serial part: a 1x8 model (nothing to stream): decoder (65x8) + draw + the loop, per character
+    tiny = make_model("lstm", 8, 1)
+    serial = step_time(tiny, 1, 20000, reps)
+    res["serial_us"] = serial * 1e6
+    # one thread's weight-streaming rate: bytes per character / (time per character - the serial part),
+    # with the weights in L2 (0.3 MB), in L3 (3.1 MB) and in DRAM (50 MB, more than the 32 MB L3)
+    for name, (H, L, n) in {"L2": (128, 1, 4000), "L3": (256, 2, 1500), "DRAM": (1280, 2, 100)}.items():
         if args.quick and name == "DRAM":
             continue
-        m = make_model(cell, H, L)
-        sm = Sampler(m, 1)
+        m = make_model("lstm", H, L)
+        b = Sampler(m, 1).step_bytes
         t = step_time(m, 1, n, reps)
-        res[f"bytes_{name}"] = sm.step_bytes
-        res[f"rate_{name}_GBps"] = sm.step_bytes / t / 1e9
-        print(f"  one thread, {cell} {L}x{H} ({sm.step_bytes / 2**20:.2f} MB/char, {name}): "
-              f"{t * 1e6:.1f} us/char = {sm.step_bytes / t / 1e9:.1f} GB/s", flush=True)
-    # the serial part: a 1x8 model (parts of 4 units, nothing to stream): decoder (65x8) + draw + loop
-    tiny = make_model("lstm", 8, 1)
-    res["serial_tiny_us"] = step_time(tiny, 1, 20000, reps) * 1e6
-    # the barrier: 2 layers of 8 units, per character 2 barriers; T threads minus 1 thread
+        res[f"bytes_{name}"] = b
+        res[f"rate_{name}_GBps"] = b / max(t - serial, 1e-9) / 1e9
+        print(f"  one thread, LSTM {L}x{H} ({b / 2**20:.2f} MB/char, {name}): {t * 1e6:.1f} us/char "
+              f"= {res[f'rate_{name}_GBps']:.1f} GB/s beyond the serial part", flush=True)
+    # the barrier: LSTM 2x8, two barriers per character: (T threads - 1 thread) / 2
     tiny2 = make_model("lstm", 8, 2)
-    t1 = step_time(tiny2, 1, 20000, reps)
-    res["tiny2_us"] = {1: t1 * 1e6}
+    res["tiny2_us"] = {1: step_time(tiny2, 1, 20000, reps) * 1e6}
     for T in (2, 3, 4, 8):
         if args.quick and T > 2:
             break
-        tT = step_time(tiny2, T, 20000 if T <= 2 else 300, reps)
-        res["tiny2_us"][T] = tT * 1e6
+        res["tiny2_us"][T] = step_time(tiny2, T, 20000 if T <= 2 else 300, reps) * 1e6
     res["barrier_us"] = {T: (res["tiny2_us"][T] - res["tiny2_us"][1]) / 2 for T in res["tiny2_us"] if T > 1}
-    print(f"  serial part (LSTM 1x8, decoder + draw + loop): {res['serial_tiny_us']:.2f} us/char; "
-          + "per-barrier cost (2 per char at 2x8): "
-          + ", ".join(f"{T} thr {b:.2f} us" + (" (oversubscribed: the scheduler)" if T > 2 else "")
+    print(f"  serial part (LSTM 1x8: decoder + draw + loop): {res['serial_us']:.2f} us/char; per barrier: "
+          + ", ".join(f"{T} threads {b:.2f} us" + (" (oversubscribed: measures the scheduler)" if T > 2 else "")
                       for T, b in res["barrier_us"].items()), flush=True)
     return res
 
 
+def measure_tuning(args) -> dict:
+    """The evidence for multistream's constants, one process, rounds alternating:
+    THREAD_MIN_BYTES (one stream, 1 vs 2 threads, LSTM 1xH of growing size), STREAMS_PER_THREAD (S
+    streams at 2x256 and 2x512: 1 thread, 2 threads splitting streams, 2 splitting units) and
+    UNITS_PER_PART (the cost of finer parts on 1 and 2 threads)."""
+    import charrnn.multistream as ms
+    out = {}
+    sizes = (64, 96, 128, 160, 192, 256)
+    models = {H: make_model("lstm", H, 1) for H in sizes}
+    sides = {}
+    for H, m in models.items():
+        for T in (1, 2):
+            sides[f"1x{H} {T}thr"] = (lambda m=m, T=T: 1 / step_time(m, T, 3000, 1))
+    got = rounds_of({k: (lambda r, f=f: f()) for k, f in sides.items()}, args.rounds, args.settle)
+    out["crossover"] = {k: med(v) for k, v in got.items()}
+    for H, m in models.items():
+        b = Sampler(m, 1).step_bytes
+        one, two = out["crossover"][f"1x{H} 1thr"], out["crossover"][f"1x{H} 2thr"]
+        print(f"  LSTM 1x{H} ({b / 1024:.0f} KB/char): 1 thread {one:,.0f}, 2 threads {two:,.0f} chars/s "
+              f"({two / one:.2f}x)", flush=True)
+    for H in (256, 512):
+        m = make_model("lstm", H, 2)
+        n = 300 if H == 256 else 80
+        sides = {}
+        for S in (2, 3, 4, 8):
+            sides[f"2x{H} S{S} 1thr"] = (lambda r, S=S: charrnn_rate(m, S, 1, "units", n, r))
+            sides[f"2x{H} S{S} streams"] = (lambda r, S=S: charrnn_rate(m, S, 2, "streams", n, r))
+            sides[f"2x{H} S{S} units"] = (lambda r, S=S: charrnn_rate(m, S, 2, "units", n, r))
+        got = rounds_of(sides, args.rounds, args.settle)
+        out[f"streams_2x{H}"] = {k: med(v) for k, v in got.items()}
+        for S in (2, 3, 4, 8):
+            g = out[f"streams_2x{H}"]
+            print(f"  LSTM 2x{H}, {S} streams: 1 thread {g[f'2x{H} S{S} 1thr']:,.0f}, 2 threads splitting streams "
+                  f"{g[f'2x{H} S{S} streams']:,.0f}, splitting units {g[f'2x{H} S{S} units']:,.0f} chars/s",
+                  flush=True)
+    keep = ms.UNITS_PER_PART
+    try:
+        m = make_model("lstm", 256, 2)
+        sides = {}
+        for upp in (8, 16, 32, 128):
+            ms.UNITS_PER_PART = upp
+            for T in (1, 2):
+                sm = Sampler(m, 1, threads=T, split="units")
+                sm.reset(None, seed=1)
+                sm.run(20)
+                sides[f"{upp} units/part {T}thr"] = (lambda r, sm=sm: 1500 / _timed(sm, 1500))
+        got = rounds_of(sides, args.rounds, args.settle)
+    finally:
+        ms.UNITS_PER_PART = keep
+    out["parts"] = {k: med(v) for k, v in got.items()}
+    print("  LSTM 2x256 one stream by part size: " + ", ".join(f"{k} {v:,.0f}" for k, v in out["parts"].items()),
+          flush=True)
+    return out
+
+
+def _timed(sm, n: int) -> float:
+    t = time.perf_counter()
+    sm.run(n)
+    return time.perf_counter() - t
+
+
 def project(inputs: dict, hidden: int, layers: int) -> list[dict]:
-    """Projected chars/s for one stream at T cores (the model of benchmarks/README.md)."""
-    H, L, G = hidden, layers, 4 * hidden
-    w_rec = G * H * (2 * L - 1) * 4  # recurrent weight bytes per character, split over the team
-    w_dec = V * H * 4  # the decoder, read by every thread
+    """Projected time per character for one stream at T cores, a model (benchmarks/README.md):
+    step(T) = stream(T) + serial + L * barrier(T), with
+      stream(T) = (recurrent bytes / team + decoder bytes) / rate, rate = the measured one-thread L2 rate
+                  while a thread's bytes fit 80 % of its 512 KB L2, else the measured L3 rate (Zen 3 has a
+                  32 MB L3 per 8-core CCX, each core its own path to it; 2x512's 12.6 MB fits one CCX's L3);
+      serial    = the decoder and draw every thread repeats (measured, LSTM 1x8);
+      barrier(T) = barrier(2) * (T - 1): a waiter reads the T - 1 other counters, each a cache line
+                  another core wrote, counted as if none overlapped (an upper bound);
+      team = min(T, parts): at most one thread per 8 units."""
+    H, L = hidden, layers
+    w_rec = 4 * H * H * (2 * L - 1) * 4
+    w_dec = V * H * 4
     b2 = inputs["barrier_us"][2]
     out = []
     for T in (1, 2, 4, 8, 16, 32, 64):
-        parts = max(2, -(-H // 8))
-        Te = min(T, parts)
-        w = w_rec / Te + w_dec
+        team = min(T, max(2, -(-H // 8)))
+        w = w_rec / team + w_dec
         rate = inputs["rate_L2_GBps"] if w <= 0.8 * L2_BYTES else inputs["rate_L3_GBps"]
-        t_stream = w / (rate * 1e9) * 1e6
-        barrier = 0.0 if Te == 1 else L * b2 * max(1.0, (Te - 1) / 1)
-        t = t_stream + inputs["serial_tiny_us"] + barrier
-        out.append({"cores": T, "team": Te, "bytes_per_thread": w, "stream_us": t_stream, "barrier_us": barrier,
-                    "step_us": t, "chars_per_s": 1e6 / t})
-    base = out[0]["step_us"]
+        stream = w / (rate * 1e9) * 1e6
+        barrier = 0.0 if team == 1 else L * b2 * (team - 1)
+        step = stream + inputs["serial_us"] + barrier
+        out.append({"cores": T, "team": team, "bytes_per_thread": w, "stream_us": stream, "barrier_us": barrier,
+                    "step_us": step, "chars_per_s": 1e6 / step})
     for o in out:
-        o["efficiency"] = base / (o["step_us"] * o["cores"])
+        o["speedup"] = out[0]["step_us"] / o["step_us"]
+        o["efficiency"] = o["speedup"] / o["cores"]
     return out
 
 
@@ -202,6 +268,7 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="smoke test: small rows, 1 round")
     p.add_argument("--no-torch", action="store_true")
     p.add_argument("--json", metavar="FILE")
+    p.add_argument("--tune", action="store_true", help="only the measurements behind multistream's constants")
     args = p.parse_args(argv)
     if args.quick:
         args.rounds = 1
@@ -215,15 +282,22 @@ def main(argv=None) -> int:
     print(f"# sample_scaling.py  {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}  "
           f"{platform.processor() or platform.machine()}  cores usable {len(os.sched_getaffinity(0))}  "
           f"load {os.getloadavg()[0]:.2f}  OPENBLAS_* {blas_env}", flush=True)
+    if args.tune:
+        res = {"load_before": os.getloadavg(), "tuning": measure_tuning(args), "load_after": os.getloadavg()}
+        print(f"# load after {res['load_after'][0]:.2f}")
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(res, f, indent=1, default=str)
+        return 0
     res = {"load_before": os.getloadavg(), "rows": measure_rows(torch, args), "inputs": measure_inputs(args)}
     res["projection"] = {f"LSTM 2x{H}": project(res["inputs"], H, 2) for H in (256, 512)}
     for name, proj in res["projection"].items():
         print(f"  PROJECTION (a model, not a measurement), {name}, one stream:")
         for o in proj:
             print(f"    {o['cores']:>2} cores: team {o['team']:>2}, {o['bytes_per_thread'] / 1024:7.0f} KB/thread, "
-                  f"stream {o['stream_us']:6.1f} us + serial {res['inputs']['serial_tiny_us']:.1f} + barriers "
+                  f"stream {o['stream_us']:6.1f} us + serial {res['inputs']['serial_us']:.1f} + barriers "
                   f"{o['barrier_us']:5.1f} = {o['step_us']:6.1f} us/char, {o['chars_per_s']:8,.0f} chars/s, "
-                  f"efficiency {o['efficiency'] * 100:5.1f} %")
+                  f"{o['speedup']:.2f}x, efficiency {o['efficiency'] * 100:5.1f} %")
     res["load_after"] = os.getloadavg()
     print(f"# load after {res['load_after'][0]:.2f}")
     if args.json:

@@ -59,11 +59,9 @@ def seed_streams(seed: int, num_streams: int) -> np.ndarray:
 # model's shape alone, so the text never depends on the thread count. Two parts up to H = 16 (as before
 # the N-thread sampler); 32 parts at H = 256, 64 at H = 512: at most that many threads share one stream.
 UNITS_PER_PART = 8
-# Below this many weight bytes per character the barriers cost more than a second core saves (measured
-# crossover 350-450 KB: LSTM 1x128 at 292 KB is faster on one thread, LSTM 2x96 at 462 KB on two).
-THREADS_MIN_BYTES = 384 * 1024
-# A team never gives a thread fewer weight bytes per character than this (more threads than that add
-# a barrier's cost and save less than it).
+# A team never gives a thread fewer weight bytes per character than this: below it a thread's share of
+# the weights takes less time to stream than the barriers cost (measured 1 vs 2 threads: crossover at
+# 350-450 KB per character for the pair; benchmarks/README.md, "Sampling on N threads").
 THREAD_MIN_BYTES = 192 * 1024
 # Calls shorter than this many characters run on one thread (handing work to the pool costs ~50 us).
 THREADS_MIN_STEPS = 8
@@ -292,30 +290,22 @@ class Sampler:
 
     def plan(self, steps: int, streams: int | None = None) -> tuple[int, int]:
         """(groups, threads per group) for a call of `steps` characters over `streams` active slots
-        (default N): groups of streams run side by side, each by a team splitting the hidden units."""
+        (default N): groups of streams run side by side, each by a team splitting the hidden units.
+        Measured rule (threads=None): a team only while each thread gets >= THREAD_MIN_BYTES of weights
+        per character; streams over threads once there are STREAMS_PER_THREAD per thread."""
         ns = self.num_streams if streams is None else int(streams)
-        if ns < 1:
-            return (0, 1)
         T = self.threads
         if T is None:
             T = usable_cores() if steps >= THREADS_MIN_STEPS else 1
-        T = min(T, MAX_WORKERS + 1)  # a team's threads must all run at once
+        T = max(1, min(T, MAX_WORKERS + 1))  # a team's threads must all run at once
         if self.split == "streams":
             return (min(T, ns), 1)
         if self.split == "units":
             return (1, T)
-        if self.threads is None:  # the measured rule
-            team = min(self.num_parts, max(1, self.step_bytes // THREAD_MIN_BYTES))
-            if self.step_bytes < THREADS_MIN_BYTES:
-                team = 1
-        else:
-            team = T
-        if ns >= STREAMS_PER_THREAD * T or team == 1:
-            groups = min(T, ns)
-            return (groups, 1)
-        team = min(team, T)
-        groups = max(1, min(ns, T // team))
-        return (groups, team)
+        team = T if self.threads is not None else min(T, self.num_parts, self.step_bytes // THREAD_MIN_BYTES)
+        if team <= 1 or ns >= STREAMS_PER_THREAD * T:
+            return (min(T, ns), 1)
+        return (max(1, min(ns, T // team)), team)
 
     def threads_for(self, steps: int, streams: int | None = None) -> int:
         """How many threads a call of `steps` characters over `streams` active slots runs on."""

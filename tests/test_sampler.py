@@ -331,7 +331,7 @@ def test_sampler_threads_argument():
     for bad in (0, -1, 1.5, True):
         with pytest.raises(ValueError):
             gen.Sampler(model, threads=bad)
-    assert gen.Sampler(model).threads_for(1000) == 1  # a 16-unit model is below THREADS_MIN_BYTES
+    assert gen.Sampler(model).threads_for(1000) == 1  # a 16-unit model is below THREAD_MIN_BYTES
 
 
 # -- validation -------------------------------------------------------------------------------------
