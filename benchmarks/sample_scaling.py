@@ -28,9 +28,9 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from charrnn.model import Model  # noqa: E402
-from charrnn.multistream import Sampler  # noqa: E402
-from charrnn.params import Shape, init_params  # noqa: E402
+from charrnn.engine.model import Model  # noqa: E402
+from charrnn.engine.params import Shape, init_params  # noqa: E402
+from charrnn.sampling.multistream import Sampler  # noqa: E402
 
 V = 65
 TEMPERATURE = 0.8
@@ -175,7 +175,7 @@ def measure_tuning(args) -> dict:
     THREAD_MIN_BYTES (one stream, 1 vs 2 threads, LSTM 1xH of growing size), STREAMS_PER_THREAD (S
     streams at 2x256 and 2x512: 1 thread, 2 threads splitting streams, 2 splitting units) and
     UNITS_PER_PART (the cost of finer parts on 1 and 2 threads)."""
-    import charrnn.multistream as ms
+    import charrnn.sampling.multistream as ms
     out = {}
     sizes = (64, 96, 128, 160, 192, 256)
     models = {H: make_model("lstm", H, 1) for H in sizes}
