@@ -231,15 +231,26 @@ def _timed(sm, n: int) -> float:
     return time.perf_counter() - t
 
 
+MLP = 10  # cache-line misses one Zen 3 core keeps in flight while it polls counters (24 L2 miss buffers)
+CROSS_CCX = 4.0  # core-to-core latency across CCXs / within one (published Zen 3: ~100 ns / ~25 ns)
+
+
+def barrier_model(b2: float, T: int) -> float:
+    """Projected cost of one barrier of T threads, from b2, the measured 2-thread cost (one cache line
+    from the last thread to arrive): a waiter polls the T - 1 other counters, MLP lines in flight at a
+    time, and beyond 8 threads (one CCX of a Zen 3 EPYC) each transfer crosses CCXs."""
+    if T <= 1:
+        return 0.0
+    return b2 * (1 + (T - 2 + MLP - 1) // MLP) * (CROSS_CCX if T > 8 else 1.0)
+
+
 def project(inputs: dict, hidden: int, layers: int) -> list[dict]:
     """Projected time per character for one stream at T cores, a model (benchmarks/README.md):
-    step(T) = stream(T) + serial + L * barrier(T), with
+    step(T) = stream(T) + serial + L * barrier_model(b2, team), with
       stream(T) = (recurrent bytes / team + decoder bytes) / rate, rate = the measured one-thread L2 rate
                   while a thread's bytes fit 80 % of its 512 KB L2, else the measured L3 rate (Zen 3 has a
                   32 MB L3 per 8-core CCX, each core its own path to it; 2x512's 12.6 MB fits one CCX's L3);
       serial    = the decoder and draw every thread repeats (measured, LSTM 1x8);
-      barrier(T) = barrier(2) * (T - 1): a waiter reads the T - 1 other counters, each a cache line
-                  another core wrote, counted as if none overlapped (an upper bound);
       team = min(T, parts): at most one thread per 8 units."""
     H, L = hidden, layers
     w_rec = 4 * H * H * (2 * L - 1) * 4
@@ -251,7 +262,7 @@ def project(inputs: dict, hidden: int, layers: int) -> list[dict]:
         w = w_rec / team + w_dec
         rate = inputs["rate_L2_GBps"] if w <= 0.8 * L2_BYTES else inputs["rate_L3_GBps"]
         stream = w / (rate * 1e9) * 1e6
-        barrier = 0.0 if team == 1 else L * b2 * (team - 1)
+        barrier = L * barrier_model(b2, team)
         step = stream + inputs["serial_us"] + barrier
         out.append({"cores": T, "team": team, "bytes_per_thread": w, "stream_us": stream, "barrier_us": barrier,
                     "step_us": step, "chars_per_s": 1e6 / step})
@@ -259,6 +270,64 @@ def project(inputs: dict, hidden: int, layers: int) -> list[dict]:
         o["speedup"] = out[0]["step_us"] / o["step_us"]
         o["efficiency"] = o["speedup"] / o["cores"]
     return out
+
+
+AGAINST_CODE = r"""
+import hashlib, json, sys, time
+import numpy as np
+try:
+    from charrnn.data.corpus import Vocab
+    from charrnn.engine.model import Model
+    from charrnn.engine.params import Shape, init_params
+    from charrnn.sampling.generate import sample
+except ImportError:  # a tree from before issue 29's package moves
+    from charrnn.data import Vocab
+    from charrnn.model import Model
+    from charrnn.params import Shape, init_params
+    from charrnn.generate import sample
+import charrnn
+H, n, reps = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+vocab = Vocab("\n" + "".join(chr(c) for c in range(32, 96)))
+m = Model(Shape("lstm", 65, H, 2))
+init_params(m.params, np.random.default_rng(0))
+sample(m, vocab, 300, temperature=0.8, seed=0)
+best, text = 0.0, ""
+for r in range(reps):
+    t = time.perf_counter()
+    text = sample(m, vocab, n, temperature=0.8, seed=1)[0]
+    best = max(best, n / (time.perf_counter() - t))
+print(json.dumps({"cps": best, "text_sha": hashlib.sha256(text.encode()).hexdigest()[:16],
+                  "from": charrnn.__file__}))
+"""
+
+
+def measure_against(other: str, args) -> dict:
+    """`charrnn sample`'s one stream (generate.sample, its own thread choice) in this tree and in the tree at
+    `other` (a checkout, e.g. of main), each in a fresh process, alternating; and whether the texts agree."""
+    import subprocess
+    res = {}
+    for H, n in ((256, 2000), (512, 500)):
+        got = {"this": [], "other": []}
+        shas = {}
+        for r in range(args.rounds):
+            for side in (["this", "other"] if r % 2 == 0 else ["other", "this"]):
+                env = dict(os.environ, PYTHONPATH=ROOT if side == "this" else os.path.abspath(other))
+                time.sleep(args.settle)
+                p = subprocess.run([sys.executable, "-c", AGAINST_CODE, str(H), str(n), "3"], env=env,
+                                   capture_output=True, text=True, timeout=600, cwd="/")
+                if p.returncode:
+                    raise SystemExit(f"--against {side}: {p.stderr.strip()[-500:]}")
+                out = json.loads(p.stdout.strip().splitlines()[-1])
+                got[side].append(out["cps"])
+                shas[side] = (out["text_sha"], out["from"])
+        res[f"LSTM 2x{H}"] = {"rounds": got, "this": med(got["this"]), "other": med(got["other"]),
+                              "ratios": [a / b for a, b in zip(got["this"], got["other"])],
+                              "same_text": shas["this"][0] == shas["other"][0], "trees": shas}
+        rr = res[f"LSTM 2x{H}"]
+        print(f"  one stream LSTM 2x{H}: this tree {rr['this']:,.0f}, {other} {rr['other']:,.0f} chars/s "
+              f"(median {med(rr['ratios']):.2f}x, range {min(rr['ratios']):.2f}-{max(rr['ratios']):.2f}); "
+              f"same text: {rr['same_text']}", flush=True)
+    return res
 
 
 def main(argv=None) -> int:
@@ -269,6 +338,7 @@ def main(argv=None) -> int:
     p.add_argument("--no-torch", action="store_true")
     p.add_argument("--json", metavar="FILE")
     p.add_argument("--tune", action="store_true", help="only the measurements behind multistream's constants")
+    p.add_argument("--against", metavar="TREE", help="also time generate.sample in another checkout (e.g. main)")
     args = p.parse_args(argv)
     if args.quick:
         args.rounds = 1
@@ -289,7 +359,10 @@ def main(argv=None) -> int:
             with open(args.json, "w") as f:
                 json.dump(res, f, indent=1, default=str)
         return 0
-    res = {"load_before": os.getloadavg(), "rows": measure_rows(torch, args), "inputs": measure_inputs(args)}
+    res = {"load_before": os.getloadavg()}
+    if args.against:
+        res["against"] = measure_against(args.against, args)
+    res.update({"rows": measure_rows(torch, args), "inputs": measure_inputs(args)})
     res["projection"] = {f"LSTM 2x{H}": project(res["inputs"], H, 2) for H in (256, 512)}
     for name, proj in res["projection"].items():
         print(f"  PROJECTION (a model, not a measurement), {name}, one stream:")
