@@ -154,6 +154,10 @@ def test_restart_and_settings_are_checked():
                 dict(top_p=np.array([0.5, 1.5]))):
         with pytest.raises(ValueError):
             sm.run(2, **bad)
+    sm.reset(None, seed=4)
+    everything = sm.run(20, top_k=2**70).copy()  # more than the vocabulary, beyond int64: all characters
+    sm.reset(None, seed=4)
+    np.testing.assert_array_equal(sm.run(20, top_k=0), everything)
     with pytest.raises(ValueError):
         ms.Sampler(model, 1, threads=0)
     with pytest.raises(ValueError):

@@ -417,6 +417,8 @@ class Sampler:
             self.pack()
         V = self.shape.vocab_size
         temp = _setting("temperature", temperature, N, np.float64)
+        if np.ndim(top_k) == 0 and not isinstance(top_k, bool) and top_k >= V:
+            top_k = 0  # all characters (any size: a huge int would not fit int64)
         k = _setting("top_k", top_k, N, np.int64)
         tp = _setting("top_p", top_p, N, np.float64)
         if not (np.isfinite(temp).all() and (temp >= 0).all() and (k >= 0).all()
