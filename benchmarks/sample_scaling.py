@@ -330,6 +330,18 @@ def measure_against(other: str, args) -> dict:
     return res
 
 
+def print_projection(projection: dict, inputs: dict) -> None:
+    print(f"  (2-thread barrier {inputs['barrier_us'][2]:.2f} us, serial {inputs['serial_us']:.2f} us, one thread "
+          f"{inputs['rate_L2_GBps']:.1f} GB/s from L2, {inputs['rate_L3_GBps']:.1f} GB/s from L3)")
+    for name, proj in projection.items():
+        print(f"  PROJECTION (a model, not a measurement), {name}, one stream:")
+        for o in proj:
+            print(f"    {o['cores']:>2} cores: team {o['team']:>2}, {o['bytes_per_thread'] / 1024:7.0f} KB/thread, "
+                  f"stream {o['stream_us']:6.1f} us + serial {inputs['serial_us']:.1f} + barriers "
+                  f"{o['barrier_us']:5.1f} = {o['step_us']:6.1f} us/char, {o['chars_per_s']:8,.0f} chars/s, "
+                  f"{o['speedup']:.2f}x, efficiency {o['efficiency'] * 100:5.1f} %")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--rounds", type=int, default=3)
@@ -339,6 +351,8 @@ def main(argv=None) -> int:
     p.add_argument("--json", metavar="FILE")
     p.add_argument("--tune", action="store_true", help="only the measurements behind multistream's constants")
     p.add_argument("--against", metavar="TREE", help="also time generate.sample in another checkout (e.g. main)")
+    p.add_argument("--project-from", metavar="JSON", help="no measuring: the projection from a saved --json run")
+    p.add_argument("--barrier-us", type=float, help="with --project-from: this 2-thread barrier cost instead")
     args = p.parse_args(argv)
     if args.quick:
         args.rounds = 1
@@ -352,6 +366,14 @@ def main(argv=None) -> int:
     print(f"# sample_scaling.py  {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}  "
           f"{platform.processor() or platform.machine()}  cores usable {len(os.sched_getaffinity(0))}  "
           f"load {os.getloadavg()[0]:.2f}  OPENBLAS_* {blas_env}", flush=True)
+    if args.project_from:
+        with open(args.project_from) as f:
+            inputs = json.load(f)["inputs"]
+        inputs["barrier_us"] = {int(k): v for k, v in inputs["barrier_us"].items()}
+        if args.barrier_us is not None:
+            inputs["barrier_us"][2] = args.barrier_us
+        print_projection({f"LSTM 2x{H}": project(inputs, H, 2) for H in (256, 512)}, inputs)
+        return 0
     if args.tune:
         res = {"load_before": os.getloadavg(), "tuning": measure_tuning(args), "load_after": os.getloadavg()}
         print(f"# load after {res['load_after'][0]:.2f}")
@@ -364,13 +386,7 @@ def main(argv=None) -> int:
         res["against"] = measure_against(args.against, args)
     res.update({"rows": measure_rows(torch, args), "inputs": measure_inputs(args)})
     res["projection"] = {f"LSTM 2x{H}": project(res["inputs"], H, 2) for H in (256, 512)}
-    for name, proj in res["projection"].items():
-        print(f"  PROJECTION (a model, not a measurement), {name}, one stream:")
-        for o in proj:
-            print(f"    {o['cores']:>2} cores: team {o['team']:>2}, {o['bytes_per_thread'] / 1024:7.0f} KB/thread, "
-                  f"stream {o['stream_us']:6.1f} us + serial {res['inputs']['serial_us']:.1f} + barriers "
-                  f"{o['barrier_us']:5.1f} = {o['step_us']:6.1f} us/char, {o['chars_per_s']:8,.0f} chars/s, "
-                  f"{o['speedup']:.2f}x, efficiency {o['efficiency'] * 100:5.1f} %")
+    print_projection(res["projection"], res["inputs"])
     res["load_after"] = os.getloadavg()
     print(f"# load after {res['load_after'][0]:.2f}")
     if args.json:

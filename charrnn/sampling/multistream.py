@@ -360,7 +360,7 @@ class Sampler:
         key = (gi, ns, nthreads)
         team = self._teams.get(key)
         if team is None:
-            if len(self._teams) >= 64:
+            if len(self._teams) >= 16:  # a server sees many active counts: keep the memory bounded
                 self._teams.clear()
             team = self._teams[key] = _Team(self, ns, nthreads)
         return team
