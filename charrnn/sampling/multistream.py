@@ -28,7 +28,7 @@ from ..engine.kernels import sampler as K
 from ..engine.kernels.sync import STRIDE
 from ..engine.model import Model, State
 from ..engine.params import GATES
-from ..engine.threads import MAX_WORKERS, pool, usable_cores
+from ..engine.threads import pool, usable_cores
 
 _MASK64 = (1 << 64) - 1
 _GOLDEN = 0x9E3779B97F4A7C15
@@ -98,6 +98,12 @@ def _page_aligned_rows(rows: int, cols: int, dtype) -> np.ndarray:
     buf = np.zeros(rows * stride + huge, dtype)
     start = (-buf.ctypes.data % (2 << 20)) // item
     return buf[start:start + rows * stride].reshape(rows, stride)  # a view: keeps buf alive
+
+
+def _pool_workers() -> int:
+    """How many jobs the shared pool runs at once: a team of T threads (the caller and T - 1 jobs that meet
+    at spin barriers) must never wait for a worker, or it spins forever."""
+    return int(getattr(pool(), "_max_workers", 1))  # ThreadPoolExecutor's cap (CPython, since 3.2)
 
 
 def _setting(name: str, value, n: int, dtype) -> np.ndarray:
@@ -306,7 +312,7 @@ class Sampler:
         T = self.threads
         if T is None:
             T = usable_cores() if steps >= THREADS_MIN_STEPS else 1
-        T = max(1, min(T, MAX_WORKERS + 1))  # a team's threads must all run at once
+        T = max(1, min(T, _pool_workers() + 1))  # a team's threads must all run at once
         if self.split == "streams":
             return (min(T, ns), 1)
         if self.split == "units":
