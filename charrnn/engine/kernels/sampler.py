@@ -24,7 +24,7 @@ Cells (PyTorch convention), cell_code 0 = LSTM (i, f, g, o), 1 = GRU (r, z, n), 
 
 Random numbers: xoroshiro128++ with one (2,) uint64 state per stream (`rng` (N, 2)), advanced in
 place; `uniform` maps the top 53 bits to a float64 in [0, 1). Seeding is done by the caller
-(charrnn.sampling.multistream.seed_streams).
+(charrnn.sampling.seeds.seed_streams).
 """
 import math
 
