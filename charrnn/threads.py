@@ -1,30 +1,18 @@
-"""The one thread pool charrnn runs its own work on (training's two stream groups, the sampler's
-second part), and how many cores this process may use.
+"""How many threads charrnn runs its own work on, and the one thread pool it runs them on.
 
-Two workers: the training pass maps its two groups onto them; the sampler submits one helper and runs
-its other part on the calling thread. A forked child gets a fresh pool (the parent's worker threads
-do not exist there, and work submitted to their queue would never run).
+`threads()` is the count: the cores this process may use (its CPU affinity), capped by
+CHARRNN_THREADS (a sweep gives each of its workers a share of the cores) and by `set_threads(n)`
+(`charrnn train --threads N`). Results never depend on it: every decomposition of the work is fixed by
+the shapes, and the count only says how many threads share it out. `pool()` has that many workers (it is
+rebuilt when the count changes). A forked child gets a fresh pool (the parent's worker threads do not
+exist there, and work submitted to their queue would never run).
 """
 import os
 from concurrent.futures import ThreadPoolExecutor
 
 _POOL: ThreadPoolExecutor | None = None
-
-
-def pool() -> ThreadPoolExecutor:
-    global _POOL
-    if _POOL is None:
-        _POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="charrnn")
-    return _POOL
-
-
-def _forget_pool() -> None:
-    global _POOL
-    _POOL = None
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_pool)
+_POOL_SIZE = 0
+_REQUESTED: int | None = None  # set_threads(n); None: follow usable_cores()
 
 
 def usable_cores() -> int:
@@ -36,3 +24,38 @@ def usable_cores() -> int:
         n = os.cpu_count() or 1
     cap = os.environ.get("CHARRNN_THREADS", "")
     return max(1, min(n, int(cap))) if cap.isdigit() else n
+
+
+def set_threads(n: int | None) -> None:
+    """Run on n threads from now on (None: back to usable_cores()). n may exceed the core count (the
+    tests oversubscribe to check that the numbers do not change)."""
+    global _REQUESTED
+    if n is not None and (not isinstance(n, int) or n < 1):
+        raise ValueError(f"threads must be a positive integer, got {n!r}")
+    _REQUESTED = n
+
+
+def threads() -> int:
+    """The thread count charrnn's passes run on: set_threads(n) if given, else usable_cores()."""
+    return _REQUESTED if _REQUESTED is not None else usable_cores()
+
+
+def pool() -> ThreadPoolExecutor:
+    """The shared pool, with threads() workers (at least two: the sampler submits a helper part)."""
+    global _POOL, _POOL_SIZE
+    want = max(2, threads())
+    if _POOL is None or _POOL_SIZE != want:
+        if _POOL is not None:
+            _POOL.shutdown(wait=False)
+        _POOL = ThreadPoolExecutor(max_workers=want, thread_name_prefix="charrnn")
+        _POOL_SIZE = want
+    return _POOL
+
+
+def _forget_pool() -> None:
+    global _POOL, _POOL_SIZE
+    _POOL, _POOL_SIZE = None, 0
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
