@@ -13,7 +13,7 @@ import charrnn
 from charrnn import threads
 from charrnn.model import Model
 from charrnn.params import Shape
-from charrnn.team import Team, chunks, split
+from charrnn.team import Team, chunks, run_threads, split
 
 COUNTS = (1, 2, 3, 4, 8)
 
@@ -111,17 +111,18 @@ def test_splits_depend_on_the_sizes_only():
 
 
 def test_a_failing_member_does_not_hang_the_team():
-    team = Team(3)
+    teams = [Team(2), Team(2)]
 
-    def body(me, t):
-        if me == 1:
+    def body(j):
+        ti, me = divmod(j, 2)
+        if j == 1:
             raise RuntimeError("boom")
-        t.sync(me)
-        t.sync(me)
+        teams[ti].sync(me)
+        teams[ti].sync(me)
 
     with pytest.raises(RuntimeError, match="boom"):
-        team.run(body)
-    team.run(lambda me, t: t.sync(me))  # the team is usable again afterwards
+        run_threads(4, body, teams)
+    run_threads(4, lambda j: teams[j // 2].sync(j % 2), teams)  # usable again afterwards
 
 
 def test_train_header_names_the_thread_count(cli, corpus, tmp_path, restore_threads):
