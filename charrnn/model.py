@@ -123,6 +123,10 @@ class Model:
         return self.shape.hidden_size
 
     @property
+    def gate_width(self) -> int:
+        return GATES[self.cell] * self.hidden_size
+
+    @property
     def vocab_size(self) -> int:
         return self.shape.vocab_size
 

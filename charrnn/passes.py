@@ -13,14 +13,26 @@ The non-fused recurrent paths (float64, trace, NUMBA_DISABLE_JIT, odd H) run on 
 
 Sizes: T steps, B streams, N = T*B rows (time-major: row t*B + b), H hidden, G gate width, V vocabulary.
 """
+import time
+
 import numpy as np
 
 from .kernels import blas, gru, gru_fused, head, lstm, lstm_fused, rnn
 from .kernels.blas import matmul
-from .team import Team, chunks
+from .team import Team, chunks, split
 
-ROW_TASK = 128   # rows per task at least (GEMM efficiency; each task packs the whole weight once)
-GATE_TASK = 64   # gate rows per weight-gradient task at least
+# Each phase has the same fixed number of tasks (a power of two: teams are often 2^k threads), as many as
+# keep each task's GEMM at speed: every task packs the whole weight (a row task) or the whole hs (a
+# gate-row task) once. Measured (Zen 3, one thread, 3200x256.256x1024): 8 tasks cost 7-9 % over one
+# GEMM, 24 tasks 15-20 %.
+ROW_TASK = 384   # rows per task at least
+GATE_TASK = 128  # gate rows per weight-gradient task at least
+RECORD: list | None = None  # benchmarks/scaling.py sets a list: (pass, thread, layer, phase, start, end)
+CLOCK = time.perf_counter   # ... and may read time.thread_time instead (CPU time: robust to a busy machine)
+
+
+def _now() -> float:
+    return CLOCK()
 
 
 class Pass:
@@ -31,7 +43,7 @@ class Pass:
         T, B = ids.shape
         self.T, self.B, self.N = T, B, T * B
         self.lw = None if loss_weights is None else np.ascontiguousarray(loss_weights.T).reshape(-1, 1)
-        self.rows = chunks(self.N, ROW_TASK)
+        self.rows = chunks(self.N, ROW_TASK, limit=model.gate_width // GATE_TASK)
         self.partial = np.zeros(len(self.rows), np.float64)  # per row task: summed in task order
 
     def run(self, me: int, team: Team) -> None:
@@ -69,6 +81,7 @@ class Pass:
                 if lw.dc is not None:
                     lw.dc[:] = 0
         for k, lw in enumerate(w.layers):
+            t0 = _now()
             xp = lw.xproj.reshape(N, -1)
             for r0, r1 in team.mine(me, self.rows):
                 if k == 0:
@@ -78,8 +91,15 @@ class Pass:
                     self._dropout_rows(k - 1, r0, r1)
                     matmul(self._input(k - 1)[r0:r1], prep.w_ih[k].T, xp[r0:r1])
                     xp[r0:r1] += prep.bias[k]
+            t1 = _now()
             team.sync(me)
+            t2 = _now()
             self._recurrent_forward(k, me, team)
+            if RECORD is not None:
+                RECORD.append((id(self), me, k, "input tasks", t0, t1))
+                RECORD.append((id(self), me, k, "wait", t1, t2))
+                RECORD.append((id(self), me, k, "forward T loop", t2, _now()))
+        t0 = _now()
         P, L = m.params, m.num_layers
         top = self._input(L - 1)
         logits = w.logits
@@ -99,7 +119,11 @@ class Pass:
                 matmul(logits[r0:r1], P["decoder.weight"], dhs)
                 if self.masks is not None:
                     dhs *= self.masks[-1].reshape(N, -1)[r0:r1]
+        t1 = _now()
         team.sync(me)
+        if RECORD is not None:
+            RECORD.append((id(self), me, L, "head tasks", t0, t1))
+            RECORD.append((id(self), me, L, "wait", t1, _now()))
         return top
 
     def _recurrent_forward(self, k: int, me: int, team: Team) -> None:
@@ -141,22 +165,24 @@ class Pass:
 
     # -- backward ---------------------------------------------------------------------------------
     def backward(self, me: int, team: Team, top: np.ndarray) -> None:
-        m, w, N = self.m, self.w, self.N
-        P, g, L = m.params, self.g, m.num_layers
-        dlogits = w.logits
-        # The decoder's gradients join the top layer's weight-gradient phase (after its T loop).
-        H = m.hidden_size
-        extra = [lambda a=a, b=b: matmul(dlogits.T, top[:, a:b], g["decoder.weight"][:, a:b])
-                 for a, b in chunks(H, GATE_TASK)]
-        extra.append(lambda: np.sum(dlogits, axis=0, out=g["decoder.bias"]))
+        L = self.m.num_layers
         for k in range(L - 1, -1, -1):
+            t0 = _now()
             self._recurrent_backward(k, me, team)
-            tasks = self._gradient_tasks(k) + (extra if k == L - 1 else [])
-            for task in team.mine(me, tasks):
-                task()
+            t1 = _now()
+            tasks = self._gradient_tasks(k, top if k == L - 1 else None)
+            for j in range(me, len(tasks), team.n):
+                tasks[j]()
+            t2 = _now()
             team.sync(me)
+            t3 = _now()
             if me == 0:
                 self._finish_layer(k)
+            if RECORD is not None:
+                RECORD.append((id(self), me, k, "backward T loop", t0, t1))
+                RECORD.append((id(self), me, k, "gradient tasks", t1, t2))
+                RECORD.append((id(self), me, k, "wait", t2, t3))
+                RECORD.append((id(self), me, k, "serial: gate order", t3, _now()))
 
     def _recurrent_backward(self, k: int, me: int, team: Team) -> None:
         m, lw, prep = self.m, self.w.layers[k], self.prep
@@ -197,28 +223,40 @@ class Pass:
         else:
             rnn.rnn_backward(lw.dgates, lw.dh, lw.dhs, lw.hs, w_hh, tr)
 
-    def _gradient_tasks(self, k: int) -> list:
-        """Layer k's weight gradients, bias sums and the gradient reaching layer k-1, as fixed tasks.
-        Gate-wide gradients go to the layer's scratch (lw.gw_hh, gw_ih, gb_hh, gb_ih) in the pass's gate
-        order; _finish_layer puts them into PyTorch's order."""
-        m, lw, N, prep = self.m, self.w.layers[k], self.N, self.prep
+    def _gradient_tasks(self, k: int, top) -> list:
+        """Layer k's weight gradients with their bias sums, the gradient reaching layer k-1 (or the
+        input table's), and for the top layer the decoder's: task j does piece j of each, so every
+        task costs about the same. Gate-wide gradients go to the layer's scratch (lw.gw_hh, gw_ih,
+        gb_hh, gb_ih) in the pass's gate order; _finish_layer puts them into PyTorch's order."""
+        m, lw, N = self.m, self.w.layers[k], self.N
         dgx = lw.dgates.reshape(N, -1)
         dgh = (lw.dgh if m.cell == "gru" else lw.dgates).reshape(N, -1)
         hs = lw.hs[:self.T].reshape(N, -1)
-        G = dgx.shape[1]
-        gate_rows = chunks(G, GATE_TASK, align=16)
-        tasks = [lambda a=a, b=b: matmul(dgh[:, a:b].T, hs, lw.gw_hh[a:b]) for a, b in gate_rows]
-        tasks.append(lambda: np.sum(dgh, axis=0, out=lw.gb_hh))
-        if m.cell == "gru":
-            tasks.append(lambda: np.sum(dgx, axis=0, out=lw.gb_ih))
-        if k > 0:
-            inp = self._input(k - 1)
-            tasks += [lambda a=a, b=b: matmul(dgx[:, a:b].T, inp, lw.gw_ih[a:b]) for a, b in gate_rows]
-            tasks += [lambda a=a, b=b: self._grad_below(k, a, b) for a, b in self.rows]
-        else:
-            w = self.w
-            tasks += [lambda a=a, b=b: self._scatter(w.dtable[:, a:b], lw.dgates[:, :, a:b]) for a, b in gate_rows]
-        return tasks
+        count = len(self.rows)
+        gate_rows = split(dgx.shape[1], count, align=16)
+        dec_cols = split(m.hidden_size, count) if top is not None else []
+        inp = self._input(k - 1) if k > 0 else None
+
+        def task(j: int) -> None:
+            if j < len(gate_rows):
+                a, b = gate_rows[j]
+                matmul(dgh[:, a:b].T, hs, lw.gw_hh[a:b])
+                head.column_sums(lw.gb_hh[a:b], dgh[:, a:b])
+                if m.cell == "gru":
+                    head.column_sums(lw.gb_ih[a:b], dgx[:, a:b])
+                if k > 0:
+                    matmul(dgx[:, a:b].T, inp, lw.gw_ih[a:b])
+                else:
+                    self._scatter(self.w.dtable[:, a:b], lw.dgates[:, :, a:b])
+            if k > 0:
+                self._grad_below(k, *self.rows[j])
+            if j < len(dec_cols):
+                a, b = dec_cols[j]
+                matmul(self.w.logits.T, top[:, a:b], self.g["decoder.weight"][:, a:b])
+                if j == 0:
+                    head.column_sums(self.g["decoder.bias"], self.w.logits)
+
+        return [lambda j=j: task(j) for j in range(count)]
 
     def _scatter(self, dtable, dgates) -> None:
         dtable[:] = 0

@@ -12,9 +12,8 @@ import numpy as np
 from .kernels import team as _k
 from .threads import pool
 
-# Task counts divisible by 2, 3, 4, 6, 8, 12 (and 16 or 24 for the larger ones): the tasks of a phase
-# share out evenly over the thread counts people have.
-_COUNTS = (48, 24, 12, 6, 4, 3, 2, 1)
+# Task counts: powers of two, so they share out evenly over teams of 2^k threads.
+_COUNTS = (32, 16, 8, 4, 2, 1)
 
 
 def split(n: int, parts: int, align: int = 1) -> list[tuple[int, int]]:
@@ -30,11 +29,11 @@ def split(n: int, parts: int, align: int = 1) -> list[tuple[int, int]]:
     return out
 
 
-def chunks(n: int, min_size: int, align: int = 1) -> list[tuple[int, int]]:
-    """[0, n) in the largest task count of _COUNTS whose tasks keep at least min_size elements: big
-    enough for a GEMM to run at speed, many enough to feed the threads."""
+def chunks(n: int, min_size: int, align: int = 1, limit: int = _COUNTS[0]) -> list[tuple[int, int]]:
+    """[0, n) in the largest task count of _COUNTS (at most `limit`) whose tasks keep at least min_size
+    elements: big enough for a GEMM to run at speed, many enough to feed the threads."""
     for c in _COUNTS:
-        if n // c >= min_size:
+        if c <= limit and n // c >= min_size:
             return split(n, c, align)
     return [(0, n)]
 

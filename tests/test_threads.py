@@ -107,7 +107,8 @@ def test_splits_depend_on_the_sizes_only():
             s = split(n, parts)
             assert s[0][0] == 0 and s[-1][1] == n and all(a[1] == b[0] for a, b in zip(s, s[1:]))
     assert all((b - a) % 16 == 0 for a, b in split(2048, 24, 16)) and split(2048, 24, 16)[-1][1] == 2048
-    assert len(chunks(6400, 128)) == 48 and len(chunks(2500, 128)) == 12 and chunks(50, 128) == [(0, 50)]
+    assert len(chunks(6400, 128)) == 32 and len(chunks(2500, 128)) == 16 and chunks(50, 128) == [(0, 50)]
+    assert len(chunks(3200, 384, limit=8)) == 8 and len(chunks(3200, 384, limit=4)) == 4
 
 
 def test_a_failing_member_does_not_hang_the_team():
