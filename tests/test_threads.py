@@ -10,10 +10,10 @@ from conftest import TINY
 from rich.console import Console
 
 import charrnn
-from charrnn import threads
-from charrnn.model import Model
-from charrnn.params import Shape
-from charrnn.team import Team, chunks, run_threads, split
+from charrnn.engine import threads
+from charrnn.engine.model import Model
+from charrnn.engine.params import Shape
+from charrnn.engine.team import Team, chunks, run_threads, split
 
 COUNTS = (1, 2, 3, 4, 8)
 
