@@ -58,6 +58,10 @@ def test_a_pass_is_the_same_on_any_thread_count(cell, H, L, E, B, T, dropout, re
             continue
         for a, b in zip(got, want):
             assert (a is None and b is None) or np.array_equal(a, b), f"{n} threads differ"
+    m.one_team = True  # two threads as one team over both groups in turn: barriers in every T loop
+    restore_threads(2)
+    for a, b in zip(_pass(m, B, T, dropout, seed=B * T), want):
+        assert (a is None and b is None) or np.array_equal(a, b), "one team of 2 differs"
 
 
 def _train(corpus, out, n: int, **model):

@@ -108,6 +108,9 @@ class Model:
         self._work: dict[tuple[int, int, bool, int], _Work] = {}
         self._extra_grads: dict[int, Params] = {}
         self._team_cache: list[Team] = []
+        # True: one team of every thread runs the groups in turn even when they could run side by side
+        # (benchmarks/scaling.py measures a team's barriers with it; the numbers are the same either way).
+        self.one_team = False
 
     # -- sizes ------------------------------------------------------------------------------------
     @property
@@ -205,7 +208,7 @@ class Model:
             passes.append(Pass(self, kind, ids, tgt, sub, m, g, self._workspace(b1 - b0, T, m is not None, gi),
                                prep, scale, lw, tr))
         n = threads()
-        concurrent = len(groups) if n % len(groups) == 0 else 1
+        concurrent = len(groups) if n % len(groups) == 0 and not self.one_team else 1
         teams = self._teams(concurrent, n // concurrent)
 
         def slot(j: int) -> None:
