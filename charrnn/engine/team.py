@@ -7,6 +7,8 @@ the same code and the same summation order whatever n is, so the numbers never d
 count. `sync` is the barrier between phases; the recurrent T loops pass the same barrier once per step
 (kernels/team.py), each thread computing its own panels of hidden units.
 """
+import threading
+
 import numpy as np
 
 from .kernels import team as _k
@@ -14,6 +16,7 @@ from .threads import pool
 
 # Task counts: powers of two, so they share out evenly over teams of 2^k threads.
 _COUNTS = (32, 16, 8, 4, 2, 1)
+_ONE_AT_A_TIME = threading.Lock()
 
 
 def split(n: int, parts: int, align: int = 1) -> list[tuple[int, int]]:
@@ -79,10 +82,13 @@ def run_threads(n: int, body, teams: list[Team]) -> None:
     if n == 1:
         body(0)
         return
-    futures = [pool().submit(member, j) for j in range(1, n)]
-    member(0)
-    for f in futures:
-        f.result()
+    # One multi-threaded pass at a time: two passes started together from two threads could each get
+    # only part of the pool's workers and wait at their barriers for each other forever.
+    with _ONE_AT_A_TIME:
+        futures = [pool().submit(member, j) for j in range(1, n)]
+        member(0)
+        for f in futures:
+            f.result()
     if errors:
         raise errors[0]
 
