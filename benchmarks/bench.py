@@ -684,7 +684,6 @@ def main(argv=None) -> int:
     header.update({"quick": args.quick, "rounds": args.rounds, "settle_s": args.settle,
                    "torch_skipped": "--no-torch" if args.no_torch else ("not installed" if torch is None else None)})
     print_header(header, "charrnn bench" + (" --quick" if args.quick else ""))
-    print(f"threads   charrnn {args.threads}, torch {args.threads if torch is not None else '-'}")
     if torch is None:
         print(f"torch     skipped ({header['torch_skipped']}): charrnn columns only")
     sys.stdout.flush()
