@@ -91,6 +91,24 @@ def test_training_runs_are_the_same_on_any_thread_count(corpus, tmp_path, cell, 
         assert np.array_equal(weights, want[1]), f"{n} threads"
 
 
+@pytest.mark.parametrize("name", ["adam", "rmsprop", "adagrad", "sgd"])
+def test_optimizer_updates_are_the_same_on_any_thread_count(name, restore_threads):
+    from charrnn.engine.optim import UPDATE_PIECE, make_optimizer
+    n = 5 * UPDATE_PIECE + 123  # several pieces, one not whole
+    rng = np.random.default_rng(0)
+    p0 = rng.standard_normal(n, dtype=np.float32)
+    grads = [rng.standard_normal(n, dtype=np.float32) for _ in range(2)]
+    want = None
+    for t in (1, 3, 8):
+        restore_threads(t)
+        opt, p = make_optimizer(name, n, weight_decay=0.01), p0.copy()
+        for g in grads:
+            opt.step(p, g, 1e-2)
+        if want is None:
+            want = p
+        assert np.array_equal(p, want), f"{t} threads"
+
+
 def test_the_thread_count_follows_affinity_env_and_option(monkeypatch, restore_threads):
     monkeypatch.setattr(threads.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4, 5}, raising=False)
     monkeypatch.delenv("CHARRNN_THREADS", raising=False)
