@@ -3,15 +3,15 @@
 `threads()` is the count: the cores this process may use (its CPU affinity), capped by
 CHARRNN_THREADS (a sweep gives each of its workers a share of the cores) and by `set_threads(n)`
 (`charrnn train --threads N`). Results never depend on it: every decomposition of the work is fixed by
-the shapes, and the count only says how many threads share it out. `pool()` has that many workers (it is
-rebuilt when the count changes). A forked child gets a fresh pool (the parent's worker threads do not
+the shapes, and the count only says how many threads share it out (at most MAX_WORKERS + 1: the pool's
+workers and the calling thread). A forked child gets a fresh pool (the parent's worker threads do not
 exist there, and work submitted to their queue would never run).
 """
 import os
 from concurrent.futures import ThreadPoolExecutor
 
 _POOL: ThreadPoolExecutor | None = None
-_POOL_SIZE = 0
+MAX_WORKERS = 64  # workers start on demand (an executor starts one only when none is idle)
 _REQUESTED: int | None = None  # set_threads(n); None: follow usable_cores()
 
 
@@ -37,24 +37,21 @@ def set_threads(n: int | None) -> None:
 
 def threads() -> int:
     """The thread count charrnn's passes run on: set_threads(n) if given, else usable_cores()."""
-    return _REQUESTED if _REQUESTED is not None else usable_cores()
+    return min(MAX_WORKERS + 1, _REQUESTED if _REQUESTED is not None else usable_cores())
 
 
 def pool() -> ThreadPoolExecutor:
-    """The shared pool, with threads() workers (at least two: the sampler submits a helper part)."""
-    global _POOL, _POOL_SIZE
-    want = max(2, threads())
-    if _POOL is None or _POOL_SIZE != want:
-        if _POOL is not None:
-            _POOL.shutdown(wait=False)
-        _POOL = ThreadPoolExecutor(max_workers=want, thread_name_prefix="charrnn")
-        _POOL_SIZE = want
+    """The shared pool. A team needs all its threads running at once (they meet at spin barriers), so
+    a pass never asks for more than MAX_WORKERS besides the calling thread (set_threads caps it)."""
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(max_workers=MAX_WORKERS, thread_name_prefix="charrnn")
     return _POOL
 
 
 def _forget_pool() -> None:
-    global _POOL, _POOL_SIZE
-    _POOL, _POOL_SIZE = None, 0
+    global _POOL
+    _POOL = None
 
 
 if hasattr(os, "register_at_fork"):

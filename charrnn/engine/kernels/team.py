@@ -8,7 +8,7 @@ waits then return at once instead of spinning forever; the caller re-raises the 
 import numpy as np
 
 from .jit import kernel
-from .sync import STRIDE, SPINS_BEFORE_YIELD, cpu_relax, load_acquire, os_yield, store_release
+from .sync import STRIDE, load_acquire, store_release, wait_or_abort
 
 
 def make_flags(nthreads: int) -> np.ndarray:
@@ -22,17 +22,7 @@ def step(flags, me, nthreads):
     team was aborted). One thread alone returns at once."""
     count = load_acquire(flags, me * STRIDE) + 1
     store_release(flags, me * STRIDE, count)
-    for t in range(nthreads):
-        if t != me:
-            spins = 0
-            while load_acquire(flags, t * STRIDE) < count:
-                if load_acquire(flags, nthreads * STRIDE) != 0:
-                    return
-                if spins < SPINS_BEFORE_YIELD:
-                    spins += 1
-                    cpu_relax()
-                else:
-                    os_yield()
+    wait_or_abort(flags, me, nthreads, count, nthreads * STRIDE)
 
 
 @kernel
