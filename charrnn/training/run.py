@@ -153,6 +153,12 @@ def _train(plan: Plan, trainer, corpus, warning: str | None, remove: list[str], 
         return trainer.run(reporter)
 
 
+def _threads_line() -> str:
+    from ..engine.threads import threads, usable_cores
+    n, cores = threads(), usable_cores()
+    return f"{n}" + (f" (of {cores} usable cores)" if n != cores else " (every usable core)")
+
+
 def _header(tr, corpus, cfg: Config, run_dir: Path, resumed: bool) -> dict[str, object]:
     s = tr.model.shape
     emb = f", embedding {s.embedding_size}" if s.embedding_size else ""
@@ -166,6 +172,7 @@ def _header(tr, corpus, cfg: Config, run_dir: Path, resumed: bool) -> dict[str, 
         "batch": f"{tr.B} streams x {tr.T} steps, {tr.batches.batches_per_epoch(0)} batches/epoch",
         "optimizer": f"{cfg.optim.optimizer}, lr {cfg.optim.lr}, clip {cfg.optim.grad_clip}"
         + (f", weight average (ema {cfg.optim.ema})" if cfg.optim.ema else ""),
+        "threads": _threads_line(),
         "run dir": str(run_dir) + (f" (resumed at step {tr.step})" if resumed else ""),
     }
     if n > 1:
