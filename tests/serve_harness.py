@@ -29,10 +29,11 @@ START_TIMEOUT = 120.0  # a hang, not slowness: the first start compiles nothing 
 SLOW = """
 import time
 from charrnn.serve import engine
-_run = engine._Slots.run
+_chunk, _run = engine.Engine._chunk, engine._Slots.run
+engine.Engine._chunk = lambda self: min(_chunk(self), {chunk})
 def run(self, k):
     time.sleep({delay})
-    return _run(self, min(k, {chunk}))
+    return _run(self, k)
 engine._Slots.run = run
 """
 

@@ -54,6 +54,7 @@ def create_app(registry: Registry, limits: Limits, api_key: str | None = None) -
                   "(a token is one character).")
     app.state.engine, app.state.registry, app.state.limits = engine, registry, limits
     _handlers(app)
+    app.add_middleware(Guard, api_key=api_key, max_body=limits.max_body)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/", include_in_schema=False)

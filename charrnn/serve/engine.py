@@ -205,7 +205,7 @@ class Engine:
         with self._cond:
             if self.draining:
                 raise Busy("the server is shutting down and takes no new requests", 503, 5)
-            if self._queued + len(job.streams) > self.max_queue:
+            if self._running + self._queued + len(job.streams) > self.capacity + self.max_queue:
                 raise Busy(f"the server is busy: {self._running} streams running and {self._queued} waiting "
                            f"(at most {self.max_queue} wait)", 429, 1)
             self._pending.append(job)
