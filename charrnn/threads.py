@@ -1,20 +1,23 @@
 """The one thread pool charrnn runs its own work on (training's two stream groups, the sampler's
 second part), and how many cores this process may use.
 
-Two workers: the training pass maps its two groups onto them; the sampler submits one helper and runs
-its other part on the calling thread. A forked child gets a fresh pool (the parent's worker threads
-do not exist there, and work submitted to their queue would never run).
+Workers start on demand (an executor starts one only when no idle one is there), so the cap costs
+nothing until used: the training pass maps its two groups onto two; the sampler runs a team of up to
+one thread per core (more when a test oversubscribes), the calling thread being one of them, and needs
+all of them running at once (they meet at spin barriers). A forked child gets a fresh pool (the
+parent's worker threads do not exist there, and work submitted to their queue would never run).
 """
 import os
 from concurrent.futures import ThreadPoolExecutor
 
 _POOL: ThreadPoolExecutor | None = None
+MAX_WORKERS = 64  # the most threads besides the caller one call may keep busy at once
 
 
 def pool() -> ThreadPoolExecutor:
     global _POOL
     if _POOL is None:
-        _POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="charrnn")
+        _POOL = ThreadPoolExecutor(max_workers=MAX_WORKERS, thread_name_prefix="charrnn")
     return _POOL
 
 

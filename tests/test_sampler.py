@@ -12,6 +12,7 @@ import pytest
 from scipy import stats
 
 from charrnn import generate as gen
+from charrnn import multistream as ms
 from charrnn.data import Vocab
 from charrnn.errors import UsageError
 from charrnn.model import Model
@@ -267,14 +268,14 @@ def test_a_thread_that_fails_does_not_leave_the_other_spinning(monkeypatch, fail
     model = make_model(seed=5)
     sm = gen.Sampler(model, num_streams=1, threads=2)
     sm.reset(None, seed=1)
-    real = gen.K.run_steps
+    real = ms.K.run_steps
 
     def flaky(me, *args):
         if me == failing:
             raise KeyboardInterrupt
         return real(me, *args)
 
-    monkeypatch.setattr(gen.K, "run_steps", flaky)
+    monkeypatch.setattr(ms.K, "run_steps", flaky)
     caught = []
 
     def call():
@@ -288,7 +289,7 @@ def test_a_thread_that_fails_does_not_leave_the_other_spinning(monkeypatch, fail
     t.join(60)
     assert not t.is_alive(), "the sampler hung after a thread failed"
     assert len(caught) == 1 and isinstance(caught[0], KeyboardInterrupt)
-    monkeypatch.setattr(gen.K, "run_steps", real)
+    monkeypatch.setattr(ms.K, "run_steps", real)
     sm.reset(None, seed=1)  # usable again after a reset
     assert sm.run(20).shape == (1, 20)
 
@@ -327,8 +328,9 @@ def test_two_thread_sampling_works_in_a_forked_child():
 
 def test_sampler_threads_argument():
     model = make_model("lstm")
-    with pytest.raises(ValueError):
-        gen.Sampler(model, threads=3)
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError):
+            gen.Sampler(model, threads=bad)
     assert gen.Sampler(model).threads_for(1000) == 1  # a 16-unit model is below THREADS_MIN_BYTES
 
 

@@ -5,20 +5,20 @@ V = vocabulary, E = embedding (0 = one-hot input).
 
 Weights: the recurrent layers are read from a per-part packed copy (see "the recurrent step, split
 into parts" below), the decoder from a flat buffer (o_dw, o_db: offsets of decoder.weight (V, H)
-and decoder.bias (V)); charrnn.generate.Sampler copies both from the model at reset(). Every
+and decoder.bias (V)); charrnn.multistream.Sampler copies both from the model at pack(). Every
 matrix-vector product is a loop over contiguous weight rows with float32 accumulation (it vectorizes
 under the project's fastmath policy); the row loop is outermost so each weight row is read once per
 step for all N streams. Layer 0's input projection is a (V, G) table (Model.input_table +
 bias_ih_l0, from the current weights), so a step's layer-0 input is one contiguous row and training
 and sampling share one definition of it.
 
-Speed: a step is bound by streaming the weights, not by arithmetic. LSTM 2x256 reads ~3.1 MB of
-float32 weights per character, more than one core's 2 MB L2, so on one thread three 1 MB
-matrix-vector products run at L3 bandwidth (~100 us per character, ~9-10k chars/s). Split over two
-threads, each core reads only its part's 1.5 MB, which (mostly) stays in its own L2: 24-40k chars/s
-here, depending on how much of the L2 the machine's other tenants leave (GRU 2x256, 1.15 MB per
-part, ~50k). BLAS sgemv, a transposed axpy layout, 8-row blocks, software prefetch and sweeping the
-rows back and forth on alternate steps all measured no faster.
+Speed: one stream's step is bound by streaming the weights, not by arithmetic. LSTM 2x256 reads
+~3.1 MB of float32 weights per character, more than one core's L2 (0.5-2 MB), so on one thread three
+1 MB matrix-vector products run at L3 bandwidth. Split over T threads each core reads only its parts'
+3.1/T MB, which stays in its own L2 once it fits (benchmarks/README.md, "Sampling on N threads").
+BLAS sgemv, a transposed axpy layout, 8-row blocks, software prefetch and sweeping the rows back and
+forth on alternate steps all measured no faster. With many streams a weight row read once serves
+every stream, and the step becomes arithmetic.
 
 Cells (PyTorch convention), cell_code 0 = LSTM (i, f, g, o), 1 = GRU (r, z, n), 2 = tanh RNN.
 
@@ -70,17 +70,24 @@ def uniform(rng, s):
 
 
 @kernel
-def _matvec(out, flat, off, rows, cols, x, ns, boff):
+def _matvec(out, flat, off, rows, cols, x, ns, boff, whole_blocks=False):
     """out[s, r] = sum_j W[r, j] * x[s, j] + b[r] for s < ns, W = flat[off:off + rows*cols] viewed as
     (rows, cols), b = flat[boff:boff + rows]. Four rows at a time share each load of x; slices of
-    flat (not flat[off + ...] indexing) let LLVM vectorize the reductions."""
+    flat (not flat[off + ...] indexing) let LLVM vectorize the reductions. whole_blocks: every row goes
+    through the same four-row code (a last short block repeats its last row and stores only its own
+    rows), so a row's sum does not depend on where a part boundary falls; else (the decoder, whose rows
+    are never split) the last rows % 4 rows take a one-row loop, whose sums may round differently."""
     zero = flat.dtype.type(0.0)
     r = 0
-    while r + 4 <= rows:
+    while r + 4 <= rows or (whole_blocks and r < rows):
+        last = rows - 1
         r0 = flat[off + r * cols: off + (r + 1) * cols]
-        r1 = flat[off + (r + 1) * cols: off + (r + 2) * cols]
-        r2 = flat[off + (r + 2) * cols: off + (r + 3) * cols]
-        r3 = flat[off + (r + 3) * cols: off + (r + 4) * cols]
+        i1 = min(r + 1, last)
+        i2 = min(r + 2, last)
+        i3 = min(r + 3, last)
+        r1 = flat[off + i1 * cols: off + (i1 + 1) * cols]
+        r2 = flat[off + i2 * cols: off + (i2 + 1) * cols]
+        r3 = flat[off + i3 * cols: off + (i3 + 1) * cols]
         for s in range(ns):
             xs = x[s]
             a0 = zero
@@ -95,9 +102,12 @@ def _matvec(out, flat, off, rows, cols, x, ns, boff):
                 a3 += r3[j] * xj
             o = out[s]
             o[r] = a0 + flat[boff + r]
-            o[r + 1] = a1 + flat[boff + r + 1]
-            o[r + 2] = a2 + flat[boff + r + 2]
-            o[r + 3] = a3 + flat[boff + r + 3]
+            if r + 1 < rows:
+                o[r + 1] = a1 + flat[boff + r + 1]
+            if r + 2 < rows:
+                o[r + 2] = a2 + flat[boff + r + 2]
+            if r + 3 < rows:
+                o[r + 3] = a3 + flat[boff + r + 3]
         r += 4
     while r < rows:
         row = flat[off + r * cols: off + (r + 1) * cols]
@@ -197,23 +207,24 @@ def _draw(lg, p, order, keys, temperature, top_k, top_p, greedy, rng, s):
 
 # -- the recurrent step, split into parts ----------------------------------------------------------
 #
-# The hidden units are split into P parts (generate.SAMPLE_PARTS, a constant: the numbers never depend
-# on the core count). Part p owns units lo[p]:hi[p] of every layer and keeps, packed contiguously in
+# The hidden units are split into P parts (multistream.parts_for: by the model's shape alone, so the
+# numbers never depend on the core count; a thread owns a range of parts, or none, or all). Part p owns
+# units lo[p]:hi[p] of every layer and keeps, packed contiguously in
 # pk[p], the weight rows of its units for every gate (gate-major: rows g*Hp + u, Hp = hi[p] - lo[p]):
 #   per layer k, at poff[p, k]: [W_ih rows (Gp, H), k > 0 only] [W_hh rows (Gp, H)] [b_ih (Gp)] [b_hh (Gp)]
 # and tab[p] (V, Gp) is its columns of layer 0's input table (Model.input_table + bias_ih_l0).
-# One part's rows of the three 2x256 LSTM matrices are 1.5 MB and mostly stay in one core's 2 MB L2, which is
-# why two threads run more than 2x faster than one (which streams 3.1 MB from L3 per character).
+# A thread's parts are consecutive rows of pk, so its weights are one contiguous stretch that its own L2
+# keeps when small enough.
 #
-# The state is double-buffered, hb (2, L, N, H): a step reads hb[q] and writes hb[1 - q], so one
-# thread can still read the whole previous h while the other writes its units of the new one.
+# The state is double-buffered, hb (2, L, N, H): a step reads hb[q] and writes hb[1 - q], so every
+# thread can still read the whole previous h while the others write their units of the new one.
 
 
 @kernel
 def _part_recurrent(p, k, gh, pk, poff, hsrc, ns, Gp):
     """gh[p, s] = W_hh_k rows of part p @ hsrc[k, s] + b_hh for s < ns."""
     H = hsrc.shape[2]
-    _matvec(gh[p], pk[p], poff[p, k, 1], Gp, H, hsrc[k], ns, poff[p, k, 3])
+    _matvec(gh[p], pk[p], poff[p, k, 1], Gp, H, hsrc[k], ns, poff[p, k, 3], True)
 
 
 @kernel
@@ -228,7 +239,7 @@ def _part_input(p, k, gx, pk, poff, tab, ids, hnew, ns, Gp):
                 g_s[r] = row[r]
     else:
         H = hnew.shape[2]
-        _matvec(gx[p], pk[p], poff[p, k, 0], Gp, H, hnew[k - 1], ns, poff[p, k, 2])
+        _matvec(gx[p], pk[p], poff[p, k, 0], Gp, H, hnew[k - 1], ns, poff[p, k, 2], True)
 
 
 @kernel
@@ -263,15 +274,16 @@ def _part_update(p, k, cell_code, gx, gh, hprev, hnew, c, lo, hi, ns):
 
 
 @kernel
-def run_steps(me, nthreads, flags, out, forced, hb, q, c, prev, rng, pk, poff, tab, lo, hi, gates,
+def run_steps(me, nthreads, plo, phi, flags, out, forced, hb, q, c, prev, rng, pk, poff, tab, lo, hi, gates,
               flat, o_dw, o_db, cell_code, temperature, top_k, top_p, greedy, gx, gh, logits, p, order,
               keys):
     """Feed forced (nf) ids to every stream, then generate n = out.shape[1] ids per stream.
 
-    Runs as thread `me` of `nthreads` (1, or P with one part each; every thread must be started with
-    the same arguments except me, prev, rng and the draw workspaces, and the spin barriers in `flags`
-    (int64, zeroed, sync.STRIDE * nthreads) keep them in step). With nthreads == 1 the one thread does
-    every part in turn: the same per-part arithmetic, so the same numbers either way.
+    Runs as thread `me` of the `nthreads` threads sharing these streams; this thread owns parts
+    plo:phi (possibly none). Every thread of the team is started with the same arguments except me,
+    plo, phi, prev, rng and the draw workspaces; the spin barriers in `flags` (int64, zeroed,
+    sync.STRIDE * nthreads) keep them in step. Whoever owns a part, its arithmetic is the same code on
+    the same data in the same order, so the numbers never depend on nthreads or on the part ranges.
 
     hb (2, L, N, H): state, step 0 reads hb[q]; after nf + n steps the state is in hb[q ^ ((nf+n) & 1)].
     c (L, N, H) (LSTM; units are owned by parts). prev (N) int32: the id fed next, updated with each
@@ -279,17 +291,15 @@ def run_steps(me, nthreads, flags, out, forced, hb, q, c, prev, rng, pk, poff, t
     thread 0. rng (N, 2), logits (N, V), p, keys (V) float64, order (V) int64: this thread's own copies
     (every thread makes the same draws, so no barrier is needed before the next step's input).
     lo, hi (P) int64 part units; gates: gates per unit. pk, poff, tab: the packed parts (see above).
-    flat, o_dw, o_db: the decoder's weight (V, H) and bias in a flat buffer. The draw options as in _draw.
+    flat, o_dw, o_db: the decoder's weight (V, H) and bias in a flat buffer. Per stream s: temperature,
+    top_p (N) float64, top_k (N) int64, greedy (N) bool, as in _draw.
 
     Per step each thread does its parts of layer 0, arrives at a barrier, computes the next layer's
-    recurrent product (which needs only the previous state) while the other thread finishes, waits,
-    and so on up the layers; then both threads decode and draw the same character."""
+    recurrent product (which needs only the previous state) while the others finish, waits, and so on
+    up the layers; then every thread decodes and draws the same characters."""
     nf = forced.shape[0]
     N, n = out.shape
     L = hb.shape[1]
-    P = lo.shape[0]
-    plo = 0 if nthreads == 1 else me
-    phi = P if nthreads == 1 else me + 1
     cnt = 0
     total = nf + n
     if total == 0:
@@ -327,7 +337,7 @@ def run_steps(me, nthreads, flags, out, forced, hb, q, c, prev, rng, pk, poff, t
             V = logits.shape[1]
             _matvec(logits, flat, o_dw, V, H, hn[L - 1], N, o_db)
             for s in range(N):
-                nxt = _draw(logits[s], p, order, keys, temperature, top_k, top_p, greedy, rng, s)
+                nxt = _draw(logits[s], p, order, keys, temperature[s], top_k[s], top_p[s], greedy[s], rng, s)
                 prev[s] = nxt
                 if me == 0:
                     out[s, t - nf] = nxt

@@ -1,0 +1,426 @@
+"""The multi-stream sampler: one model, N stream slots, each with its own state, previous character,
+generator and draw settings, run on one thread or many (charrnn.kernels.sampler runs the steps).
+
+What a stream's text depends on: the model's weights (as of the last reset() or pack()), its own prime,
+its own seed and choice index, its own settings and how many characters it has drawn. Never on the
+slot it sits in, on N, on which other streams run beside it, on how many characters one run() call
+draws, nor on the thread count. That holds by construction:
+* every stream's arithmetic is the same loop over the same packed weights, whatever other streams are
+  in the call (kernels/sampler.py: a matrix-vector product computes each stream's dot products on their
+  own);
+* the hidden units are cut into parts by the model's shape alone (parts_for); a part's arithmetic is the
+  same code whichever thread owns it, and every thread of a team decodes and draws the same characters;
+* each stream has its own xoroshiro128++ generator (seed_streams).
+
+How the work is spread (plan()): the active streams are cut into groups that run side by side on their
+own threads (no barriers between groups); within a group a team of threads splits the parts of the hidden
+units, in step through spin barriers (kernels/sync.py), one barrier per layer per character.
+"""
+from __future__ import annotations
+
+import weakref
+
+import numpy as np
+
+from .data import Vocab
+from .kernels import sampler as K
+from .kernels.sync import STRIDE
+from .model import Model, State
+from .params import GATES
+from .threads import MAX_WORKERS, pool, usable_cores
+
+_MASK64 = (1 << 64) - 1
+_GOLDEN = 0x9E3779B97F4A7C15
+
+
+def _mix64(z):
+    """splitmix64's output function on uint64 numpy arrays (wrapping arithmetic)."""
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def seed_streams(seed: int, num_streams: int) -> np.ndarray:
+    """(num_streams, 2) uint64 xoroshiro128++ states: stream i gets outputs 2i+1 and 2i+2 of the
+    splitmix64 sequence whose state starts at splitmix64(seed mod 2**64), so row i depends on (seed, i)
+    only: seed_streams(S, n)[j] == seed_streams(S, j + 1)[j] for every n > j."""
+    s = seed & _MASK64
+    s = (s + _GOLDEN) & _MASK64
+    s = int(_mix64(np.array([s], dtype=np.uint64))[0])
+    k = np.arange(1, 2 * num_streams + 1, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        states = _mix64(np.uint64(s) + k * np.uint64(_GOLDEN)).reshape(num_streams, 2)
+    zero = (states == 0).all(axis=1)  # the all-zero state is xoroshiro's one fixed point
+    states[zero, 0] = np.uint64(_GOLDEN)
+    return np.ascontiguousarray(states)
+
+
+# Hidden units per part (about): parts_for cuts H into max(2, ceil(H / UNITS_PER_PART)) parts, by the
+# model's shape alone, so the text never depends on the thread count. Two parts up to H = 16 (as before
+# the N-thread sampler); 32 parts at H = 256, 64 at H = 512: at most that many threads share one stream.
+UNITS_PER_PART = 8
+# Below this many weight bytes per character the barriers cost more than a second core saves (measured
+# crossover 350-450 KB: LSTM 1x128 at 292 KB is faster on one thread, LSTM 2x96 at 462 KB on two).
+THREADS_MIN_BYTES = 384 * 1024
+# A team never gives a thread fewer weight bytes per character than this (more threads than that add
+# a barrier's cost and save less than it).
+THREAD_MIN_BYTES = 192 * 1024
+# Calls shorter than this many characters run on one thread (handing work to the pool costs ~50 us).
+THREADS_MIN_STEPS = 8
+# With at least this many active streams per thread, streams are split over threads (each thread runs
+# whole streams, no barriers) rather than hidden units.
+STREAMS_PER_THREAD = 2
+
+
+def parts_for(hidden: int) -> np.ndarray:
+    """(P + 1) int64 cuts of the hidden units into P parts whose sizes differ by at most one."""
+    P = max(2, -(-hidden // UNITS_PER_PART))
+    return np.array([(hidden * i + P - 1) // P for i in range(P + 1)], np.int64)
+
+
+def _page_aligned_rows(rows: int, cols: int, dtype) -> np.ndarray:
+    """A zeroed C-contiguous (rows, cols') array, cols' >= cols, whose rows each start on a 2 MB
+    boundary when a row is big (>= 256 KB). Such an allocation is >= 4 MB, which numpy marks for
+    transparent huge pages on Linux: each part's weights then sit in physically contiguous memory
+    and spread evenly over the L2 cache's sets (measured +5-10 % sampling speed at 2x256 with two
+    parts, within the run-to-run noise)."""
+    item = np.dtype(dtype).itemsize
+    if cols * item < (256 << 10):
+        return np.zeros((rows, cols), dtype)
+    huge = (2 << 20) // item
+    stride = -(-cols // huge) * huge
+    buf = np.zeros(rows * stride + huge, dtype)
+    start = (-buf.ctypes.data % (2 << 20)) // item
+    return buf[start:start + rows * stride].reshape(rows, stride)  # a view: keeps buf alive
+
+
+def _setting(name: str, value, n: int, dtype) -> np.ndarray:
+    a = np.asarray(value, dtype)
+    if a.ndim == 0:
+        return np.full(n, a, dtype)
+    if a.shape != (n,):
+        raise ValueError(f"{name} must be a scalar or have shape ({n},), got {a.shape}")
+    return np.ascontiguousarray(a)
+
+
+class _Team:
+    """Work buffers for one group of streams run by a team of threads: the group's state gathered
+    from the slots (C-contiguous, so the kernel's loops vectorize), its workspaces, its barrier."""
+
+    def __init__(self, sampler: "Sampler", ns: int, nthreads: int):
+        L, H, V = sampler.shape.num_layers, sampler.shape.hidden_size, sampler.shape.vocab_size
+        dt, P, Gmax = sampler._dtype, sampler.num_parts, sampler._gmax
+        self.ns, self.nthreads = ns, nthreads
+        self.hb = np.zeros((2, L, ns, H), dt)
+        self.c = np.zeros((L, ns, H), dt) if sampler.shape.cell == "lstm" else np.zeros((0, 0, 0), dt)
+        self.flags = np.zeros(nthreads * STRIDE, np.int64)
+        self.prevs = np.zeros((nthreads, ns), np.int32)
+        self.rngs = np.zeros((nthreads, ns, 2), np.uint64)
+        self.logits = np.zeros((nthreads, ns, V), dt)
+        self.p = np.zeros((nthreads, V), np.float64)
+        self.keys = np.zeros((nthreads, V), np.float64)
+        self.order = np.zeros((nthreads, V), np.int64)
+        self.gx = np.zeros((P, ns, Gmax), dt)
+        self.gh = np.zeros((P, ns, Gmax), dt)
+        self.ranges = [(P * me // nthreads, P * (me + 1) // nthreads) for me in range(nthreads)]
+
+
+class Sampler:
+    """The sampling kernel bound to one model and a fixed number of stream slots N.
+
+    Per slot: the state (h, and c for LSTM), `prev` (the id the next step feeds) and a generator.
+    Invariant: a slot's state is the one after consuming everything before its `prev`. The weights are
+    a copy, packed per part of the hidden units, taken by reset() or pack() (so a trainer's samples use
+    its current weights and a server's streams are not disturbed by a model changing under them).
+
+    reset(prime, seed): every slot restarts alike (stream i gets generator i of seed_streams(seed, N)).
+    restart(i, prime, seed, choice): slot i alone restarts, with generator `choice` of that seed, so a
+    request's choice j reads the same text as stream j of `charrnn sample -N n --seed S`.
+    run(n, ..., active=mask): every active slot draws n characters; settings are scalars or (N,) arrays.
+
+    threads: None = as many as pay off on the cores this process may use (plan()), else exactly this
+    many (tests oversubscribe); split: None (measured rule), "units" or "streams" (forces the
+    decomposition; for tests and benchmarks). The text never depends on either. Not re-entrant: use one
+    Sampler from one thread at a time. After a call that raised (e.g. KeyboardInterrupt), the slots that
+    call ran are undefined until they are restarted.
+    """
+
+    def __init__(self, model: Model, num_streams: int = 1, threads: int | None = None,
+                 split: str | None = None):
+        if num_streams < 1:
+            raise ValueError("num_streams must be >= 1")
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise ValueError("threads must be None or an integer >= 1")
+        if split not in (None, "units", "streams"):
+            raise ValueError("split must be None, 'units' or 'streams'")
+        shape = model.shape
+        self.shape = shape
+        self._model = weakref.ref(model)  # the module cache is keyed weakly by the model
+        self.num_streams = N = int(num_streams)
+        self.threads, self.split = threads, split
+        H, L, V = shape.hidden_size, shape.num_layers, shape.vocab_size
+        g = GATES[shape.cell]
+        self._dtype = dt = model.params.dtype
+        self.cell_code = K.CELL_CODES[shape.cell]
+        self._gates = g
+        # part p owns hidden units lo[p]:hi[p]; its packed rows start at poff[p, k] (kernels/sampler.py)
+        cuts = parts_for(H)
+        self.num_parts = P = cuts.size - 1
+        self._lo, self._hi = cuts[:-1].copy(), cuts[1:].copy()
+        self._rows = [(np.arange(g)[:, None] * H + np.arange(a, b)[None, :]).reshape(-1)
+                      for a, b in zip(cuts[:-1], cuts[1:])]
+        self._gmax = max(r.size for r in self._rows)
+        self._poff = np.full((P, L, 4), -1, np.int64)
+        size = 0
+        for p, rows in enumerate(self._rows):
+            off = 0
+            for k in range(L):
+                for j, n in enumerate((rows.size * H if k else 0, rows.size * H, rows.size, rows.size)):
+                    self._poff[p, k, j] = off
+                    off += n
+            size = max(size, off)
+        self._pk = _page_aligned_rows(P, size, dt)
+        self._tab = np.zeros((P, V, self._gmax), dt)
+        self._dec = np.zeros(V * H + V, dt)  # decoder.weight (V, H) then decoder.bias (V)
+        self._packed = False
+        self.step_bytes = (sum(r.size for r in self._rows) * (2 * L - 1) * H + V * H) * dt.itemsize
+        self._h = np.zeros((L, N, H), dt)
+        self._c = np.zeros((L, N, H), dt) if shape.cell == "lstm" else None
+        self._prev = np.zeros(N, np.int32)
+        self._rng = np.zeros((N, 2), np.uint64)
+        self._teams: dict[tuple[int, int, int], _Team] = {}
+
+    @property
+    def model(self) -> Model:
+        model = self._model()
+        if model is None:
+            raise ReferenceError("the sampler's model no longer exists")
+        return model
+
+    @property
+    def prev(self) -> np.ndarray:
+        """(N) int32: the id each slot feeds next (a view: writable)."""
+        return self._prev
+
+    @property
+    def rng(self) -> np.ndarray:
+        """(N, 2) uint64: the xoroshiro128++ state of each slot (a view: writable)."""
+        return self._rng
+
+    @property
+    def state(self) -> State:
+        """A copy of the current state as a Model State (h (L, N, H), c for LSTM)."""
+        return State(self._h.copy(), None if self._c is None else self._c.copy())
+
+    def start_id(self, vocab: Vocab | None) -> int:
+        """The character fed first when there is no prime: '\\n' if in the vocabulary, else id 0."""
+        if vocab is not None and "\n" in vocab.chars:
+            return vocab.chars.index("\n")
+        return 0
+
+    def _prime(self, prime_ids, start: int) -> np.ndarray:
+        ids = np.asarray(prime_ids if prime_ids is not None else [], dtype=np.int64).reshape(-1)
+        V = self.shape.vocab_size
+        if ids.size and (ids.min() < 0 or ids.max() >= V):
+            raise ValueError("prime ids outside the vocabulary")
+        if not ids.size and not 0 <= start < V:
+            raise ValueError("start id outside the vocabulary")
+        return ids.astype(np.int32)
+
+    def reset(self, prime_ids: np.ndarray | None = None, seed: int | None = 0, *, start: int = 0) -> None:
+        """Re-read the model's weights (pack()), then restart every slot alike: zero state; with a
+        non-empty prime, feed all but its last id and make that last id `prev`; without one, `prev` =
+        start (generate.py's module docstring). Slot i gets generator i of seed_streams(seed, N); seed
+        None leaves the generators alone."""
+        ids = self._prime(prime_ids, start)
+        self.pack()
+        self._zero(slice(None))
+        if ids.size > 1:
+            self._launch(np.arange(self.num_streams), np.ascontiguousarray(ids[:-1]), 0, None)
+        self._prev[:] = ids[-1] if ids.size else start
+        if seed is not None:
+            self._rng[:] = seed_streams(int(seed), self.num_streams)
+
+    def restart(self, slot: int, prime_ids: np.ndarray | None = None, seed: int = 0, *, choice: int = 0,
+                start: int = 0) -> None:
+        """Restart slot `slot` alone, as reset() would with this prime, giving it generator `choice` of
+        seed_streams(seed, .) (choice j of a request with n choices: the text of stream j of an n-stream
+        reset with that seed). Only this slot's prime is fed; the other slots are untouched. Uses the
+        weights of the last reset()/pack() (packing them first if there was none)."""
+        if not 0 <= slot < self.num_streams:
+            raise ValueError(f"slot must be in [0, {self.num_streams}), got {slot}")
+        if choice < 0:
+            raise ValueError("choice must be >= 0")
+        ids = self._prime(prime_ids, start)
+        if not self._packed:
+            self.pack()
+        self._zero(slot)
+        if ids.size > 1:
+            self._launch(np.array([slot]), np.ascontiguousarray(ids[:-1]), 0, None)
+        self._prev[slot] = ids[-1] if ids.size else start
+        self._rng[slot] = seed_streams(int(seed), int(choice) + 1)[choice]
+
+    def _zero(self, slots) -> None:
+        self._h[:, slots] = 0
+        if self._c is not None:
+            self._c[:, slots] = 0
+
+    def pack(self) -> None:
+        """Copy each part's weight rows (and its columns of layer 0's input table) and the decoder from
+        the model: calls sample from the weights of the last pack(), whatever happened since."""
+        model = self.model
+        params = model.params
+        if params.shape != self.shape or params.dtype != self._dtype:
+            raise ValueError("the model's parameter layout changed under the sampler")
+        table = model.input_table() + params["rnn.bias_ih_l0"]
+        for p, rows in enumerate(self._rows):
+            self._tab[p, :, :rows.size] = table[:, rows]
+            for k in range(self.shape.num_layers):
+                names = (f"rnn.weight_ih_l{k}", f"rnn.weight_hh_l{k}", f"rnn.bias_ih_l{k}", f"rnn.bias_hh_l{k}")
+                for j, name in enumerate(names):
+                    if k == 0 and j in (0, 2):
+                        continue  # layer 0's input side lives in the table
+                    part = params[name][rows].reshape(-1)
+                    o = self._poff[p, k, j]
+                    self._pk[p, o:o + part.size] = part
+        nd = params["decoder.weight"].size
+        self._dec[:nd] = params["decoder.weight"].reshape(-1)
+        self._dec[nd:] = params["decoder.bias"]
+        self._packed = True
+
+    # -- how the work is spread ------------------------------------------------------------------------
+
+    def plan(self, steps: int, streams: int | None = None) -> tuple[int, int]:
+        """(groups, threads per group) for a call of `steps` characters over `streams` active slots
+        (default N): groups of streams run side by side, each by a team splitting the hidden units."""
+        ns = self.num_streams if streams is None else int(streams)
+        if ns < 1:
+            return (0, 1)
+        T = self.threads
+        if T is None:
+            T = usable_cores() if steps >= THREADS_MIN_STEPS else 1
+        T = min(T, MAX_WORKERS + 1)  # a team's threads must all run at once
+        if self.split == "streams":
+            return (min(T, ns), 1)
+        if self.split == "units":
+            return (1, T)
+        if self.threads is None:  # the measured rule
+            team = min(self.num_parts, max(1, self.step_bytes // THREAD_MIN_BYTES))
+            if self.step_bytes < THREADS_MIN_BYTES:
+                team = 1
+        else:
+            team = T
+        if ns >= STREAMS_PER_THREAD * T or team == 1:
+            groups = min(T, ns)
+            return (groups, 1)
+        team = min(team, T)
+        groups = max(1, min(ns, T // team))
+        return (groups, team)
+
+    def threads_for(self, steps: int, streams: int | None = None) -> int:
+        """How many threads a call of `steps` characters over `streams` active slots runs on."""
+        groups, team = self.plan(steps, streams)
+        return groups * team
+
+    def _launch(self, slots: np.ndarray, forced: np.ndarray, n: int, draw) -> np.ndarray | None:
+        """Run kernels.sampler.run_steps for the slots (ascending int64 indices): feed `forced` to each,
+        then draw n characters with settings draw = (temperature, top_k, top_p, greedy), each (N,).
+        Returns (len(slots), n) int32."""
+        steps = forced.shape[0] + n
+        ns = slots.size
+        groups, team = self.plan(steps, ns)
+        cuts = [ns * i // groups for i in range(groups + 1)]
+        out = np.empty((ns, n), np.int32)
+        jobs = []
+        for gi in range(groups):
+            sl = slots[cuts[gi]:cuts[gi + 1]]
+            jobs.extend(self._team_jobs(gi, sl, forced, out[cuts[gi]:cuts[gi + 1]], draw, team))
+        if len(jobs) == 1:
+            jobs[0]()
+        else:
+            futures = [pool().submit(j) for j in jobs[1:]]
+            try:
+                jobs[0]()
+            finally:
+                for f in futures:
+                    f.result()
+        return out
+
+    def _team(self, gi: int, ns: int, nthreads: int) -> _Team:
+        key = (gi, ns, nthreads)
+        team = self._teams.get(key)
+        if team is None:
+            if len(self._teams) >= 64:
+                self._teams.clear()
+            team = self._teams[key] = _Team(self, ns, nthreads)
+        return team
+
+    def _team_jobs(self, gi, sl, forced, out, draw, nthreads):
+        """One callable per thread of the team running slots sl; the last one scatters the results."""
+        tm = self._team(gi, sl.size, nthreads)
+        steps = forced.shape[0] + out.shape[1]
+        tm.hb[0] = self._h[:, sl]
+        if self._c is not None:
+            tm.c[:] = self._c[:, sl]
+        tm.prevs[:] = self._prev[sl]
+        tm.rngs[:] = self._rng[sl]
+        tm.flags[:] = 0
+        if draw is None:
+            z = np.zeros(sl.size)
+            settings = (z + 1.0, np.zeros(sl.size, np.int64), z + 1.0, np.ones(sl.size, np.bool_))
+        else:
+            settings = tuple(np.ascontiguousarray(a[sl]) for a in draw)
+        wout = np.empty((sl.size, out.shape[1]), np.int32)
+
+        def run(me: int) -> None:
+            plo, phi = tm.ranges[me]
+            try:
+                K.run_steps(me, nthreads, plo, phi, tm.flags, wout, forced, tm.hb, 0, tm.c, tm.prevs[me],
+                            tm.rngs[me], self._pk, self._poff, self._tab, self._lo, self._hi, self._gates,
+                            self._dec, 0, self._dec.size - self.shape.vocab_size, self.cell_code, *settings,
+                            tm.gx, tm.gh, tm.logits[me], tm.p[me], tm.order[me], tm.keys[me])
+            except BaseException:
+                # never leave the other threads spinning at a barrier this one will not reach (e.g. a
+                # KeyboardInterrupt before the kernel started): they run to the end on stale data
+                tm.flags[me * STRIDE] = np.iinfo(np.int64).max
+                raise
+            if me == 0:
+                self._h[:, sl] = tm.hb[steps & 1]
+                if self._c is not None:
+                    self._c[:, sl] = tm.c
+                self._prev[sl] = tm.prevs[0]
+                self._rng[sl] = tm.rngs[0]
+                out[:] = wout
+
+        return [lambda me=me: run(me) for me in range(nthreads)]
+
+    def run(self, n: int, *, temperature=1.0, top_k=0, top_p=1.0, greedy=False, active=None,
+            out: np.ndarray | None = None) -> np.ndarray:
+        """Draw n ids in every active slot, (N, n) int32 (inactive rows -1), carrying state and
+        generators. temperature (>= 0; 0 = greedy), top_k (0 = off), top_p (0 < p <= 1), greedy: scalars
+        or (N,) arrays (ValueError when out of range). active: None (all) or (N,) bool; an inactive slot
+        does not change at all."""
+        N = self.num_streams
+        if out is None or out.shape != (N, n):
+            out = np.empty((N, n), np.int32)
+        if not self._packed:
+            self.pack()
+        V = self.shape.vocab_size
+        temp = _setting("temperature", temperature, N, np.float64)
+        k = _setting("top_k", top_k, N, np.int64)
+        tp = _setting("top_p", top_p, N, np.float64)
+        if not (np.isfinite(temp).all() and (temp >= 0).all() and (k >= 0).all()
+                and ((tp > 0) & (tp <= 1)).all()):
+            raise ValueError("need temperature finite and >= 0, top_k >= 0 and 0 < top_p <= 1")
+        k = np.where(k >= V, 0, k)  # all characters: off
+        gr = _setting("greedy", greedy, N, np.bool_) | (temp == 0)
+        temp = np.where(gr, 1.0, temp)
+        if active is None:
+            slots = np.arange(N)
+        else:
+            mask = _setting("active", active, N, np.bool_)
+            slots = np.flatnonzero(mask)
+            out[~mask] = -1
+        if slots.size and n > 0:
+            out[slots] = self._launch(slots, np.zeros(0, np.int32), n, (temp, k, tp, gr))
+        return out
