@@ -247,8 +247,11 @@ def test_drain_on_sigterm_finishes_in_flight_and_refuses_new(ckpt):
             time.sleep(0.02)
         s.signal(signal.SIGTERM)
         s.wait_for("stopping: 1 stream")
-        with pytest.raises(httpx.ConnectError):
-            httpx.post(f"{s.url}/v1/completions", json={"prompt": "a", "max_tokens": 5})
+        try:  # refused: 503 while uvicorn is closing its socket (a tick of its loop), then no connection
+            r = httpx.post(f"{s.url}/v1/completions", json={"prompt": "a", "max_tokens": 5})
+            assert r.status_code == 503 and r.headers["retry-after"] and r.json()["error"]["code"] == "shutting_down"
+        except httpx.TransportError:
+            pass
         assert done.wait(30) and events[-1] == "[DONE]"
         text = "".join(json.loads(e)["choices"][0]["text"] for e in events[:-1])
         assert len(text) == 40

@@ -27,9 +27,10 @@ from .. import store
 from ..activations import surprisal
 from ..data import Vocab
 from ..errors import CharrnnError, UsageError
-from ..generate import Sampler, evaluate, seed_streams
+from ..generate import evaluate
 from ..inspect import metrics
 from ..model import Model
+from ..multistream import Sampler
 from ..stops import StopCutter, check_stops
 
 __all__ = ["CharrnnError", "Busy", "Engine", "Job", "Settings", "UsageError", "Version", "check_stops",
@@ -113,7 +114,7 @@ class _Stream:
     job: Job
     index: int          # the choice's index in the response
     prime: np.ndarray   # int32 ids
-    rng: np.ndarray     # (2,) uint64: its xoroshiro128++ state
+    choice: int         # j: it draws from generate.seed_streams(seed, n)[j]
     cutter: StopCutter | None
     done: int = 0       # characters drawn so far
 
@@ -134,8 +135,7 @@ class Job:
     inbox: object = None  # the event loop's side: where its text goes (an asyncio.Queue)
 
     def __post_init__(self):
-        states = seed_streams(self.seed, self.n)
-        self.streams = [_Stream(self, p * self.n + j, ids, states[j].copy(),
+        self.streams = [_Stream(self, p * self.n + j, ids, j,
                                 StopCutter(self.stops) if self.stops else None)
                         for p, ids in enumerate(self.prompts) for j in range(self.n)]
 
@@ -145,32 +145,41 @@ def random_seed() -> int:
 
 
 class _Slots:
-    """The running streams of one model version.
+    """The running streams of one model version: the slots of one multi-stream Sampler (sized to the
+    server's capacity; a free slot is inactive and costs nothing). A stream joins with a restart of its
+    slot (its prime fed to that slot alone) and leaves by going inactive, between two run() calls."""
 
-    Stand-in until the per-stream multi-stream Sampler (issue 28s) lands: one 1-stream Sampler per
-    stream, run one after another. Same text (the sampler's output does not depend on the characters
-    per call), no batching gain."""
-
-    def __init__(self, version: Version):
+    def __init__(self, version: Version, capacity: int):
         self.version = version
-        self.streams: dict[_Stream, Sampler] = {}
-        self._free: list[Sampler] = []
+        self.sampler = Sampler(version.model, capacity)
+        self.sampler.pack()
+        self.start = self.sampler.start_id(version.vocab)
+        self.streams: dict[_Stream, int] = {}
+        self._free = list(range(capacity - 1, -1, -1))
+        self._active = np.zeros(capacity, bool)
+        self._temperature = np.ones(capacity)
+        self._top_k = np.zeros(capacity, np.int64)
+        self._top_p = np.ones(capacity)
+        self._greedy = np.zeros(capacity, bool)
 
     def join(self, s: _Stream) -> None:
-        sm = self._free.pop() if self._free else Sampler(self.version.model, 1)
-        sm.reset(s.prime, seed=0, start=sm.start_id(self.version.vocab))
-        sm.rng[:] = s.rng
-        self.streams[s] = sm
+        slot = self._free.pop()
+        self.sampler.restart(slot, s.prime, seed=s.job.seed, choice=s.choice, start=self.start)
+        st = s.job.settings
+        self._temperature[slot], self._top_k[slot], self._top_p[slot] = st.temperature, st.top_k, st.top_p
+        self._greedy[slot] = st.greedy
+        self._active[slot] = True
+        self.streams[s] = slot
 
     def leave(self, s: _Stream) -> None:
-        self._free.append(self.streams.pop(s))
+        slot = self.streams.pop(s)
+        self._active[slot] = False
+        self._free.append(slot)
 
     def run(self, k: int) -> dict[_Stream, np.ndarray]:
-        out = {}
-        for s, sm in self.streams.items():
-            st = s.job.settings
-            out[s] = sm.run(k, temperature=st.temperature, top_k=st.top_k, top_p=st.top_p, greedy=st.greedy)[0]
-        return out
+        out = self.sampler.run(k, temperature=self._temperature, top_k=self._top_k, top_p=self._top_p,
+                               greedy=self._greedy, active=self._active)
+        return {s: out[slot] for s, slot in self.streams.items()}
 
 
 class Engine:
@@ -292,7 +301,7 @@ class Engine:
     def _slots_for(self, version: Version) -> _Slots:
         slots = self._slots.get(version)
         if slots is None:
-            slots = self._slots[version] = _Slots(version)
+            slots = self._slots[version] = _Slots(version, self.capacity)
         return slots
 
     def _leave(self, s: _Stream) -> None:
