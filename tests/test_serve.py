@@ -278,13 +278,25 @@ def test_drain_is_bounded(ckpt):
         assert time.monotonic() - t0 < 10  # 2,000 characters at 20/s would take 100 s
 
 
-def test_bad_command_lines_are_one_line(ckpt, tmp_path, cli):
+def test_bad_command_lines_are_one_line(ckpt, tmp_path, cli, server):
     from conftest import one_line_error
+    taken = server.url.rsplit(":", 1)[1]
+    assert "cannot listen on 127.0.0.1:" + taken in one_line_error(cli("serve", ckpt, "--port", taken))
+    assert "must be >= 1" in one_line_error(cli("serve", ckpt, "--max-concurrency", 0))
+    # a host other than loopback without a key is warned about (the port is taken: nothing listens on it)
+    r = cli("serve", ckpt, "--host", "0.0.0.0", "--port", taken)
+    assert r.exit_code == 2 and "warning: --host 0.0.0.0 lets other machines in" in r.stderr
     assert "does not exist" in one_line_error(cli("serve", tmp_path / "nope.npz"))
     assert "no model to serve" in one_line_error(cli("serve"))
     assert "two models are named" in one_line_error(cli("serve", ckpt, ckpt))
     assert "not allowed" in one_line_error(cli("serve", ckpt, "--name", "a b"))
     assert "not a run directory" in one_line_error(cli("serve", "--watch", ckpt))
+
+
+def test_help_imports_no_server_or_kernels():
+    code = "import sys; from charrnn.cli import main; print(sorted(m for m in ('numba', 'fastapi', 'starlette', " \
+           "'uvicorn', 'charrnn.serve.app') if m in sys.modules))"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "[]"
 
 
 def test_without_the_extra_says_what_to_install(ckpt, cli, monkeypatch):

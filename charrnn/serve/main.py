@@ -88,13 +88,13 @@ def serve(paths: list[str], watch: list[str], names: list[str], host: str, port:
     if api_key is not None and not api_key.strip():
         raise UsageError("the API key is empty", "give a non-empty --api-key or CHARRNN_API_KEY, or none")
     registry = Registry(paths, watch, names)
+    if not is_loopback(host) and not api_key:
+        say(f"warning: --host {host} lets other machines in and there is no API key: anyone who reaches "
+            "this port can use the server (set --api-key or CHARRNN_API_KEY)")
     sock = bind(host, port)
     for v in registry.current.values():
         say(f"model {v.name!r}: {v.path} ({v.describe()})"
             + (f"; watching {v.path.parent} for a newer best.npz" if registry.watched(v.name) else ""))
-    if not is_loopback(host) and not api_key:
-        say(f"warning: --host {host} lets other machines in and there is no API key: anyone who reaches "
-            "this port can use the server (set --api-key or CHARRNN_API_KEY)")
     _log_to_stderr()
     app = create_app(registry, limits, api_key)
     config = uvicorn.Config(app, log_level="info" if access_log else "warning", access_log=access_log,
