@@ -75,7 +75,7 @@ def import_torch():
 
 # -- a reporter that says nothing ---------------------------------------------------------------------
 class SilentReporter:
-    """Stands in for charrnn.report.Reporter in a hand-built Trainer: every call is a no-op."""
+    """Stands in for charrnn.training.report.Reporter in a hand-built Trainer: every call is a no-op."""
 
     def warn(self, *a, **k):
         pass

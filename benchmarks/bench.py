@@ -7,7 +7,7 @@ and time `trainer.train_step(x, y)` over consecutive batches; the PyTorch side i
 Adam 2e-3, clip 5). The two alternate in rounds (charrnn first in even rounds, torch first in odd ones, so
 slow drift of the machine cancels), and the ratio reported is the median of the per-round ratios.
 
-The sampling row times charrnn.generate.sample (one stream) against the Python loop of
+The sampling row times charrnn.sampling.generate.sample (one stream) against the Python loop of
 torch_sample_bench.py. The startup section times `charrnn --help` and `charrnn sample` (time to first
 character on a pseudo-terminal) in subprocesses, on a warm and on a cold Numba cache.
 
@@ -116,7 +116,7 @@ def charrnn_blas_rate(m: int, k: int, n: int, reps: int) -> float | None:
     """Same, through charrnn's own GEMM as a model pass runs it (numpy's OpenBLAS pinned to one thread;
     each of charrnn's two stream-group threads gets one core), for context only."""
     try:
-        from charrnn.kernels.blas import matmul, single_threaded_blas
+        from charrnn.engine.kernels.blas import matmul, single_threaded_blas
     except ImportError:
         return None
     with single_threaded_blas():
@@ -153,9 +153,9 @@ def measure_peaks(quick: bool, settle_s: float) -> dict:
 def make_trainer(row: Row, B: int, T: int, n_batches: int, seed: int = 0):
     """A real charrnn Trainer on a random corpus holding at least n_batches train batches of (B, T)."""
     from charrnn.config import Config
-    from charrnn.data import Corpus, Vocab
+    from charrnn.data.corpus import Corpus, Vocab
     try:
-        from charrnn.trainer import Trainer
+        from charrnn.training.trainer import Trainer
     except ImportError:  # before the module was renamed from charrnn/train.py
         from charrnn.train import Trainer
 
@@ -312,10 +312,10 @@ def run_train_row(row: Row, args, torch) -> dict:
 
 # -- sampling row ------------------------------------------------------------------------------------------
 def run_sample_row(row: Row, args, torch) -> dict:
-    from charrnn.data import Vocab
-    from charrnn.generate import sample, sampler_for
-    from charrnn.model import Model
-    from charrnn.params import Shape, init_params
+    from charrnn.data.corpus import Vocab
+    from charrnn.sampling.generate import sample, sampler_for
+    from charrnn.engine.model import Model
+    from charrnn.engine.params import Shape, init_params
 
     n_c = args.sample_chars or 2000
     n_t = args.sample_chars or (100 if args.quick else 2000)

@@ -1,6 +1,6 @@
 """Would a float16/bfloat16 copy of the weights make sampling faster? A side-by-side measurement.
 
-Sampling is bound by the matrix-vector products over the recurrent weights (charrnn.kernels.sampler).
+Sampling is bound by the matrix-vector products over the recurrent weights (charrnn.engine.kernels.sampler).
 Halving the bytes read per character is the one lever left once the products run from L2, so this
 times the sampler's 4-row product (float32 accumulation, the project's fastmath policy) over float32,
 float16 and bfloat16 copies of the same rows, alternating the three in every round, one thread:
@@ -27,7 +27,7 @@ from numba import types
 from numba.extending import intrinsic
 
 from _common import ROOT  # (importing it puts the checkout on sys.path when run as a script)
-from charrnn.kernels.jit import FASTMATH
+from charrnn.engine.kernels.jit import FASTMATH
 
 
 @intrinsic
@@ -59,7 +59,7 @@ def _as_f32(w):
 def _make(conv):
     @numba.njit(fastmath=set(FASTMATH))
     def matvec(out, W, x, reps):
-        """out = W @ x, reps times; 4 rows share each load of x (as charrnn.kernels.sampler._matvec)."""
+        """out = W @ x, reps times; 4 rows share each load of x (as charrnn.engine.kernels.sampler._matvec)."""
         rows, cols = W.shape
         for _ in range(reps):
             r = 0

@@ -156,7 +156,7 @@ def run_side(side, corpus, budget, run, work: Path, a) -> dict:
         import json
         snaps = charrnn_snapshots(out / "captured")
         recs = [json.loads(x) for x in (out / "run" / "metrics.jsonl").read_text(encoding="utf-8").splitlines() if x]
-        from charrnn import checkpoint
+        from charrnn.checkpoints import npz as checkpoint
         _, meta = checkpoint.load(out / "run" / "last.npz")
         steps, B, T = meta["progress"]["step"], meta["batch"]["batch_size"], meta["batch"]["seq_len"]
         first = next((m for m in recs if m["step"] >= 10), recs[0] if recs else None)
@@ -181,8 +181,8 @@ def score(res: dict, ev: Evaluator, a) -> None:
     res["val"] = ev.one_stream(w, a.val_chars)
     res["curve"] = [(s.elapsed_s, s.step, ev.one_stream(load(s.path), a.curve_chars)) for s in res.pop("_snaps")]
     if res["side"] != "reference":  # cross-check the loading: charrnn's own kernels on the same text
-        from charrnn import store
-        from charrnn.generate import evaluate
+        from charrnn.checkpoints import store
+        from charrnn.sampling.generate import evaluate
         loaded = store.load(final.path)
         text = ev.val_text[: a.val_chars + 1] if a.val_chars else ev.val_text
         total, n = evaluate(loaded.model, loaded.vocab.encode(text))

@@ -3,7 +3,7 @@
 Every model, charrnn's or the reference's, is rebuilt as a PyTorch module (nn.Embedding or one-hot input,
 nn.LSTM/GRU/RNN, nn.Linear) from its saved weights and scored on the validation text read as one stream
 from a zero state: mean cross-entropy in nats/char. charrnn's own code only reads its checkpoint file
-(charrnn.store.load, checksum verified); the arithmetic is torch's.
+(charrnn.checkpoints.store.load, checksum verified); the arithmetic is torch's.
 """
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ class Weights:
 
 
 def charrnn_weights(path: Path) -> Weights:
-    from charrnn import store
+    from charrnn.checkpoints import store
     loaded = store.load(path)
     s = loaded.model.shape
     return Weights({k: np.array(v) for k, v in loaded.model.params.views.items()}, loaded.vocab.chars,
@@ -53,7 +53,7 @@ def reference_weights(path: Path, log: dict) -> Weights:
 
 
 def val_split(corpus_text: str, val_fraction: float = 0.05, test_fraction: float = 0.05) -> str:
-    """The validation text: charrnn.data.split's formula on code points (int(N * fraction) each)."""
+    """The validation text: charrnn.data.corpus.split's formula on code points (int(N * fraction) each)."""
     n = len(corpus_text)
     n_val, n_test = int(n * val_fraction), int(n * test_fraction)
     return corpus_text[n - n_val - n_test: n - n_test]
@@ -135,7 +135,7 @@ class CheckpointWatcher(threading.Thread):
 
 def charrnn_snapshots(keep: Path) -> list[Snapshot]:
     """The captured checkpoints, in step order, with the elapsed time each one saved."""
-    from charrnn import checkpoint
+    from charrnn.checkpoints import npz as checkpoint
     out = []
     for p in keep.glob("step*.npz"):
         _, meta = checkpoint.load(p)

@@ -5,16 +5,16 @@ seconds on the same data, then both models are scored on the same validation tex
 What is kept identical (so the only difference left is speed, i.e. steps done in the time budget):
   * model: LSTM/GRU/RNN L x H, one-hot input, linear decoder, no dropout (torch names = charrnn's names);
   * initial weights: charrnn's own init (uniform +-0.08, LSTM forget-gate bias_ih = 1, bias_hh = 0) drawn
-    by charrnn.params.init_params from numpy.random.default_rng(seed), exactly as charrnn's Trainer draws
+    by charrnn.engine.params.init_params from numpy.random.default_rng(seed), exactly as charrnn's Trainer draws
     them, and loaded into the torch module;
-  * data: charrnn.data.split (contiguous train/val/test, 5 % / 5 %), charrnn.data.Batches (B contiguous
+  * data: charrnn.data.corpus.split (contiguous train/val/test, 5 % / 5 %), charrnn.data.corpus.Batches (B contiguous
     streams, windows of T, state carried across batches, reset at epoch ends), epoch 1 at offset 0 and
     later epochs at the random offset charrnn draws: the torch loop continues the same numpy Generator
     after the init draw, so it sees the same offsets in the same order;
   * optimiser: Adam lr 2e-3 (betas 0.9/0.999, eps 1e-8), global-norm clipping at 5, mean cross-entropy;
   * evaluation: one PyTorch evaluator for both models (charrnn's final weights are loaded into a torch
     module): (a) the whole val split as B contiguous streams of T from a zero state, the batches of
-    charrnn.data.eval_batches, i.e. what charrnn's Trainer.evaluate does; (b) the val split as one stream.
+    charrnn.data.corpus.eval_batches, i.e. what charrnn's Trainer.evaluate does; (b) the val split as one stream.
     charrnn's own number for (a), from its checkpoint, is printed as a cross-check.
 
 The time budget covers the training (charrnn: train.max_time, counted from the call of charrnn.train, so
@@ -107,8 +107,8 @@ def load_into(torch, module, views: dict) -> None:
 
 
 def evaluate_torch(torch, module, val: np.ndarray, B: int, T: int) -> dict:
-    """(a) B contiguous streams from a zero state (charrnn.data.eval_batches), (b) one stream."""
-    from charrnn.data import eval_batches
+    """(a) B contiguous streams from a zero state (charrnn.data.corpus.eval_batches), (b) one stream."""
+    from charrnn.data.corpus import eval_batches
     F = torch.nn.functional
     V = module.decoder.weight.shape[0]
     out = {}
@@ -155,7 +155,8 @@ def warm_up_charrnn(a, text: str, work: Path) -> float:
 
 
 def run_charrnn(a, run_dir: Path) -> dict:
-    from charrnn import api, store
+    from charrnn import api
+    from charrnn.checkpoints import store
     t = time.perf_counter()
     api.train(a.corpus, charrnn_config(a), run_dir, live=False, console=quiet_console())
     wall = time.perf_counter() - t
@@ -184,8 +185,8 @@ def run_charrnn(a, run_dir: Path) -> dict:
 # -- torch side ---------------------------------------------------------------------------------------------
 def run_torch(torch, a, train: np.ndarray, V: int, B: int, T: int) -> dict:
     """torch_charrnn_ref.py's loop, with charrnn's init, batches and epoch offsets (see the module doc)."""
-    from charrnn.data import Batches
-    from charrnn.params import Params, Shape, init_params
+    from charrnn.data.corpus import Batches
+    from charrnn.engine.params import Params, Shape, init_params
     nn = torch.nn
     torch.manual_seed(a.seed)
     rng = np.random.default_rng(a.seed)  # the Trainer's one Generator: init first, then epoch offsets
@@ -234,8 +235,8 @@ def run_torch(torch, a, train: np.ndarray, V: int, B: int, T: int) -> dict:
 # -- main -----------------------------------------------------------------------------------------------------
 def main(argv=None) -> int:
     a = parse_args(argv)
-    from charrnn.data import fit_batch_shape, load_corpus, split
-    from charrnn.generate import evaluate as charrnn_evaluate
+    from charrnn.data.corpus import fit_batch_shape, load_corpus, split
+    from charrnn.sampling.generate import evaluate as charrnn_evaluate
 
     torch = None if a.no_torch else import_torch()
     if torch is not None:

@@ -18,10 +18,10 @@ import numpy as np
 
 from _common import machine_header, print_header  # also puts charrnn on the path
 
-from charrnn.kernels import gemm, gru, gru_fused, lstm, lstm_fused, rnn
-from charrnn.kernels.blas import single_threaded_blas
-from charrnn.model import Model
-from charrnn.params import Shape
+from charrnn.engine.kernels import gemm, gru, gru_fused, lstm, lstm_fused, rnn
+from charrnn.engine.kernels.blas import single_threaded_blas
+from charrnn.engine.model import Model
+from charrnn.engine.params import Shape
 
 # (cell, H, rows per group, T): bench.py's training rows, each group holding half of B
 SIZES = [("lstm", 128, 25, 50), ("lstm", 256, 32, 100), ("lstm", 512, 32, 100), ("gru", 256, 32, 100),

@@ -36,10 +36,10 @@ PRIMES = ["ROMEO:\n", "First Citizen:\nBefore we proceed", "KING RICHARD III:\n"
 
 def random_checkpoint(spec: str, corpus: Path, out: Path) -> Path:
     """A 'LxH' LSTM with random weights over the corpus's characters (throughput does not need quality)."""
-    from charrnn import checkpoint, store
-    from charrnn.data import Vocab
-    from charrnn.model import Model
-    from charrnn.params import Params, Shape, init_params
+    from charrnn.checkpoints import npz as checkpoint, store
+    from charrnn.data.corpus import Vocab
+    from charrnn.engine.model import Model
+    from charrnn.engine.params import Params, Shape, init_params
     L, H = (int(x) for x in spec.lower().split("x"))
     vocab = Vocab("".join(sorted(set(corpus.read_text(encoding="utf-8")))))
     shape = Shape("lstm", vocab.size, H, L, 0)

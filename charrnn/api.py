@@ -10,10 +10,11 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
-from . import checkpoint, finetune, rundir, store
+from .checkpoints import npz as checkpoint, rundir, store
+from .training import finetune
 from .config import SAFE_ON_RESUME, Config, diff, resolve, save_config
 from .errors import UsageError
-from .sources import as_paths
+from .data.sources import as_paths
 
 BUNDLED_CORPUS = Path(__file__).parent / "_bundled" / "tinyshakespeare.txt"
 
@@ -41,13 +42,13 @@ class Model:
         temperature 0 or argmax=True is greedy; top_k keeps the k likeliest characters, top_p the smallest
         set whose probability reaches p. stop: a string or a list; the text ends just before the first
         one generated (and may be shorter than `length`). The same seed gives the same text."""
-        from .generate import sample
+        from .sampling.generate import sample
         return sample(self.net, self.vocab, length, temperature=temperature, prime=prime, top_k=top_k,
                       top_p=top_p, argmax=argmax, seed=seed, stop=stop)[0]
 
     def loss(self, text: str) -> float:
         """Mean negative log-likelihood (nats/char) of `text` read as one stream from a zero state."""
-        from .generate import evaluate
+        from .sampling.generate import evaluate
         if not isinstance(text, str):
             raise UsageError(f"text must be a str, got {type(text).__name__}", "decode bytes first, e.g. b.decode()")
         total, n = evaluate(self.net, self.vocab.encode(text))
@@ -65,7 +66,7 @@ def export(checkpoint: str | os.PathLike, out: str | os.PathLike | None = None, 
     each holds) and return the path written. format: 'onnx' | 'safetensors' (default: from out's
     suffix); out: default the checkpoint's path with the format's suffix; an existing file is replaced
     only with force."""
-    from .exporter import export as write
+    from .formats.exporter import export as write
     return write(checkpoint, out, format, force)
 
 
@@ -266,7 +267,7 @@ def _run(trainer, corpus, warning, cfg: Config, run_dir: Path, remove: list[str]
         lost_best = rundir.republish(loaded, trainer.val_batches is None, run_dir)
         warning = "; ".join(w for w in (warning, lost_best) if w) or None
     save_config(cfg, run_dir / "config.yaml")
-    from .report import Reporter
+    from .training.report import Reporter
     with Reporter(run_dir, total_steps=trainer.total_steps, max_time=cfg.train.max_time or None, live=live,
                   console=console, log_every=cfg.train.log_every, append=loaded is not None) as reporter:
         trainer.reporter = reporter
@@ -283,8 +284,8 @@ def _prepare(cfg: Config, corpus_path: list[str], run_dir: Path, loaded: store.L
     """Create the run directory, load the corpus and build (or restore) the trainer: (trainer, corpus,
     warning). Writes nothing but the directory and the corpus cache; raises on any bad input.
     src: fine-tuning, the checkpoint whose weights and vocabulary the new run starts from."""
-    from .data import load_corpus
-    from .trainer import Trainer, fit_shape, restore
+    from .data.corpus import load_corpus
+    from .training.trainer import Trainer, fit_shape, restore
     checkpoint.remove_stale_temps(run_dir)
     expect = loaded.meta["corpus"]["sha256"] if loaded is not None else None
     corpus = load_corpus(corpus_path, cfg.data.encoding, cfg.data.errors, cache_dir=run_dir / "cache",

@@ -22,12 +22,12 @@ import weakref
 
 import numpy as np
 
-from .data import Vocab
-from .kernels import sampler as K
-from .kernels.sync import STRIDE
-from .model import Model, State
-from .params import GATES
-from .threads import MAX_WORKERS, pool, usable_cores
+from .data.corpus import Vocab
+from .engine.kernels import sampler as K
+from .engine.kernels.sync import STRIDE
+from .engine.model import Model, State
+from .engine.params import GATES
+from .engine.threads import MAX_WORKERS, pool, usable_cores
 
 _MASK64 = (1 << 64) - 1
 _GOLDEN = 0x9E3779B97F4A7C15

@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 from conftest import ENGLISH_LINES
 
-from charrnn import checkpoint, store
-from charrnn.data import Vocab
-from charrnn.model import Model
-from charrnn.params import Params, Shape, init_params
+from charrnn.checkpoints import npz as checkpoint, store
+from charrnn.data.corpus import Vocab
+from charrnn.engine.model import Model
+from charrnn.engine.params import Params, Shape, init_params
 
 VOCAB = Vocab("".join(ENGLISH_LINES) + "\n")
 START_TIMEOUT = 120.0  # a hang, not slowness: the first start compiles nothing (numba's cache) but imports a lot

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from conftest import one_line_error
 
-from charrnn import activations as act
-from charrnn import store
-from charrnn.generate import evaluate
-from charrnn.model import Model
-from charrnn.params import Shape, init_params
+from charrnn.insight import activations as act
+from charrnn.checkpoints import store
+from charrnn.sampling.generate import evaluate
+from charrnn.engine.model import Model
+from charrnn.engine.params import Shape, init_params
 
 
 class Page(HTMLParser):
@@ -56,8 +56,8 @@ def test_top_units_are_the_most_correlated():
     m = Model(Shape("rnn", 5, 6, 1))
     init_params(m.params, np.random.default_rng(0), 0.3)
     text = "ab ab\nabba ab\nb\nab ab ba\n" * 3
-    from charrnn import inside
-    from charrnn.data import Vocab
+    from charrnn.insight import forward64 as inside
+    from charrnn.data.corpus import Vocab
     ins = inside.forward(m.params, Vocab(text).encode(text).reshape(1, -1))
     ins.h[0][:, 0, 4] = act.features(text)["position in line"] * 0.01 + 0.2
     units = act.pick_units(ins, text, None, 2, None, None)
@@ -147,7 +147,7 @@ def test_activations_bad_input(cli, trained, corpus, tmp_path, args, words):
 
 def test_kind_c_needs_lstm():
     m = Model(Shape("gru", 4, 3, 1))
-    from charrnn import inside
+    from charrnn.insight import forward64 as inside
     ins = inside.forward(m.params, np.zeros((1, 5), dtype=int))
     with pytest.raises(Exception, match="--kind c needs an LSTM"):
         act.pick_units(ins, "abcde", [0], None, None, "c")

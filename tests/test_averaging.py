@@ -8,11 +8,11 @@ import pytest
 from conftest import TINY, one_line_error
 
 import charrnn
-from charrnn import checkpoint
-from charrnn.averaging import TRAIN_KEY, Averager, decay_at
+from charrnn.checkpoints import npz as checkpoint
+from charrnn.engine.averaging import TRAIN_KEY, Averager, decay_at
 from charrnn.config import Config
-from charrnn.data import load_corpus
-from charrnn.trainer import Trainer
+from charrnn.data.corpus import load_corpus
+from charrnn.training.trainer import Trainer
 
 
 def test_average_follows_the_textbook_formula():
@@ -78,7 +78,7 @@ def test_trainer_evaluates_samples_and_saves_the_average(corpus, tmp_path, monke
     assert tr.evaluate() == got  # the same loss as the average put in by hand
     tr.model.params.flat[:] = trained
     tr.averager = averager
-    import charrnn.generate as generate
+    import charrnn.sampling.generate as generate
     seen_by_sampler = []
     real_sample = generate.sample
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import ENGLISH_LINES, TINY, make_text, one_line_error, snapshot
 
-from charrnn import checkpoint
+from charrnn.checkpoints import npz as checkpoint
 
 SHORT = [*TINY, "--max-steps", "2", "--eval-every", "0", "--sample-every", "0"]
 
@@ -415,7 +415,7 @@ def test_resume_from_a_weights_only_checkpoint(cli, trained, tmp_path):
 def test_disk_full_while_checkpointing(cli, corpus, tmp_path, monkeypatch):
     import errno
 
-    from charrnn import trainer
+    from charrnn.training import trainer
     real = trainer.checkpoint.save
 
     def save(path, arrays, meta):

@@ -1,4 +1,4 @@
-"""Tests for charrnn.checkpoint: round trips, atomicity, refusals, and run-directory housekeeping."""
+"""Tests for charrnn.checkpoints.npz: round trips, atomicity, refusals, and run-directory housekeeping."""
 
 import json
 import os
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import charrnn
-from charrnn import checkpoint as ckpt
+from charrnn.checkpoints import npz as ckpt
 from charrnn.errors import CharrnnError
 
 TEMP_RE = re.compile(r"\..+\.tmp-\d+-[0-9a-f]+")
@@ -175,7 +175,7 @@ def test_write_text_atomic(tmp_path):
 KILL_CHILD = r"""
 import sys
 import numpy as np
-from charrnn import checkpoint as ckpt
+from charrnn.checkpoints import npz as ckpt
 path = sys.argv[1]
 w = np.random.default_rng(1).standard_normal(1_250_000).astype(np.float32)  # ~5 MB
 i = 0

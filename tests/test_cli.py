@@ -12,7 +12,7 @@ import yaml
 from conftest import TINY
 
 import charrnn
-from charrnn import checkpoint
+from charrnn.checkpoints import npz as checkpoint
 
 COMMANDS = ["train", "sample", "eval", "info", "export"]
 
@@ -40,7 +40,7 @@ def test_import_is_light_and_help_light():
     code = ("import sys, charrnn; assert 'numpy' not in sys.modules, 'numpy imported'; "
             "assert 'numba' not in sys.modules; from charrnn import load, train, Model; "
             "assert callable(train) and callable(load) and isinstance(Model, type); "
-            "import charrnn.trainer; assert charrnn.train is train, charrnn.train")
+            "import charrnn.training.trainer; assert charrnn.train is train, charrnn.train")
     subprocess.run([sys.executable, "-c", code], check=True)
     code = ("import sys\nfrom charrnn.cli import main\nfor argv in (['--help'], ['train', '--help'], "
             "['sample', '--help']):\n    try:\n        main(argv)\n    except SystemExit as e:\n"

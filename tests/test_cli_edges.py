@@ -14,8 +14,8 @@ import pytest
 from conftest import one_line_error, snapshot
 
 import charrnn
-from charrnn import checkpoint, store
-from charrnn.outfile import write_user_file
+from charrnn.checkpoints import npz as checkpoint, store
+from charrnn.cli.outfile import write_user_file
 from charrnn.errors import UsageError
 
 SAMPLE = ["-n", "20", "--seed", "3"]

@@ -9,10 +9,10 @@ from conftest import ENGLISH_LINES, TINY, make_text, one_line_error, snapshot
 from pty_run import run_in_pty
 
 import charrnn
-from charrnn import data as D
-from charrnn.data import load_corpus
+from charrnn.data import corpus as D
+from charrnn.data.corpus import load_corpus
 from charrnn.errors import UsageError
-from charrnn.sources import decode_escapes, find_files
+from charrnn.data.sources import decode_escapes, find_files
 
 SHORT = [*TINY, "--max-steps", 12, "--eval-every", 6, "--sample-every", 0]
 

@@ -1,4 +1,4 @@
-"""Tests for charrnn.data: vocabulary, chunked corpus loading, cache, splits, batches, batch-shape fitting."""
+"""Tests for charrnn.data.corpus: vocabulary, chunked corpus loading, cache, splits, batches, batch-shape fitting."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from charrnn import data as D
-from charrnn.data import Batches, Vocab, eval_batches, fit_batch_shape, load_corpus, split
+from charrnn.data import corpus as D
+from charrnn.data.corpus import Batches, Vocab, eval_batches, fit_batch_shape, load_corpus, split
 from charrnn.errors import UsageError
 
 VIETNAMESE = "Tiếng Việt có dấu: ă â đ ê ô ơ ư, ngỡ ngàng."

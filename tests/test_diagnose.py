@@ -8,12 +8,12 @@ import pytest
 import reference as ref
 from conftest import one_line_error
 
-from charrnn import diagnose as dg
-from charrnn import inside
+from charrnn.insight import diagnose as dg
+from charrnn.insight import forward64 as inside
 from charrnn.api import BUNDLED_CORPUS
-from charrnn.data import Vocab
-from charrnn.model import Model
-from charrnn.params import Shape, init_params
+from charrnn.data.corpus import Vocab
+from charrnn.engine.model import Model
+from charrnn.engine.params import Shape, init_params
 
 CELLS = ["lstm", "gru", "rnn"]
 
@@ -165,8 +165,8 @@ def test_vanilla_rnn_gradient_vanishes_geometrically_lstm_keeps_it():
 def test_init_is_the_trainers_init(corpus, tmp_path):
     """diagnose's 'init' column is the exact weights `charrnn train` started from (same seed, scale)."""
     from charrnn.config import Config
-    from charrnn.data import load_corpus
-    from charrnn.trainer import Trainer
+    from charrnn.data.corpus import load_corpus
+    from charrnn.training.trainer import Trainer
     cfg = Config.from_dict({"model": {"hidden_size": 8, "num_layers": 2, "init_scale": 0.1},
                             "train": {"seed": 11, "batch_size": 2, "seq_len": 8}})
     trainer = Trainer(cfg, load_corpus(corpus), tmp_path, None, (2, 8))
@@ -204,8 +204,8 @@ def test_diagnose_fresh_model_terminal(cli, corpus):
 
 
 def test_diagnose_without_matplotlib_falls_back(cli, trained, monkeypatch, tmp_path):
-    import charrnn.figures
-    monkeypatch.setattr(charrnn.figures, "available", lambda: False)
+    import charrnn.insight.figures
+    monkeypatch.setattr(charrnn.insight.figures, "available", lambda: False)
     r = cli("diagnose", trained, "--seq-len", 8)
     assert r.exit_code == 0 and "gate saturation" in r.stdout and "pip install 'charrnn[plot]'" in r.stderr
     line = one_line_error(cli("diagnose", trained, "-o", tmp_path / "x.png"))

@@ -6,7 +6,7 @@ import pytest
 from conftest import TINY, one_line_error
 
 import charrnn
-from charrnn.trainer import Trainer
+from charrnn.training.trainer import Trainer
 
 # eval every 4 steps, a learning rate high enough that validation gets worse within a few evaluations
 # A constant rate: the interrupted run below is stopped by a smaller --max-steps, which would move a

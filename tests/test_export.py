@@ -14,10 +14,10 @@ from conftest import ENGLISH_LINES, make_text, one_line_error, snapshot
 from pty_run import run_in_pty
 
 import charrnn
-from charrnn import checkpoint, store
-from charrnn.data import Vocab
-from charrnn.model import Model
-from charrnn.params import Params, Shape, init_params
+from charrnn.checkpoints import npz as checkpoint, store
+from charrnn.data.corpus import Vocab
+from charrnn.engine.model import Model
+from charrnn.engine.params import Params, Shape, init_params
 
 HELD_OUT = make_text(ENGLISH_LINES, 12, seed=99)  # text the models below never trained on
 VOCAB = Vocab("".join(ENGLISH_LINES) + "\n")

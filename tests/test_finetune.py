@@ -8,10 +8,11 @@ import pytest
 from conftest import ENGLISH_LINES, TINY, make_text, one_line_error, snapshot
 
 import charrnn
-from charrnn import finetune, store
-from charrnn.data import Corpus, Vocab
+from charrnn.training import finetune
+from charrnn.checkpoints import store
+from charrnn.data.corpus import Corpus, Vocab
 from charrnn.errors import UsageError
-from charrnn.params import Params, Shape, init_params
+from charrnn.engine.params import Params, Shape, init_params
 
 SHOUTING = make_text([line.upper() for line in ENGLISH_LINES], 60, seed=3)  # 26 letters the model lacks
 FT = ["--plain", "--max-steps", 20, "--eval-every", 10, "--sample-every", 0]
@@ -79,7 +80,7 @@ def test_transfer_places_rows_by_character():
         src_shape, dst_shape = Shape("lstm", old.size, 8, 2, E), Shape("lstm", new.size, 8, 2, E)
         p = Params(src_shape)
         init_params(p, np.random.default_rng(0))
-        src = store.Loaded(charrnn.model.Model(src_shape, p), old, {}, {}, None)
+        src = store.Loaded(charrnn.engine.model.Model(src_shape, p), old, {}, {}, None)
         dst = Params(dst_shape)
         init_params(dst, np.random.default_rng(1))
         fresh = dst.flat.copy()
@@ -171,7 +172,7 @@ def test_fine_tuning_into_the_source_run_is_refused(cli, trained, tmp_path):
     (lambda m: m["corpus"].update(files=[1, 2]), "(corpus.files)"),
 ])
 def test_edited_origin_or_sources_are_refused_in_one_line(cli, trained, tmp_path, edit, field):
-    from charrnn import checkpoint
+    from charrnn.checkpoints import npz as checkpoint
     arrays, meta = checkpoint.load(trained / "best.npz")
     meta = {k: v for k, v in meta.items() if k not in ("checksum", "format_version")}
     edit(meta)

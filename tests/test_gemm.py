@@ -5,10 +5,10 @@ import numba
 import numpy as np
 import pytest
 
-from charrnn import model as model_mod
-from charrnn.kernels import gemm
-from charrnn.model import Model
-from charrnn.params import Shape
+from charrnn.engine import model as model_mod
+from charrnn.engine.kernels import gemm
+from charrnn.engine.model import Model
+from charrnn.engine.params import Shape
 
 pytestmark = pytest.mark.skipif(numba.config.DISABLE_JIT, reason="the micro-kernel is an LLVM intrinsic")
 
@@ -70,7 +70,7 @@ def test_row_blocks_are_balanced(B, mr):
 
 @pytest.mark.parametrize("cell,gates", [("lstm", 4), ("gru", 3)])
 def test_interleaved_gate_order(cell, gates):
-    from charrnn.kernels import gru_fused, lstm_fused
+    from charrnn.engine.kernels import gru_fused, lstm_fused
     kernels = lstm_fused if cell == "lstm" else gru_fused
     U, H = kernels.U, 3 * kernels.U
     perm = kernels.interleaved_order(H)
@@ -134,7 +134,7 @@ def test_other_block_shape_in_a_fresh_process(tmp_path):
     import subprocess
     import sys
 
-    from charrnn.kernels import gemm
+    from charrnn.engine.kernels import gemm
     other = "6x16" if (gemm.MR, gemm.NR) == (8, 32) else "8x32"
     env = dict(os.environ, CHARRNN_KERNEL_BLOCK=other, NUMBA_CACHE_DIR=str(tmp_path / "cache"))
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", __file__,

@@ -10,8 +10,8 @@ The returned state and the loss are also compared with the pure-NumPy reference 
 import numpy as np
 import pytest
 
-from charrnn.model import Model, State
-from charrnn.params import Shape
+from charrnn.engine.model import Model, State
+from charrnn.engine.params import Shape
 
 try:  # tests/ is on sys.path under pytest's default (prepend) import mode
     import reference as ref

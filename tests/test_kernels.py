@@ -13,10 +13,10 @@ import numba
 import numpy as np
 import pytest
 
-from charrnn.kernels import activations, head
-from charrnn.kernels.jit import FASTMATH
-from charrnn.model import Model, State
-from charrnn.params import Shape, init_params
+from charrnn.engine.kernels import activations, head
+from charrnn.engine.kernels.jit import FASTMATH
+from charrnn.engine.model import Model, State
+from charrnn.engine.params import Shape, init_params
 
 try:  # tests/ is on sys.path under pytest's default (prepend) import mode
     import reference as ref
@@ -412,7 +412,7 @@ def test_state_chaining(cell, dtype):
 def test_model_pass_restores_the_callers_blas_threads():
     """A pass pins numpy's OpenBLAS to one thread (charrnn threads over stream groups itself) and
     gives the caller's setting back, so other numpy work in the process keeps its speed."""
-    from charrnn.kernels.blas import _numpy_openblas
+    from charrnn.engine.kernels.blas import _numpy_openblas
     lib = _numpy_openblas()
     if not lib:
         pytest.skip("numpy is not linked to a bundled OpenBLAS here")
@@ -429,7 +429,7 @@ def test_model_pass_restores_the_callers_blas_threads():
 
 
 def test_dropout_masks_jitted_and_numpy_agree_and_keep_the_rate():
-    from charrnn.kernels import dropout
+    from charrnn.engine.kernels import dropout
     a = np.empty((9, 7, 33), np.float32)  # an odd count: the last hash gives one mask
     dropout.fill_masks(a, 2 ** 63 + 5, 0.3)
     b = np.empty_like(a)

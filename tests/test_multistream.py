@@ -8,11 +8,11 @@ import threading
 import numpy as np
 import pytest
 
-from charrnn import generate as gen
+from charrnn.sampling import generate as gen
 from charrnn import multistream as ms
-from charrnn.data import Vocab
-from charrnn.model import Model
-from charrnn.params import Params, Shape, init_params
+from charrnn.data.corpus import Vocab
+from charrnn.engine.model import Model
+from charrnn.engine.params import Params, Shape, init_params
 
 CHARS = "\n abcdefghij"
 VOCAB = Vocab(CHARS)

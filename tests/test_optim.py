@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from charrnn.errors import CharrnnError, UsageError
-from charrnn.optim import (
+from charrnn.engine.optim import (
     SGD,
     Adagrad,
     Adam,
@@ -126,7 +126,7 @@ def test_float32_stays_float32_and_close_to_float64(name):
 
 def test_float32_kernels_get_float32_scalars():
     """A float64 scalar next to float32 arrays would make Numba compute the update in float64."""
-    from charrnn.kernels import optim as k
+    from charrnn.engine.kernels import optim as k
 
     kernels = [k._adam_update, k._rmsprop_update, k._adagrad_update, k._sgd_momentum_update, k._sgd_update,
                k._scale_inplace, k._clamp_inplace]

@@ -7,7 +7,7 @@ import re
 import pytest
 from conftest import TINY, one_line_error
 
-from charrnn import curves
+from charrnn.insight import curves
 
 
 def write_metrics(run, train, val_every=2, val=None, extra=""):
@@ -80,7 +80,7 @@ def test_the_last_evaluation_is_logged_and_plot_agrees_with_best_npz(cli, corpus
     """A run that ends between scheduled evaluations is evaluated at its last step; that evaluation is in
     metrics.jsonl (it is often the best: the schedule ends annealed), so `charrnn plot` names the step
     best.npz holds."""
-    from charrnn import checkpoint
+    from charrnn.checkpoints import npz as checkpoint
     run = tmp_path / "run"
     r = cli("train", corpus, "--out", run, *TINY, "--eval-every", 10, "--sample-every", 0, "--lr", 0.01,
             "--set", "train.log_every=4", *budget)
@@ -111,8 +111,8 @@ def test_terminal_chart_and_hint(cli, tmp_path):
 
 
 def test_without_matplotlib_terminal_view_and_one_line_error(cli, tmp_path, monkeypatch):
-    import charrnn.figures
-    monkeypatch.setattr(charrnn.figures, "available", lambda: False)
+    import charrnn.insight.figures
+    monkeypatch.setattr(charrnn.insight.figures, "available", lambda: False)
     run = write_metrics(tmp_path / "r", [3.0, 2.5, 2.2, 2.0], val=[2.6, 2.1])
     r = cli("plot", run)
     assert r.exit_code == 0 and "│" in r.stdout and "pip install 'charrnn[plot]'" in r.stderr

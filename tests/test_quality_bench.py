@@ -11,7 +11,7 @@ import pytest
 from conftest import VIETNAMESE_LINES, make_text
 
 import charrnn
-from charrnn.data import Vocab, split
+from charrnn.data.corpus import Vocab, split
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCH))

@@ -9,10 +9,10 @@ import pytest
 from test_train import metrics, run, tiny_cfg
 
 import charrnn
-from charrnn import checkpoint
+from charrnn.checkpoints import npz as checkpoint
 from charrnn.config import Config, resolve
 from charrnn.errors import UsageError
-from charrnn.params import Params, Shape, init_params
+from charrnn.engine.params import Params, Shape, init_params
 
 
 def drawn(cell="lstm", V=7, H=8, L=2, E=0, seed=3, **kw) -> Params:
@@ -141,7 +141,8 @@ def test_time_schedule_needs_auto(corpus, tmp_path):
 def test_resume_continues_the_time_schedule(corpus, tmp_path):
     """The elapsed time is saved in checkpoints and restored, so a resumed timed run goes on decaying from
     where it was instead of starting the schedule again."""
-    from charrnn import api, store
+    from charrnn import api
+    from charrnn.checkpoints import store
     cfg = tiny_cfg(optim={"schedule": "linear", "schedule_length": "auto", "min_lr": 0.0, "decay_fraction": 1.0},
                    train={"max_steps": 4, "max_time": 600, "eval_every": 0})
     r = tmp_path / "r"

@@ -1,4 +1,4 @@
-"""Tests for charrnn.report: log files, plain/live output and the ETA helper."""
+"""Tests for charrnn.training.report: log files, plain/live output and the ETA helper."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from charrnn.report import Reporter, estimate_eta, format_duration
+from charrnn.training.report import Reporter, estimate_eta, format_duration
 
 BASE_KEYS = {"step", "epoch", "train_loss", "lr", "chars_per_sec", "elapsed_s", "train_loss_smooth"}
 
@@ -236,7 +236,7 @@ class Tty(io.StringIO):
         return True
 
 tty = sys.stdout = Tty()
-from charrnn.report import Reporter
+from charrnn.training.report import Reporter
 with Reporter(Path(sys.argv[1]), total_steps=3, max_time=None) as r:
     assert r.live
     r.start({"model": "lstm"})

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from conftest import ENGLISH_LINES, make_text, one_line_error, snapshot
 
-from charrnn import checkpoint, store
+from charrnn.checkpoints import npz as checkpoint, store
 
 REPO = Path(__file__).resolve().parents[1]
 # The training helper run as a subprocess: the real CLI, with every step slowed down by
@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 HELPER = """
 import os, sys, time
 sys.path.insert(0, {repo!r})
-from charrnn import trainer
+from charrnn.training import trainer
 _step = trainer.Trainer.train_step
 _delay = float(os.environ.get("CHARRNN_TEST_STEP_DELAY", "0"))
 def train_step(self, x, y):

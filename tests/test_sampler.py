@@ -1,4 +1,4 @@
-"""The Numba sampling kernel (charrnn.kernels.sampler) and its Python driver (charrnn.generate).
+"""The Numba sampling kernel (charrnn.engine.kernels.sampler) and its Python driver (charrnn.sampling.generate).
 
 The independent reference throughout is Model.logits / Model.loss (the training forward path: BLAS
 GEMMs and the chunk kernels), never the sampling kernel itself.
@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from charrnn import generate as gen
 from charrnn import multistream as ms
-from charrnn.data import Vocab
+from charrnn.data.corpus import Vocab
+from charrnn.sampling import generate as gen
 from charrnn.errors import UsageError
-from charrnn.model import Model
-from charrnn.params import Params, Shape, init_params
+from charrnn.engine.model import Model
+from charrnn.engine.params import Params, Shape, init_params
 
 V, H, L = 12, 16, 2
 CHARS = "\n abcdefghij"  # 12 characters, '\n' is id 0 and ' ' id 1

@@ -8,12 +8,12 @@ from conftest import one_line_error
 from pty_run import run_in_pty
 
 import charrnn
-from charrnn import generate as gen
-from charrnn.data import Vocab
+from charrnn.sampling import generate as gen
+from charrnn.data.corpus import Vocab
 from charrnn.errors import UsageError
-from charrnn.model import Model
-from charrnn.params import Params, Shape, init_params
-from charrnn.stops import StopCutter, check_stops
+from charrnn.engine.model import Model
+from charrnn.engine.params import Params, Shape, init_params
+from charrnn.sampling.stops import StopCutter, check_stops
 
 CHARS = "\n abcdefghij"
 VOCAB = Vocab(CHARS)

@@ -97,13 +97,13 @@ def test_unreachable_database_is_one_line(cli, sweep_file, corpus, tmp_path):
 
 
 def test_too_many_workers_refused(cli, sweep_file, corpus):
-    from charrnn.threads import usable_cores
+    from charrnn.engine.threads import usable_cores
     r = cli("sweep", sweep_file, corpus, "--workers", usable_cores() + 1)
     assert r.exit_code == 2 and "--workers must be between 1 and the" in r.stderr
 
 
 def test_threads_env_caps_usable_cores(monkeypatch):
-    from charrnn.threads import usable_cores
+    from charrnn.engine.threads import usable_cores
     monkeypatch.delenv("CHARRNN_THREADS", raising=False)
     n = usable_cores()
     monkeypatch.setenv("CHARRNN_THREADS", "1")

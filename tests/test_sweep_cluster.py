@@ -63,7 +63,7 @@ def _alive(pid: int) -> bool:
 
 def test_a_killed_machine_loses_no_trial(storage, tmp_path, corpus):
     import charrnn
-    from charrnn.checkpoint import load as load_npz
+    from charrnn.checkpoints.npz import load as load_npz
     from charrnn.sweep.storage import Store
     f = tmp_path / "sweep.yaml"
     f.write_text(SWEEP)

@@ -1,11 +1,11 @@
-"""The spin barrier (charrnn.kernels.sync) that keeps the sampler's two threads in step."""
+"""The spin barrier (charrnn.engine.kernels.sync) that keeps the sampler's two threads in step."""
 import threading
 
 import numba
 import numpy as np
 
-from charrnn.kernels import sync
-from charrnn.kernels.jit import kernel
+from charrnn.engine.kernels import sync
+from charrnn.engine.kernels.jit import kernel
 
 
 @kernel

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from terminal import Terminal, charrnn_command, run
 
-from charrnn import checkpoint
-from charrnn.sources import encode_escapes
+from charrnn.checkpoints import npz as checkpoint
+from charrnn.data.sources import encode_escapes
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO / "corpora" / "tinyshakespeare.txt"
@@ -30,7 +30,8 @@ BAR = re.compile(r"step (\d+)/(\d+) [━╸╺]+\s+epoch (\d+) \| loss (\d+\.\d+
 SLOW = """
 import os, time
 from pathlib import Path
-from charrnn import checkpoint, trainer
+from charrnn.checkpoints import npz as checkpoint
+from charrnn.training import trainer
 _step, _save = trainer.Trainer.train_step, checkpoint.save
 
 def train_step(self, x, y):

@@ -2,7 +2,7 @@
 
 The parameter views carry torch state_dict names and shapes, so a module holding `encoder`
 (nn.Embedding, only with an embedding), `rnn` and `decoder` (nn.Linear) loads them with
-load_state_dict(strict=True); a checkpoint written by charrnn.checkpoint.save loads the same way from
+load_state_dict(strict=True); a checkpoint written by charrnn.checkpoints.npz.save loads the same way from
 np.load alone.
 """
 import json
@@ -10,9 +10,9 @@ import json
 import numpy as np
 import pytest
 
-from charrnn import checkpoint
-from charrnn.model import Model, State
-from charrnn.params import GATES, Shape, init_params
+from charrnn.checkpoints import npz as checkpoint
+from charrnn.engine.model import Model, State
+from charrnn.engine.params import GATES, Shape, init_params
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional

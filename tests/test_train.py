@@ -11,7 +11,7 @@ from conftest import ENGLISH_LINES, VIETNAMESE_LINES, make_text
 from rich.console import Console
 
 import charrnn
-from charrnn import checkpoint
+from charrnn.checkpoints import npz as checkpoint
 from charrnn.errors import UsageError
 
 
@@ -253,7 +253,7 @@ def test_vocabulary_order_and_encoding(vi_corpus, tmp_path):
 def inject_nan_grads(monkeypatch, bad) -> dict:
     """Make Model.forward_backward put a NaN into the gradient on the (1-based) training steps in `bad`
     (a set, or a callable step -> bool). Records the weights before each bad step and one step later."""
-    from charrnn.model import Model
+    from charrnn.engine.model import Model
     real = Model.forward_backward
     seen = {"calls": 0, "before": {}, "after": {}}
     is_bad = bad if callable(bad) else bad.__contains__
@@ -310,7 +310,7 @@ def test_nan_weights_are_never_checkpointed(monkeypatch, cli, corpus, tmp_path):
     """If the weights themselves ever went non-finite, no checkpoint would be written over a good one."""
     from conftest import TINY, one_line_error
 
-    from charrnn.optim import Adam
+    from charrnn.engine.optim import Adam
     real = Adam._update
 
     def update(self, params, grads, lr, decay):

@@ -10,7 +10,7 @@ import warnings
 import pytest
 from conftest import TINY, one_line_error, snapshot
 
-from charrnn import checkpoint, rundir, store
+from charrnn.checkpoints import npz as checkpoint, rundir, store
 
 SHORT = [*TINY, "--max-steps", "4", "--eval-every", "2", "--sample-every", "0"]
 

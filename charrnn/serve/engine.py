@@ -23,15 +23,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import store
-from ..activations import surprisal
-from ..data import Vocab
+from ..checkpoints import store
+from ..data.corpus import Vocab
+from ..engine.model import Model
 from ..errors import CharrnnError, UsageError
-from ..generate import evaluate
-from ..inspect import metrics
-from ..model import Model
+from ..insight.activations import surprisal
+from ..insight.evaluation import metrics
 from ..multistream import Sampler
-from ..stops import StopCutter, check_stops
+from ..sampling.generate import evaluate
+from ..sampling.stops import StopCutter, check_stops
 
 __all__ = ["CharrnnError", "Busy", "Engine", "Job", "Settings", "UsageError", "Version", "check_stops",
            "load_version", "resolve_checkpoint", "score"]

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from ..errors import CharrnnError, UsageError
-from ..threads import usable_cores
+from ..engine.threads import usable_cores
 from .spec import Spec, load, trial_config
 from .storage import Store, is_database, need_optuna
 from .table import render, summary

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import rundir
+from ..checkpoints import rundir
 from ..errors import CharrnnError
 from .spec import Spec, trial_config
 from .storage import Store, original_number, retry
@@ -157,7 +157,7 @@ class Worker:
         except (KeyboardInterrupt, SystemExit):
             self._requeue(trial)
             raise KeyboardInterrupt from None
-        from ..checkpoint import read_meta
+        from ..checkpoints.npz import read_meta
         last = best.with_name("last.npz")
         progress = (read_meta(last if last.is_file() else best) or {}).get("progress", {})
         losses = (read_meta(best) or {}).get("losses", {})

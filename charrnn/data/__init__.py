@@ -1,0 +1,1 @@
+"""Inputs: which files make a corpus, reading and encoding it, the vocabulary, the cache, splits, batches."""

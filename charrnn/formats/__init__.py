@@ -1,0 +1,1 @@
+"""Writing a checkpoint in other formats: ONNX and safetensors."""

@@ -1,0 +1,1 @@
+"""Generating text from a model (and scoring a text), stop strings."""
