@@ -111,7 +111,7 @@ def test_stop_strings_greedy_echo_and_score(server, ckpt, cli):
     greedy = complete(server.url, prompt=PRIME, temperature=0, n=2, max_tokens=30, echo=True)["choices"]
     assert greedy[0]["text"] == greedy[1]["text"] == PRIME + cli_samples(cli, ckpt, PRIME, 0, 1, 30, "--argmax")[0]
     text = "the rain in spain stays mainly in the plain.\n"
-    r = httpx.post(f"{server.url}/v1/score", json={"text": text, "per_char": True}).json()
+    r = httpx.post(f"{server.url}/v1/score", json={"text": text, "per_char": True}, timeout=120).json()  # loads kernels
     ev = json.loads(cli("eval", ckpt, _write(ckpt.parent / "t.txt", text), "--json").stdout)
     assert r["loss"] == pytest.approx(ev["loss"], rel=1e-6) and r["predictions"] == len(text) - 1
     assert sum(c["loss"] for c in r["per_char"]) / len(r["per_char"]) == pytest.approx(ev["loss"], rel=1e-4)
