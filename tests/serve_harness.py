@@ -31,9 +31,9 @@ import time
 from charrnn.serve import engine
 _chunk, _run = engine.Engine._chunk, engine._Slots.run
 engine.Engine._chunk = lambda self: min(_chunk(self), {chunk})
-def run(self, k):
+def run(self, k, only=None):
     time.sleep({delay})
-    return _run(self, k)
+    return _run(self, k, only)
 engine._Slots.run = run
 """
 

@@ -164,7 +164,16 @@ class _Slots:
 
     def join(self, s: _Stream) -> None:
         slot = self._free.pop()
-        self.sampler.restart(slot, s.prime, seed=s.job.seed, choice=s.choice, start=self.start)
+        # A prime is fed to its one slot on one thread: a team of two crosses a spin barrier per character,
+        # which a busy machine turns into a wait for a descheduled partner (measured on 2 cores at load 10,
+        # LSTM 2x256, a 32-character prime: 15-19 ms on one thread, 40-250 ms on two), and a new request's
+        # prime delays every running stream's next characters. (Requested of 28s: a restart that takes a
+        # thread count, or several slots at once; `threads` is the Sampler's own setting meanwhile.)
+        saved, self.sampler.threads = self.sampler.threads, 1
+        try:
+            self.sampler.restart(slot, s.prime, seed=s.job.seed, choice=s.choice, start=self.start)
+        finally:
+            self.sampler.threads = saved
         st = s.job.settings
         self._temperature[slot], self._top_k[slot], self._top_p[slot] = st.temperature, st.top_k, st.top_p
         self._greedy[slot] = st.greedy
@@ -176,10 +185,20 @@ class _Slots:
         self._active[slot] = False
         self._free.append(slot)
 
-    def run(self, k: int) -> dict[_Stream, np.ndarray]:
-        out = self.sampler.run(k, temperature=self._temperature, top_k=self._top_k, top_p=self._top_p,
-                               greedy=self._greedy, active=self._active)
-        return {s: out[slot] for s, slot in self.streams.items()}
+    def run(self, k: int, only: list[_Stream] | None = None) -> dict[_Stream, np.ndarray]:
+        """k characters for every stream, or for `only` these (on one thread, as join() explains)."""
+        active = self._active
+        if only is not None:
+            active = np.zeros_like(self._active)
+            active[[self.streams[s] for s in only]] = True
+        saved = self.sampler.threads
+        self.sampler.threads = 1 if only is not None else saved
+        try:
+            out = self.sampler.run(k, temperature=self._temperature, top_k=self._top_k, top_p=self._top_p,
+                                   greedy=self._greedy, active=active)
+        finally:
+            self.sampler.threads = saved
+        return {s: out[self.streams[s]] for s in (self.streams if only is None else only)}
 
 
 class Engine:
@@ -284,6 +303,11 @@ class Engine:
                         self._slots_for(job.version).join(s)
                         self._running += 1
                 self._drop_cancelled()
+                if joining and self._running > sum(len(j.streams) for j in joining):
+                    self._first(joining, events)  # newcomers' first characters without a full round's wait
+                    if events:
+                        self._post(self._deliver_all, events)
+                        events = []
                 self._round(events)
             except Exception:  # a bug, not a user's error: fail the running requests, keep serving
                 log.exception("the sampling engine failed; ending the requests in flight")
@@ -345,20 +369,35 @@ class Engine:
         if n:  # a smoothed cost per character per stream: sizes the next round
             self._per_char = 0.7 * self._per_char + 0.3 * (time.perf_counter() - t0) / (k * n)
         for slots, ids in drawn:
-            vocab = slots.version.vocab
             for s, row in ids.items():
-                take = min(k, s.job.length - s.done)
-                s.done += take
-                text = vocab.decode(row[:take])
-                piece = s.cutter.feed(text) if s.cutter else text
-                stopped = bool(s.cutter and s.cutter.done)
-                if stopped or s.done >= s.job.length:
-                    if s.cutter and not stopped:
-                        piece += s.cutter.finish()
-                    events.append((s.job, s.index, piece, "stop" if stopped else "length"))
-                    self._leave(s)
-                elif piece:
-                    events.append((s.job, s.index, piece, None))
+                self._take(slots.version.vocab, s, row, k, events)
+
+    def _first(self, joining: list[Job], events: list) -> None:
+        """A short call for the streams that just joined alone (the others wait that long once): their
+        first characters go out now instead of after a round of every stream. The text is the same (it
+        does not depend on the characters per call)."""
+        by_slots: dict[_Slots, list[_Stream]] = {}
+        for job in joining:
+            if not job.cancelled:
+                by_slots.setdefault(self._slots[job.version], []).extend(job.streams)
+        for slots, streams in by_slots.items():
+            for s, row in slots.run(self.min_chunk, only=streams).items():
+                self._take(slots.version.vocab, s, row, self.min_chunk, events)
+
+    def _take(self, vocab: Vocab, s: _Stream, row: np.ndarray, k: int, events: list) -> None:
+        """Stream s drew `row` (k ids): pass its text on, through its stop strings; leave when done."""
+        take = min(k, s.job.length - s.done)
+        s.done += take
+        text = vocab.decode(row[:take])
+        piece = s.cutter.feed(text) if s.cutter else text
+        stopped = bool(s.cutter and s.cutter.done)
+        if stopped or s.done >= s.job.length:
+            if s.cutter and not stopped:
+                piece += s.cutter.finish()
+            events.append((s.job, s.index, piece, "stop" if stopped else "length"))
+            self._leave(s)
+        elif piece:
+            events.append((s.job, s.index, piece, None))
 
     def _deliver_all(self, events: list) -> None:
         for job, index, text, finish in events:
