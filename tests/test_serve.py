@@ -108,6 +108,8 @@ def test_stop_strings_greedy_echo_and_score(server, ckpt, cli):
     cut = complete(server.url, prompt=PRIME, seed=3, max_tokens=300, stop=[stop, "@@"])["choices"][0]
     assert cut["finish_reason"] == "stop" and cut["text"] == full[:full.index(stop)]
     assert cut["text"] == cli_samples(cli, ckpt, PRIME, 3, 1, 300, "--stop", stop)[0]
+    huge = complete(server.url, prompt=PRIME, seed=3, max_tokens=300, top_k=10**30)["choices"][0]["text"]
+    assert huge == full  # top_k beyond the vocabulary: every character
     greedy = complete(server.url, prompt=PRIME, temperature=0, n=2, max_tokens=30, echo=True)["choices"]
     assert greedy[0]["text"] == greedy[1]["text"] == PRIME + cli_samples(cli, ckpt, PRIME, 0, 1, 30, "--argmax")[0]
     text = "the rain in spain stays mainly in the plain.\n"

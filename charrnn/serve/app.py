@@ -191,7 +191,8 @@ def _job(body: S.CompletionRequest, registry: Registry, limits: Limits) -> tuple
                        "at once", "n")
     stops = _stops(body.stop)
     seed = body.seed if body.seed is not None else random_seed()
-    settings = Settings(body.temperature, body.top_k, body.top_p)
+    top_k = body.top_k if body.top_k < v.vocab.size else 0  # all characters (and no int64 overflow)
+    settings = Settings(body.temperature, top_k, body.top_p)
     ids = [v.vocab.encode(p) for p in prompts]
     return Job(v, ids, body.n, seed, settings, length, stops), prompts
 
