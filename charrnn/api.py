@@ -14,7 +14,7 @@ from .checkpoints import npz as checkpoint, rundir, store
 from .training import finetune
 from .config import SAFE_ON_RESUME, Config, diff, resolve, save_config
 from .errors import UsageError
-from .data.sources import as_paths
+from .data.sources import as_paths, find_files
 
 BUNDLED_CORPUS = Path(__file__).parent / "_bundled" / "tinyshakespeare.txt"
 
@@ -186,6 +186,7 @@ def train(corpus_path: str | os.PathLike | None = None, config: Any = None, out_
                              "fine-tune into a new directory with --out: a fine-tuned model is a new run")
     if run_dir.exists() and not run_dir.is_dir():
         raise UsageError(f"output path {run_dir} exists and is not a directory", "choose another --out")
+    rundir.check_same_run(run_dir, loaded)  # before anything, even the repair below, touches run_dir
     if loaded is not None and (done := _already_done(loaded, cfg)):
         # a finished run: touch nothing (not even config.yaml or the cache), say so, point at its best
         from rich.console import Console
@@ -209,6 +210,7 @@ def train(corpus_path: str | os.PathLike | None = None, config: Any = None, out_
         had_cache = (run_dir / "cache").exists()
         try:
             remove = _replaced_files(run_dir, loaded, force)
+            rundir.check_files(run_dir)
             trainer, corpus, warning = _prepare(cfg, corpus_path, run_dir, loaded, src, extend_vocab, started)
         except BaseException:
             rundir.remove_created(created)  # leave no trace of a run that never started
@@ -287,6 +289,7 @@ def _prepare(cfg: Config, corpus_path: list[str], run_dir: Path, loaded: store.L
     from .data.corpus import load_corpus
     from .training.trainer import Trainer, fit_shape, restore
     checkpoint.remove_stale_temps(run_dir)
+    rundir.refuse_corpus_here(run_dir, [p for p, _ in find_files(corpus_path, cfg.data.glob, run_dir)])
     expect = loaded.meta["corpus"]["sha256"] if loaded is not None else None
     corpus = load_corpus(corpus_path, cfg.data.encoding, cfg.data.errors, cache_dir=run_dir / "cache",
                          expect_sha256=expect, glob=cfg.data.glob, separator=cfg.data.separator, exclude=run_dir)

@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from charrnn.errors import UsageError
+from charrnn.yamlread import BoundedLoader, TooBig, safe_yaml
 
 
 @dataclass
@@ -425,31 +426,20 @@ def validate(cfg: Config, sources: Mapping[str, str] | None = None) -> None:
 
 
 def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
-    """The mapping at the top of a YAML file (empty file -> {}), read with yaml.safe_load."""
+    """The mapping at the top of a YAML file (empty file -> {}), read with a size bound and safe_yaml."""
+    from .userfiles import CONFIG_CAP, read_bounded
     p = Path(path)
     if p.is_dir():
         raise UsageError(f"config path is a directory, not a file: {p}",
                          "give the path to a .yaml file")
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
+    if not p.exists() and not p.is_symlink():
         names = ", ".join(bundled_config_names())
-        raise UsageError(f"config file not found: {p}",
-                         f"check the path; bundled configs: {names}") from None
+        raise UsageError(f"config file not found: {p}", f"check the path; bundled configs: {names}")
+    try:
+        text = read_bounded(p, CONFIG_CAP, "config file").decode("utf-8")
     except UnicodeDecodeError:
         raise UsageError(f"config file {p} is not UTF-8 text", "save it as UTF-8") from None
-    except OSError as e:
-        raise UsageError(f"cannot read config file {p}: {e.strerror or e}",
-                         "check the file's permissions") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        # Parser errors carry a mark (0-based line/column); the reader's encoding errors do not.
-        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or getattr(e, "context", None) or str(e)
-        raise UsageError(f"invalid YAML in {p}{where}: {' '.join(str(problem).split())}",
-                         "check the indentation and 'key: value' syntax there") from None
+    data = safe_yaml(text, str(p))
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -467,7 +457,7 @@ def bundled_config_names() -> list[str]:
 def resolve_config_path(name_or_path: str | os.PathLike) -> Path:
     """An existing file as is, else a bundled config by name ('tiny' or 'tiny.yaml')."""
     path = Path(name_or_path)
-    if path.is_file():
+    if path.exists() and not path.is_dir():  # a FIFO or a device too: load_yaml reads it with a bound
         return path
     text = str(name_or_path)
     name = text.removesuffix(".yaml").removesuffix(".yml")
@@ -504,8 +494,10 @@ def parse_set(items: Iterable[str]) -> dict[str, dict[str, Any]]:
             raise UsageError(f"bad --set item {item!r}: no value after '='",
                              f"e.g. --set {key}=VALUE")
         try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError:
+            value = yaml.load(raw, Loader=BoundedLoader)  # noqa: S506  (a SafeLoader subclass)
+        except TooBig as e:
+            raise UsageError(f"bad --set item {item[:60]!r}: {e}", "write the value out") from None
+        except (yaml.YAMLError, RecursionError):
             value = raw  # not valid YAML on its own (e.g. "a: b: c"): keep it as a plain string
         if isinstance(value, str) and re.fullmatch(_NUMBER, value):
             value = float(value)  # YAML 1.1 leaves "3e-3" a string
@@ -533,13 +525,14 @@ def resolve(config_file: str | os.PathLike | None = None, sets: Iterable[str] = 
 
 def save_config(cfg: Config, path: str | os.PathLike) -> None:
     """Write ``cfg`` as YAML (sections and keys in definition order), atomically via os.replace."""
+    from .userfiles import utf8
     path = Path(path)
     body = yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=False)
     # A temp file in the same directory so os.replace is atomic: readers never see half a file.
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text("# charrnn resolved config\n" + body, encoding="utf-8")
+        tmp.write_bytes(utf8("# charrnn resolved config\n" + body))
         os.replace(tmp, path)
     except OSError as e:
         tmp.unlink(missing_ok=True)

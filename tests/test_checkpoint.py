@@ -361,13 +361,13 @@ def test_loader_errors_are_wrapped_but_keyboard_interrupt_is_not(tmp_path, monke
     def boom(*args, **kwargs):
         raise RuntimeError("weird\nmultiline failure")
 
-    monkeypatch.setattr(np, "load", boom)
+    monkeypatch.setattr(np.lib.format, "read_array", boom)  # what charrnn.npz reads members with
     refused(path, "corrupt", "RuntimeError")
 
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(np, "load", interrupt)
+    monkeypatch.setattr(np.lib.format, "read_array", interrupt)
     with pytest.raises(KeyboardInterrupt):
         ckpt.load(path)
 

@@ -22,14 +22,15 @@ import os
 import re
 import secrets
 import shutil
-import stat
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 
-from charrnn.errors import CharrnnError
+from charrnn.checkpoints import zipread
+from charrnn.errors import CharrnnError, UsageError
+from charrnn.userfiles import read_bounded, utf8
 
 __all__ = [
     "FORMAT_VERSION",
@@ -63,6 +64,8 @@ _STEP_RE = re.compile(r"step(\d+)(?:_val(?:-?\d+\.\d+|nan|-?inf))?\.npz")
 
 _ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # local file header; empty archive
 _NPY_MAGIC = b"\x93NUMPY"
+
+STREAM_CAP = 512 << 20  # bytes of a checkpoint read from a pipe (a regular file is read in place)
 
 _HINT_RESTORE = "restore it from a backup or use another checkpoint, e.g. last.npz or an earlier step*.npz"
 
@@ -112,8 +115,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None], mo
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Atomically replace path with text (UTF-8), e.g. config.yaml next to the checkpoints."""
-    data = text.encode("utf-8")
+    """Atomically replace path with text (UTF-8, a lone surrogate escaped), e.g. config.yaml next to the checkpoints."""
+    data = utf8(text)
     atomic_write(path, lambda f: f.write(data))
 
 
@@ -180,41 +183,47 @@ def _reason(e: BaseException) -> str:
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
-def _read_npz(source: Path | io.BytesIO, path: Path) -> dict[str, np.ndarray]:
-    """Read every member of the npz (at path, or already in memory) into memory, turning loader
-    failures into CharrnnError."""
-    arrays: dict[str, np.ndarray] = {}
-    name = None
+def _read_npz(source: Path | io.BytesIO, path: Path, check) -> tuple[dict[str, np.ndarray], dict]:
+    """Read the npz (at path, or already in memory): every member's header, then the meta, then
+    check(meta, headers, path) (the caller's, which may refuse), then the arrays; loader failures become
+    CharrnnError. Nothing is inflated beyond what the headers declare and the check accepted."""
+    found: dict = {}
+
+    def before_arrays(raw, headers) -> None:
+        found["meta"] = meta = _parse_meta(path, raw)
+        version = meta.get("format_version")
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise _bad(f"{path}: meta has no valid format_version; the file is corrupt or not from charrnn")
+        if version > FORMAT_VERSION:
+            raise _bad(f"{path} was written by a newer charrnn (format version {version}, "
+                       f"this one reads up to {FORMAT_VERSION})", "upgrade charrnn (pip install -U charrnn)")
+        if check is not None:
+            check(meta, headers, path)
+
     try:
-        with np.load(source, allow_pickle=False) as npz:
-            for name in npz.files:
-                value = npz[name]
-                if not isinstance(value, np.ndarray):  # a zip member that is not a .npy
-                    raise _bad(f"{path}: member {name!r} is not a numpy array; not a charrnn checkpoint",
-                               "pass a .npz checkpoint written by charrnn")
-                arrays[name] = value
+        arrays = zipread.read(source, META_KEY, before_arrays)
     except CharrnnError:
         raise
-    except ValueError as e:
-        if "pickle" in str(e).lower():
-            what = f"array {name!r}" if name is not None else "it"
-            raise _bad(f"{path}: {what} needs pickle to load; charrnn never unpickles",
-                       "use a checkpoint written by charrnn; never load files from untrusted sources") from None
-        raise _bad(f"{path} is corrupt or truncated ({_reason(e)})") from None
+    except zipread.NeedsPickle as e:
+        raise _bad(f"{path}: array {str(e)!r} needs pickle to load; charrnn never unpickles",
+                   "use a checkpoint written by charrnn; never load files from untrusted sources") from None
+    except zipread.Refused as e:
+        raise _bad(f"{path}: {e}; not a charrnn checkpoint, or a damaged one", "pass a .npz checkpoint written by charrnn") from None
     except MemoryError:
         raise _bad(f"{path} needs more memory to load than is available (or its array headers are corrupt)",
                    "free memory or use another checkpoint") from None
-    except Exception as e:  # BadZipFile, EOFError, zlib.error, OSError, struct.error, ...; never KeyboardInterrupt
+    except RecursionError:
+        raise _bad(f"{path}: its meta is nested too deeply; the file is corrupt or not from charrnn") from None
+    except Exception as e:  # BadZipFile, EOFError, zlib.error, OSError, struct.error, ValueError, ...
         raise _bad(f"{path} is corrupt or truncated ({_reason(e)})") from None
-    return arrays
+    return arrays, found["meta"]
 
 
-def _parse_meta(path: Path, arrays: dict[str, np.ndarray]) -> dict:
-    """Pop and decode the meta array: a 0-d unicode string holding a JSON object."""
-    if META_KEY not in arrays:
+def _parse_meta(path: Path, raw: np.ndarray | None) -> dict:
+    """Decode the meta array: a 0-d unicode string holding a JSON object."""
+    if raw is None:
         raise _bad(f"{path} has no 'meta' array; it was not written by charrnn",
                    "pass a .npz checkpoint written by charrnn")
-    raw = arrays.pop(META_KEY)
     meta = None
     if raw.ndim == 0 and raw.dtype.kind == "U":
         with contextlib.suppress(ValueError, RecursionError):  # JSONDecodeError is a ValueError
@@ -224,23 +233,30 @@ def _parse_meta(path: Path, arrays: dict[str, np.ndarray]) -> dict:
     return meta
 
 
-def load(path: str | os.PathLike, verify: bool = True) -> tuple[dict[str, np.ndarray], dict]:
+def load(path: str | os.PathLike, verify: bool = True, check=None) -> tuple[dict[str, np.ndarray], dict]:
     """Read a checkpoint into memory; return (arrays, meta). Refuses bad files with CharrnnError.
 
     meta is returned as stored, including format_version and checksum. verify=False skips only
-    the checksum check (missing or wrong); the structural checks always run.
+    the checksum check (missing or wrong); the structural checks always run. check(meta, headers, path),
+    if given, runs before any array is inflated (headers: name -> zipread.Header, each member's declared
+    shape and dtype) and raises CharrnnError to refuse.
     """
     p = Path(path)
     if p.is_dir():
         raise _bad(f"checkpoint {p} is a directory, not a file", f"pass a file inside it, e.g. {p / 'best.npz'}")
     source: Path | io.BytesIO = p
     try:
-        with open(p, "rb") as f:
-            magic = f.read(6)
-            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode) and magic.startswith(_ZIP_MAGICS):
-                # a pipe, e.g. a shell's <(...): not seekable, which the zip reader needs. Only once it
-                # looks like a zip file: /dev/zero would otherwise be read until memory runs out.
-                source = io.BytesIO(magic + f.read())
+        if p.exists() and not p.is_file():
+            # a pipe, e.g. a shell's <(...): not seekable, which the zip reader needs, so it is read into
+            # memory: only once it looks like a zip file (/dev/zero is not read on), up to a cap, and
+            # without waiting forever for a FIFO's writer.
+            data = read_bounded(p, STREAM_CAP, "checkpoint", head=lambda first: first.startswith(_ZIP_MAGICS))
+            magic, source = data[:6], io.BytesIO(data)
+        else:
+            with open(p, "rb") as f:
+                magic = f.read(6)
+    except UsageError as e:
+        raise _bad(e.message, e.hint) from None
     except FileNotFoundError:
         raise _bad(f"checkpoint {p} does not exist",
                    "check the path; a run directory holds best.npz, last.npz and step*.npz") from None
@@ -252,15 +268,7 @@ def load(path: str | os.PathLike, verify: bool = True) -> tuple[dict[str, np.nda
     if not magic.startswith(_ZIP_MAGICS):
         raise _bad(f"{p} is not a charrnn checkpoint (not an .npz file)", "pass a .npz checkpoint written by charrnn")
 
-    arrays = _read_npz(source, p)
-    meta = _parse_meta(p, arrays)
-
-    version = meta.get("format_version")
-    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise _bad(f"{p}: meta has no valid format_version; the file is corrupt or not from charrnn")
-    if version > FORMAT_VERSION:
-        raise _bad(f"{p} was written by a newer charrnn (format version {version}, "
-                   f"this one reads up to {FORMAT_VERSION})", "upgrade charrnn (pip install -U charrnn)")
+    arrays, meta = _read_npz(source, p, check)
     if verify:
         expected = meta.get("checksum")
         if expected is None:
@@ -280,9 +288,10 @@ def step_of(name: str) -> int | None:
 def read_meta(path: str | os.PathLike) -> dict | None:
     """Only the meta of a checkpoint (no checksum check, weights not read), or None if it has none
     readable. For housekeeping decisions about files already known to be charrnn's, never for loading."""
+    if not Path(path).is_file():  # a FIFO would block, a device never end
+        return None
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            meta = json.loads(str(npz[META_KEY][()]))
+        meta = json.loads(str(zipread.read_meta(Path(path), META_KEY)[()]))
     except Exception:  # missing, truncated, not an npz, no meta, bad JSON: no housekeeping answer
         return None
     return meta if isinstance(meta, dict) else None

@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import re
+import stat
 from pathlib import Path
 
 from . import npz as checkpoint, store
@@ -196,22 +197,102 @@ def republish(loaded: store.Loaded, no_val: bool, run_dir: Path) -> str | None:
             "best.npz is written again at the next improvement")
 
 
+def check_files(run_dir: Path) -> None:
+    """Before a run changes anything in run_dir: every run file there (config.yaml, the logs, last.npz,
+    best.npz) must be a regular file, the logs readable; UsageError otherwise, so a directory or a broken
+    link in a log's place is one line before the start, not a traceback halfway through."""
+    for name in RUN_FILES:
+        p = run_dir / name
+        if not os.path.lexists(p):
+            continue
+        try:
+            st = p.stat()
+            if name.endswith((".jsonl", ".txt")) and stat.S_ISREG(st.st_mode):
+                os.close(os.open(p, os.O_RDONLY))
+        except OSError as e:
+            raise UsageError(f"cannot use {p}: {e.strerror or e}", "fix or move it away, then run again") from None
+        if not stat.S_ISREG(st.st_mode):
+            raise UsageError(f"{p} is not a regular file (charrnn keeps the run's {name} there)",
+                             "move it away, then run again")
+
+
+def refuse_corpus_here(run_dir: Path, files: list[Path]) -> None:
+    """A run replaces or deletes its files as it goes (--force, a resume's trimmed logs, the cache): none
+    of them may be a file of the corpus it reads (UsageError naming both)."""
+    from ..userfiles import refuse_input
+    for name in run_files(run_dir) + ["cache/corpus.npy", "cache/corpus.json"]:
+        refuse_input(run_dir / name, {"a file of the corpus": files})
+
+
+def check_same_run(run_dir: Path, loaded: store.Loaded | None) -> None:
+    """Resuming in run_dir from `loaded`: the checkpoint must be this run's, by the model the run's
+    config.yaml records (a GRU's last.npz dropped into an LSTM run would otherwise resume as a GRU and
+    rewrite config.yaml). UsageError when they disagree or config.yaml cannot be read."""
+    from ..config import load_yaml
+    path = run_dir / "config.yaml"
+    if loaded is None or loaded.path.parent.resolve() != run_dir.resolve() or not path.is_file():
+        return
+    said = load_yaml(path).get("model")
+    model = loaded.meta["model"]
+    for key in ("cell", "hidden_size", "num_layers", "embedding_size"):
+        if isinstance(said, dict) and key in said and said[key] != model.get(key, 0):
+            raise UsageError(f"{loaded.path} is not this run's checkpoint: its model.{key} is {model.get(key, 0)!r}, "
+                             f"{path} says {said[key]!r}",
+                             "resume the run from its own checkpoint, or continue this one elsewhere with --out")
+
+
 def trim_logs(run_dir: Path, step: int) -> None:
-    """On resume, drop log lines written after the checkpoint (they will be produced again)."""
-    metrics = run_dir / "metrics.jsonl"
-    if metrics.exists():
-        keep = []
-        for line in metrics.read_text(encoding="utf-8").splitlines():
+    """On resume, drop log lines written after the checkpoint (they will be produced again). A log with
+    nothing to drop is left as it is; one that cannot be rewritten (a full disk) stays whole, and the
+    resume stops with one line."""
+    for name, cut in (("metrics.jsonl", _metrics_cut), ("samples.txt", _samples_cut)):
+        path = run_dir / name
+        if not path.exists():
+            continue
+        try:
+            keep = cut(path, step)
+            if keep is not None:
+                checkpoint.atomic_write(path, lambda f: _copy_ranges(path, keep, f))
+        except OSError as e:
+            raise UsageError(f"cannot trim {path} back to step {step}: {e.strerror or e}",
+                             "the file is unchanged; free disk space, then resume again") from None
+
+
+def _metrics_cut(path: Path, step: int) -> list[tuple[int, int]] | None:
+    """Byte ranges of the metrics.jsonl lines to keep (steps up to `step`), None if that is all of them.
+    Bytes, not text: a line that is not UTF-8 JSON is dropped like any unreadable line."""
+    keep, pos, dropped = [], 0, False
+    with open(path, "rb") as f:
+        for line in f:
             try:
-                if json.loads(line)["step"] <= step:
-                    keep.append(line)
+                ok = json.loads(line)["step"] <= step
             except (ValueError, KeyError, TypeError):
-                continue
-        checkpoint.write_text_atomic(metrics, "".join(x + "\n" for x in keep))
-    samples = run_dir / "samples.txt"
-    if samples.exists():
-        text = samples.read_text(encoding="utf-8")
-        cut = next((m.start() for m in re.finditer(r"^=== step (\d+) ===$", text, re.M) if int(m.group(1)) > step),
-                   None)
-        if cut is not None:
-            checkpoint.write_text_atomic(samples, text[:cut])
+                ok = False
+            if ok:
+                keep.append((pos, len(line)))
+            dropped |= not ok
+            pos += len(line)
+    return keep if dropped else None
+
+
+_SAMPLE_HEADER = re.compile(rb"=== step (\d+) ===\r?\n?")
+
+
+def _samples_cut(path: Path, step: int) -> list[tuple[int, int]] | None:
+    """The byte range of samples.txt before the first sample of a step after `step`; None if there is none."""
+    pos = 0
+    with open(path, "rb") as f:
+        for line in f:
+            m = _SAMPLE_HEADER.fullmatch(line)
+            if m and int(m.group(1)) > step:
+                return [(0, pos)]
+            pos += len(line)
+    return None
+
+
+def _copy_ranges(path: Path, ranges: list[tuple[int, int]], out) -> None:
+    with open(path, "rb") as f:
+        for start, n in ranges:
+            f.seek(start)
+            chunk = f.read(n)
+            out.write(chunk if not chunk or chunk.endswith(b"\n") else chunk + b"\n")  # a last line cut short

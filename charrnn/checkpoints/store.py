@@ -14,7 +14,7 @@ from . import npz as checkpoint
 from ..data.corpus import Vocab
 from ..errors import CharrnnError, UsageError
 from ..engine.model import Model, State
-from ..engine.params import GATES, Params, Shape
+from ..engine.params import GATES, Params, Shape, check_memory
 
 
 @dataclass
@@ -60,54 +60,108 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 # Meta sections charrnn train writes and the readers (info, eval --split, --resume) use. The checksum
 # covers the arrays only, so a hand-edited meta still loads: check the types before anything reads them.
-_META_SECTIONS = ("config", "corpus", "progress", "losses", "batch", "rng", "init_from")
-_META_NUMBERS = {"progress": ("step", "epoch", "elapsed_s", "bad_steps"),
-                 "losses": ("train_loss", "val_loss", "best_val_loss")}
+_META_SECTIONS = ("config", "corpus", "progress", "losses", "batch", "rng", "init_from", "model")
+_META_COUNTS = {"progress": ("step", "epoch", "batch_index", "offset", "bad_steps", "bad_in_row", "stale_evals"),
+                "batch": ("batch_size", "seq_len")}  # integers >= 0 (batch: >= 1)
+_META_NUMBERS = {"progress": ("elapsed_s", "train_loss_smooth"), "losses": ("train_loss", "val_loss", "best_val_loss")}
+# Sizes no charrnn model comes near: a meta beyond them is corrupt or hostile, refused before allocating.
+_SIZES = {"vocab_size": (1, 0x110000), "hidden_size": (1, 1 << 16), "num_layers": (1, 1 << 10),
+          "embedding_size": (0, 1 << 16)}
+_MAX_BATCH = 1 << 20  # batch.batch_size and seq_len
+
+
+def _bad_field(field: str, p: Path) -> CharrnnError:
+    return CharrnnError(f"{p}: meta is missing or has a bad field ({field})",
+                        "the file is not a charrnn checkpoint, or its meta was edited", exit_code=2)
+
+
+def _count(v) -> bool:
+    """An integer that is one in JSON: not 32.7, not "32", not true."""
+    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def _check_meta_types(meta: dict, p: Path) -> None:
-    """CharrnnError naming the first meta field whose type no charrnn version writes."""
-    def bad(field: str) -> CharrnnError:
-        return CharrnnError(f"{p}: meta is missing or has a bad field ({field})",
-                            "the file is not a charrnn checkpoint, or its meta was edited", exit_code=2)
-
+    """CharrnnError naming the first meta field whose type or range no charrnn version writes."""
     for section in _META_SECTIONS:
         if section in meta and not isinstance(meta[section], dict):
-            raise bad(section)
+            raise _bad_field(section, p)
+    for section, keys in _META_COUNTS.items():
+        for key in keys:
+            v = meta.get(section, {}).get(key, 1)
+            low, high = (1, _MAX_BATCH) if section == "batch" else (0, 1 << 62)
+            if not _count(v) or not low <= v <= high:
+                raise _bad_field(f"{section}.{key}", p)
     for section, keys in _META_NUMBERS.items():
         for key in keys:
             v = meta.get(section, {}).get(key)
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
-                raise bad(f"{section}.{key}")
+                raise _bad_field(f"{section}.{key}", p)
+    elapsed = meta.get("progress", {}).get("elapsed_s", 0.0)
+    if not (0 <= elapsed < float("inf")):  # NaN fails too
+        raise _bad_field("progress.elapsed_s", p)
     for key in ("path", "sha256"):
         if "corpus" in meta and not isinstance(meta["corpus"].get(key), str):
-            raise bad(f"corpus.{key}")
+            raise _bad_field(f"corpus.{key}", p)
     for key in ("sources", "files"):  # a corpus of several files (see Trainer.corpus_meta)
         v = meta.get("corpus", {}).get(key)
         if v is not None and not (isinstance(v, list) and v and all(isinstance(p, str) for p in v)):
-            raise bad(f"corpus.{key}")
+            raise _bad_field(f"corpus.{key}", p)
     if not all(isinstance(v, dict) for v in meta.get("config", {}).values()):
-        raise bad("config")
+        raise _bad_field("config", p)
+
+
+def _shape_of(meta: dict, p: Path) -> tuple[Shape, Vocab]:
+    """The model shape and vocabulary meta describes, every size an integer in range, and agreeing with
+    the config the checkpoint records (CharrnnError otherwise). Nothing is allocated."""
+    m = meta.get("model")
+    if not isinstance(m, dict) or not isinstance(meta.get("vocab"), str) or m.get("cell") not in GATES:
+        raise _bad_field("model" if not isinstance(m, dict) or m.get("cell") not in GATES else "vocab", p)
+    for key, (low, high) in _SIZES.items():
+        v = m.get(key, 0) if key == "embedding_size" else m.get(key)
+        if not _count(v) or not low <= v <= high:
+            raise _bad_field(f"model.{key}", p)
+    shape = Shape(m["cell"], m["vocab_size"], m["hidden_size"], m["num_layers"], m.get("embedding_size", 0))
+    try:
+        vocab = Vocab(meta["vocab"])
+    except ValueError:
+        raise _bad_field("vocab", p) from None
+    if vocab.size != shape.vocab_size or len(meta["vocab"]) != vocab.size:
+        raise CharrnnError(f"{p}: meta describes an impossible model {shape}", "the file is corrupt", exit_code=2)
+    said = (meta.get("config") or {}).get("model") or {}
+    for key in ("cell", "hidden_size", "num_layers", "embedding_size"):
+        if key in said and said[key] != getattr(shape, key):
+            raise CharrnnError(f"{p}: meta contradicts itself: the model is {key} {getattr(shape, key)!r} but "
+                               f"its config says {said[key]!r}", "the file is corrupt or its meta was edited",
+                               exit_code=2)
+    return shape, vocab
+
+
+def _before_arrays(meta: dict, headers: dict, p: Path) -> None:
+    """Refuse a checkpoint whose arrays are not what its meta implies, before one is inflated: the
+    weights must be there with their shapes, and nothing may hold more than a model's weights, optimizer
+    moments, average and carried state can."""
+    _check_meta_types(meta, p)
+    shape, _ = _shape_of(meta, p)
+    n = shape.count()
+    held = sum(h.nbytes for h in headers.values())
+    if 4 * n > held:
+        raise CharrnnError(f"{p}: meta describes a model of {n:,} parameters, but the file's arrays hold only "
+                           f"{held:,} bytes", "the file is corrupt or its meta was edited", exit_code=2)
+    check_memory(8 * n, f"{p} ({n:,} parameters)", "load it on a machine with more memory")
+    checkpoint.check_arrays(headers, dict(shape.layout()), p)
+    B = meta.get("batch", {}).get("batch_size", 1)
+    most = 8 * (4 * n + 2 * shape.num_layers * B * shape.hidden_size) + (1 << 20)
+    if held > most:
+        raise CharrnnError(f"{p}: its arrays hold {held:,} bytes, more than a checkpoint of this model can "
+                           f"({most:,})", "the file is corrupt or was not written by charrnn", exit_code=2)
 
 
 def load(path: str | Path) -> Loaded:
     """Read and verify a checkpoint and rebuild its model (float32). One-line CharrnnError on any problem."""
     p = resolve_checkpoint(path)
-    arrays, meta = checkpoint.load(p)
-    _check_meta_types(meta, p)
-    try:
-        m = meta["model"]
-        shape = Shape(str(m["cell"]), int(m["vocab_size"]), int(m["hidden_size"]), int(m["num_layers"]),
-                      int(m.get("embedding_size", 0)))
-        vocab = Vocab(str(meta["vocab"]))
-    except (KeyError, TypeError, ValueError) as e:
-        raise CharrnnError(f"{p}: meta is missing or has a bad field ({e})", "the file is not a charrnn checkpoint",
-                           exit_code=2) from None
-    if shape.cell not in GATES or vocab.size != shape.vocab_size or min(shape.vocab_size, shape.hidden_size,
-                                                                       shape.num_layers) < 1:
-        raise CharrnnError(f"{p}: meta describes an impossible model {shape}", "the file is corrupt", exit_code=2)
+    arrays, meta = checkpoint.load(p, check=_before_arrays)
+    shape, vocab = _shape_of(meta, p)
     params = Params(shape, np.float32)
-    checkpoint.check_arrays(arrays, params.expected_shapes(), p)
     for name, view in params.views.items():
         a = arrays[name]
         if a.dtype.kind != "f":

@@ -50,7 +50,8 @@ def friendly_errors(fn):
             _deaf()
             reason = f" ({_escape(str(e))})" if str(e) else ""
             _err_console().print(f"[bold red]error:[/] not enough memory{reason} "
-                                 "(ask for less: fewer samples or characters, a smaller model or batch)")
+                                 "(ask for less: fewer samples or characters, a smaller model or batch, a "
+                                 "shorter input file)")
             sys.exit(1)
     return wrapper
 
@@ -114,6 +115,8 @@ class _OneLineGroup(click.Group):
     like every other error, instead of click's Usage/Try/Error block."""
 
     def main(self, *args, standalone_mode: bool = True, **kwargs):
+        from ..userfiles import tolerant_streams
+        tolerant_streams()
         if not standalone_mode:
             return super().main(*args, standalone_mode=False, **kwargs)
         try:
@@ -240,11 +243,13 @@ def sample(checkpoint, length, temperature, prime, prime_file, no_echo, prime_un
     if output is None:
         _stdout()
     if prime_file:
-        from ..insight.evaluation import read_text
+        from ..userfiles import read_text
         prime = prime + read_text(prime_file, encoding, errors)
     from ..checkpoints import store
     from ..sampling.generate import sample as generate
     loaded = store.load(checkpoint)
+    from ..userfiles import refuse_input
+    refuse_input(output, {"the checkpoint being sampled": loaded.path, "the --prime-file": prime_file})
     from ..data.sources import decode_escapes
     from ..sampling.stops import check_stops
     stop = check_stops([decode_escapes(s) for s in stop])
@@ -309,6 +314,12 @@ def eval_cmd(checkpoint, file, which, encoding, errors, unknown, as_json, per_ch
         raise UsageError("give exactly one of FILE or --split val|test", "e.g. charrnn eval runs/x/best.npz my.txt")
     _stdout()
     loaded = store.load(checkpoint)
+    if per_char:
+        from ..api import training_sources
+        from ..userfiles import refuse_input
+        refuse_input(per_char, {"the checkpoint being evaluated": loaded.path, "the text being evaluated": file,
+                                "a file of the training corpus":
+                                training_sources(loaded.meta) if "corpus" in loaded.meta and not file else None})
     r = eval_file(loaded, file, encoding, errors, unknown=unknown) if file else eval_split(loaded, which)
     if per_char:
         from .see import write_per_char

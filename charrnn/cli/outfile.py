@@ -1,4 +1,5 @@
-"""Writing a file where the user asked for it (`charrnn sample --output FILE`).
+"""Writing a file where the user asked for it (`charrnn sample --output FILE`); the command checks
+first that it is none of its inputs (userfiles.refuse_input).
 
 Unlike the run directory's files, the target may be anything a user can name: a new path, an existing
 file (maybe a symlink to one, maybe read-only, maybe private), a FIFO, /dev/stdout or the /dev/fd/N of a
@@ -11,6 +12,7 @@ import stat
 from pathlib import Path
 
 from ..checkpoints.npz import atomic_write
+from ..userfiles import utf8
 
 _STD = {"/dev/stdin": 0, "/dev/stdout": 1, "/dev/stderr": 2}
 
@@ -27,7 +29,7 @@ def _own_fd(p: Path) -> int | None:
 
 
 def write_user_file(path: str | os.PathLike, text: str | bytes) -> None:
-    """Write text (UTF-8; or bytes as they are, e.g. a PNG) to path.
+    """Write text (UTF-8, a lone surrogate escaped; or bytes as they are, e.g. a PNG) to path.
 
     A regular file, or a path that does not exist yet, is replaced atomically (through a symlink: its
     target is replaced and the link kept), keeping an existing file's permission bits; a file this
@@ -38,7 +40,7 @@ def write_user_file(path: str | os.PathLike, text: str | bytes) -> None:
     renaming over it would replace the stream with a plain file. OSError on any problem
     (IsADirectoryError for a directory)."""
     p = Path(path)
-    data = text.encode("utf-8") if isinstance(text, str) else bytes(text)
+    data = utf8(text) if isinstance(text, str) else bytes(text)
     fd = _own_fd(p)
     if fd is not None:
         view = memoryview(data)

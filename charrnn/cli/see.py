@@ -11,10 +11,13 @@ import click
 from .commands import _console, _emit, _err_console, _escape, _stdout, friendly_errors, main
 
 
-def _write(path, data, what: str) -> None:
-    """Write a picture or page where the user asked (atomically; a read-only file is refused)."""
+def _write(path, data, what: str, inputs: dict) -> None:
+    """Write a picture or page where the user asked (atomically; a read-only file is refused, and so is
+    one of the command's inputs: {what it is: path or paths})."""
     from ..errors import UsageError
+    from ..userfiles import refuse_input
     from .outfile import write_user_file
+    refuse_input(path, inputs)
     try:
         write_user_file(path, data)
     except OSError as e:
@@ -79,7 +82,8 @@ def plot(runs, output, terminal, smooth, x_axis):
                                  "of metrics.jsonl")
     if png:
         target = output or Path(runs[0]) / "loss.png"
-        _write(target, figures.loss_png(loaded), "-o")
+        logs = [r.path / "metrics.jsonl" if r.path.is_dir() else r.path for r in loaded]
+        _write(target, figures.loss_png(loaded), "-o", {"a run's metrics.jsonl": logs})
     elif not terminal:
         _no_png_note("plot")
 
@@ -117,7 +121,7 @@ def diagnose(checkpoint, cell, hidden, layers, init_scale, forget_bias, seed, te
     from ..insight import figures
     from ..checkpoints import store
     from ..errors import UsageError
-    from ..insight.evaluation import read_text
+    from ..userfiles import read_text
     if (checkpoint is None) == (cell is None):
         raise UsageError("give exactly one of CHECKPOINT or --model rnn|lstm|gru",
                          "e.g. charrnn diagnose runs/x, or charrnn diagnose --model rnn --hidden 64")
@@ -174,7 +178,8 @@ def diagnose(checkpoint, cell, hidden, layers, init_scale, forget_bias, seed, te
     console = _console()
     _emit(lambda: [console.print(t) for t in dg.tables(rep)])
     if png:
-        _write(output or default_png, figures.diagnose_png(rep), "-o")
+        _write(output or default_png, figures.diagnose_png(rep), "-o",
+               {"the checkpoint being diagnosed": checkpoint and loaded.path, "the --text file": text_file})
     elif not terminal:
         _no_png_note("diagnose")
 
@@ -203,7 +208,7 @@ def activations(checkpoint, file, text, units, top, layer, kind, max_chars, outp
     from ..insight import figures
     from ..checkpoints import store
     from ..errors import UsageError
-    from ..insight.evaluation import read_text
+    from ..userfiles import read_text
     if (file is None) == (text is None):
         raise UsageError("give exactly one of FILE or --text", 'e.g. charrnn activations runs/x my.txt, or --text "ROMEO:"')
     if top is not None and top < 1:
@@ -238,9 +243,12 @@ def activations(checkpoint, file, text, units, top, layer, kind, max_chars, outp
     for u in pic.units:
         _emit(lambda: console.print(f"{_escape(u.name)}  {_escape(u.note)}".rstrip()))
     page = Path(output) if output else loaded.path.parent / "activations.html"
-    _write(page, act.html(pic), "-o")
+    inputs = {"the checkpoint being read": loaded.path, "the text being read": file}
+    from ..userfiles import refuse_input
+    refuse_input(page.with_suffix(".png"), inputs)  # before the page: neither is written over an input
+    _write(page, act.html(pic), "-o", inputs)
     if figures.available():
-        _write(page.with_suffix(".png"), figures.activations_png(pic), "-o")
+        _write(page.with_suffix(".png"), figures.activations_png(pic), "-o", inputs)
     else:
         _err_console().print("note: no PNG without matplotlib (pip install 'charrnn[plot]'); the HTML has it all",
                              style="dim", markup=False)
@@ -253,7 +261,8 @@ def write_per_char(loaded, file, which, encoding, errors, unknown, path) -> None
     import json
 
     from ..insight.activations import surprisal
-    from ..insight.evaluation import read_text, split_ids
+    from ..insight.evaluation import split_ids
+    from ..userfiles import read_text
     if file:
         ids = loaded.vocab.encode(read_text(file, encoding, errors), unknown="skip")  # eval refused unknowns
     else:
@@ -261,4 +270,5 @@ def write_per_char(loaded, file, which, encoding, errors, unknown, path) -> None
     chars = loaded.vocab.decode(ids)
     lines = [json.dumps({"pos": t + 1, "char": chars[t + 1], "loss": float(v)}, ensure_ascii=False)
              for t, v in enumerate(surprisal(loaded.model, ids))]
-    _write(path, "\n".join(lines) + "\n", "--per-char")
+    _write(path, "\n".join(lines) + "\n", "--per-char", {"the checkpoint being evaluated": loaded.path,
+                                                          "the text being evaluated": file})

@@ -18,7 +18,7 @@ from ..errors import UsageError
 if TYPE_CHECKING:
     from .corpus import Corpus
 
-CACHE_FORMAT = 1  # bump when the cache layout changes, so old caches are rebuilt
+CACHE_FORMAT = 2  # bump when the cache layout changes, so old caches are rebuilt
 READ_BYTES = 8 << 20
 
 
@@ -27,6 +27,14 @@ def file_sha256(path: Path) -> str:
     with open(path, "rb") as f:
         while chunk := f.read(READ_BYTES):
             h.update(chunk)
+    return h.hexdigest()
+
+
+def content_sha256(vocab_chars: str, data: np.ndarray) -> str:
+    """The hash of what the cache holds (vocabulary and encoded text), so an edited cache is rebuilt,
+    never trained on (its metadata could otherwise pass for the corpus's)."""
+    h = hashlib.sha256(vocab_chars.encode("utf-32-le", "surrogatepass"))
+    h.update(np.ascontiguousarray(data).data)
     return h.hexdigest()
 
 
@@ -45,7 +53,7 @@ def read_cache(cache_dir: Path, key: dict) -> Corpus | None:
         ok = (vocab.size == len(meta["vocab"]) and data.ndim == 1 and data.dtype == vocab.dtype
               and data.shape[0] == meta["n_chars"])
         # Kernels index embeddings without bounds checks, so a corrupt id must never get through.
-        if not ok or int(data.max()) >= vocab.size:
+        if not ok or int(data.max()) >= vocab.size or meta.get("content_sha256") != content_sha256(vocab.chars, data):
             return None
         # Size and mtime can survive an edit (cp -p, rsync -t, tar restore): the bytes must still hash
         # the same. Hashing runs at ~1 GB/s, far cheaper than re-encoding.
@@ -67,10 +75,11 @@ def write_cache(cache_dir: Path, key: dict, corpus: Corpus, shas: list[str]) -> 
             (cache_dir / "corpus.json").unlink()
         atomic_write(cache_dir / "corpus.npy", lambda f: np.save(f, corpus.data, allow_pickle=False))
         meta = {"format": CACHE_FORMAT, **key, "sha256": corpus.sha256, "n_chars": corpus.n_chars,
-                "dtype": corpus.data.dtype.name, "vocab": corpus.vocab.chars}
+                "dtype": corpus.data.dtype.name, "vocab": corpus.vocab.chars,
+                "content_sha256": content_sha256(corpus.vocab.chars, corpus.data)}
         if len(shas) > 1:
             meta["files_sha256"] = shas
         atomic_write(cache_dir / "corpus.json", lambda f: f.write(json.dumps(meta, indent=1).encode()))
     except OSError as e:
-        raise UsageError(f"cannot write the corpus cache in {cache_dir}: {e.strerror}",
-                         "check the directory's permissions or use another cache directory") from None
+        raise UsageError(f"cannot write the corpus cache in {cache_dir}: {e.strerror or e}",
+                         "free disk space, or check the directory's permissions") from None

@@ -38,6 +38,12 @@ class Shape:
         out += [("decoder.weight", (V, H)), ("decoder.bias", (V,))]
         return out
 
+    def count(self) -> int:
+        """Parameters in layout(), without building it (a hostile num_layers must not cost a loop)."""
+        G, V, H, E = GATES[self.cell] * self.hidden_size, self.vocab_size, self.hidden_size, self.embedding_size
+        first = G * ((E or V) + H + 2)
+        return V * E + first + (self.num_layers - 1) * G * (2 * H + 2) + V * H + V
+
 
 class Params:
     """A flat vector `flat` and a dict of named views into it (`p["decoder.weight"]`)."""
@@ -80,6 +86,32 @@ class Params:
 
 
 INIT_SCHEMES = ("uniform", "torch")
+
+
+def machine_memory() -> int:
+    """Bytes of physical memory (1 TiB where the OS does not say): what a size is checked against."""
+    import os
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 40
+
+
+def training_bytes(shape: Shape, batch: int, seq_len: int) -> int:
+    """The least memory training a model of `shape` holds: ten float32 copies of its parameters (weights,
+    gradients, per-thread gradients, optimizer moments, an average, a checkpoint's copies) and every
+    layer's activations for one chunk of batch x seq_len characters."""
+    per_step = shape.num_layers * (GATES[shape.cell] + 4) * shape.hidden_size
+    return 4 * (10 * shape.count() + batch * seq_len * per_step)
+
+
+def check_memory(nbytes: int, what: str, hint: str) -> None:
+    """UsageError, before anything is allocated, when `what` needs more bytes than the machine has."""
+    from ..errors import UsageError
+    have = machine_memory()
+    if nbytes > have:
+        raise UsageError(f"{what} needs {nbytes / 1e9:,.3g} GB of memory, more than this machine's "
+                         f"{have / 1e9:.3g} GB", hint)
 
 
 def init_params(p: Params, rng: np.random.Generator, scale: float = 0.08, *, scheme: str = "uniform",

@@ -25,6 +25,7 @@ from .. import __version__
 from ..checkpoints import npz as checkpoint, store
 from ..errors import CharrnnError, UsageError
 from ..engine.params import GATES
+from ..userfiles import refuse_input
 
 FORMATS = ("onnx", "safetensors")
 SUFFIXES = {".onnx": "onnx", ".safetensors": "safetensors"}
@@ -113,18 +114,29 @@ def onnx_model(loaded: store.Loaded):
     info = {"cell": cell, "num_layers": L, "hidden_size": H, "vocab_size": V, "embedding_size": s.embedding_size,
             "start_id": start_id(loaded.vocab), "step": loaded.meta.get("progress", {}).get("step"),
             "source": str(loaded.path)}
-    helper.set_model_props(model, {"vocab": json.dumps(list(loaded.vocab.chars), ensure_ascii=False),
-                                   "charrnn": json.dumps(info, ensure_ascii=False)})
+    helper.set_model_props(model, {"vocab": _json(list(loaded.vocab.chars)),
+                                   "charrnn": _json(info)})
     onnx.checker.check_model(model)
     return model
+
+
+def _json(value) -> str:
+    """JSON for a metadata string, which must be valid UTF-8: characters as they are, unless the
+    vocabulary holds a lone surrogate, which only a \\u escape can carry (json.loads reads either back)."""
+    text = json.dumps(value, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(value)
+    return text
 
 
 def safetensors_bytes(loaded: store.Loaded) -> bytes:
     """The weights (float32, PyTorch names) and metadata {meta, vocab, format} as a safetensors file."""
     st = _need("safetensors", "safetensors.numpy")
     tensors = {name: np.ascontiguousarray(a, dtype=np.float32) for name, a in store.model_arrays(loaded.model).items()}
-    metadata = {"format": "pt", "meta": json.dumps(loaded.meta, ensure_ascii=False),
-                "vocab": json.dumps(list(loaded.vocab.chars), ensure_ascii=False)}
+    metadata = {"format": "pt", "meta": _json(loaded.meta),
+                "vocab": _json(list(loaded.vocab.chars))}
     return st.save(tensors, metadata=metadata)
 
 
@@ -146,8 +158,7 @@ def export(ckpt: str | os.PathLike, out: str | os.PathLike | None = None, fmt: s
     target = Path(out) if out is not None else loaded.path.with_suffix("." + fmt)
     if target.is_dir():
         raise UsageError(f"{target} is a directory", "pass a file name with -o, e.g. model.onnx")
-    if target.exists() and target.resolve() == loaded.path.resolve():
-        raise UsageError(f"{target} is the checkpoint being exported", "choose another -o file")
+    refuse_input(target, {"the checkpoint being exported": loaded.path})
     if target.exists() and not force:
         raise UsageError(f"{target} already exists", "add --force to replace it, or choose another -o file")
     data = onnx_model(loaded).SerializeToString() if fmt == "onnx" else safetensors_bytes(loaded)

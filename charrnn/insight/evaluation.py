@@ -6,6 +6,7 @@ import numpy as np
 
 from ..checkpoints import store
 from ..errors import UsageError
+from ..userfiles import read_text
 
 
 def metrics(total: float, predictions: int, chars: int) -> dict:
@@ -20,35 +21,6 @@ def _refuse_unknown(missing: list[str], source: str) -> None:
     shown = ", ".join(repr(c) for c in missing[:10]) + (" ..." if len(missing) > 10 else "")
     raise UsageError(f"{source} holds {len(missing)} character(s) the model has never seen: {shown}",
                      "evaluate on text from the same alphabet, or pass --unknown skip to drop them")
-
-
-def read_text(path: str | Path, encoding: str = "utf-8", errors: str = "strict") -> str:
-    """A whole text file (a file to evaluate, a prime file). Unlike a training corpus, any text will do
-    (one distinct character is fine here), so this does not go through data.load_corpus."""
-    import codecs
-    p = Path(path)
-    try:
-        codecs.lookup(encoding)
-        codecs.lookup_error(errors)
-    except LookupError as e:
-        raise UsageError(f"{e}", "use a Python codec such as utf-8 or latin-1, and errors strict or replace") from None
-    try:
-        raw = p.read_bytes()
-    except FileNotFoundError:
-        raise UsageError(f"{path} does not exist (file not found)", "check the path") from None
-    except IsADirectoryError:
-        raise UsageError(f"{path} is a directory, not a text file", "pass the path of a text file") from None
-    except OSError as e:
-        raise UsageError(f"cannot read {path}: {e.strerror}", "check the path and its permissions") from None
-    try:
-        text = raw.decode(encoding, errors)
-    except UnicodeDecodeError as e:
-        raise UsageError(f"{path} is not valid {encoding}: {e.reason} at byte offset {e.start}",
-                         "use --encoding <codec> or --errors replace") from None
-    except UnicodeError as e:  # e.g. utf-16 without a BOM
-        raise UsageError(f"{path} cannot be read as {encoding}: {e}",
-                         "use --encoding <codec> with the file's real encoding") from None
-    return text.removeprefix("\ufeff")
 
 
 def eval_file(loaded: store.Loaded, path: str | Path, encoding="utf-8", errors="strict", unknown="error") -> dict:

@@ -8,6 +8,7 @@ plain lines otherwise, so piped output and CI logs stay readable) and appends th
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -23,6 +24,8 @@ from rich.panel import Panel
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 from rich.text import Text
+
+from ..userfiles import ENCODE_ERRORS
 
 __all__ = ["Reporter", "estimate_eta", "format_duration"]
 
@@ -171,7 +174,8 @@ def _format_value(value: object) -> str:
 
 def _open_log(path: Path, append: bool) -> IO[str]:
     """Open a UTF-8 log file for appending or truncation, line-terminated with ``\\n``."""
-    handle = path.open("a" if append else "w", encoding="utf-8", newline="\n")
+    # a lone surrogate in a sample (a vocabulary read with an escape codec) is written as its escape
+    handle = path.open("a" if append else "w", encoding="utf-8", errors=ENCODE_ERRORS, newline="\n")
     # A crash mid-write can leave a partial last line; start on a fresh line so the
     # first resumed record is not glued onto it.
     if append and handle.tell() > 0:
@@ -246,8 +250,15 @@ class Reporter:
         self._closed = False
         # Files are opened here, not in start(), so step() works even without a header.
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self._metrics = _open_log(self.run_dir / "metrics.jsonl", append)
-        self._samples = _open_log(self.run_dir / "samples.txt", append)
+        self._logs: dict[str, IO[str] | None] = {}
+        try:
+            for name in ("metrics.jsonl", "samples.txt"):
+                self._logs[name] = _open_log(self.run_dir / name, append)
+        except OSError as e:
+            self.close()
+            from ..errors import CharrnnError
+            raise CharrnnError(f"cannot open {self.run_dir / name}: {e.strerror or e}",
+                               "check the run directory (free space, permissions)") from None
 
     # -- context manager -------------------------------------------------------------
     def __enter__(self) -> Reporter:
@@ -314,8 +325,7 @@ class Reporter:
 
     def sample(self, step: int, text: str) -> None:
         """Show generated text and append it to ``samples.txt`` (printed literally)."""
-        self._samples.write(f"=== step {step} ===\n{text}\n\n")
-        self._samples.flush()
+        self._log("samples.txt", f"=== step {step} ===\n{text}\n\n")
         if self.live:
             # Text(), not a markup string: a sample containing "[bold]" must show as is.
             self.console.print(Panel(Text(text), title=f"sample @ step {step}", expand=False))
@@ -351,8 +361,12 @@ class Reporter:
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
-        self._metrics.close()
-        self._samples.close()
+        for handle in self._logs.values():
+            if handle is not None:
+                try:
+                    handle.close()
+                except OSError:  # the buffered rest could not be written: warned about already or now
+                    pass
 
     # -- internals -------------------------------------------------------------------
     def _plain(self, line: str) -> None:
@@ -367,8 +381,22 @@ class Reporter:
                 record[key] = _json_value(value)
         record["train_loss_smooth"] = _json_value(self.smoothed_loss)
         # allow_nan=False: _json_value already mapped non-finite floats to null.
-        self._metrics.write(json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n")
-        self._metrics.flush()  # a crash must not lose logged steps
+        self._log("metrics.jsonl", json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n")
+
+    def _log(self, name: str, text: str) -> None:
+        """Append to a log file and flush (a crash must not lose logged steps). A log that cannot be
+        written (a full disk) is warned about once and then left alone: the checkpoints keep the run."""
+        handle = self._logs.get(name)
+        if handle is None:
+            return
+        try:
+            handle.write(text)
+            handle.flush()
+        except OSError as e:
+            self._logs[name] = None
+            with contextlib.suppress(OSError):
+                handle.close()
+            self.warn(f"cannot write {self.run_dir / name} ({e.strerror or e}); training goes on without it")
 
     def _start_live(self) -> None:
         if self._progress is not None or self._closed:

@@ -22,7 +22,7 @@ from ..data.corpus import Batches, Corpus, eval_batches, fit_batch_shape, split
 from ..errors import CharrnnError, UsageError
 from ..engine.model import Model
 from ..engine.optim import clip_grad_norm, clip_grad_value, lr_at, make_optimizer
-from ..engine.params import Shape, init_params
+from ..engine.params import Shape, check_memory, init_params, training_bytes
 
 EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
@@ -51,6 +51,8 @@ class Trainer:
         self.val_batches = eval_batches(val, self.B, self.T)
         self.rng = np.random.default_rng(t.seed)
         shape = Shape(m.cell, corpus.vocab.size, m.hidden_size, m.num_layers, m.embedding_size)
+        check_memory(training_bytes(shape, self.B, self.T), f"training a {m.num_layers}x{m.hidden_size} model",
+                     "choose a smaller model.hidden_size, num_layers or embedding_size")
         self.model = Model(shape)
         init_params(self.model.params, self.rng, m.init_scale, scheme=m.init, forget_bias=m.forget_bias,
                     orthogonal_recurrent=m.orthogonal_recurrent)
@@ -407,7 +409,7 @@ def restore(trainer: Trainer, loaded: store.Loaded) -> None:
         trainer.best_val = losses["best_val_loss"] if losses.get("best_val_loss") is not None else math.inf
     except CharrnnError as e:
         raise UsageError(f"cannot resume from {loaded.path}: {e.message}", e.hint) from None
-    except (KeyError, TypeError, ValueError, AttributeError) as e:
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as e:
         raise UsageError(f"cannot resume from {loaded.path}: its training state is incomplete or corrupt ({e})",
                          "resume from another checkpoint, e.g. an earlier step*.npz") from None
     trainer.saved_step = trainer.step
