@@ -36,15 +36,17 @@ class Model:
 
     def sample(self, length: int = 1000, temperature: float = 1.0, prime: str = "", top_k: int = 0,
                top_p: float = 1.0, seed: int | None = None, argmax: bool = False,
-               stop: str | list[str] | None = None) -> str:
-        """Generate `length` characters continuing `prime` (the prime itself is not included).
+               stop: str | list[str] | None = None, echo: bool = True) -> str:
+        """Generate `length` characters continuing `prime`, returned after the prime (echo=False: the
+        continuation alone), as `charrnn sample` prints it (char-rnn echoed the prime too).
 
         temperature 0 or argmax=True is greedy; top_k keeps the k likeliest characters, top_p the smallest
         set whose probability reaches p. stop: a string or a list; the text ends just before the first
         one generated (and may be shorter than `length`). The same seed gives the same text."""
         from .sampling.generate import sample
-        return sample(self.net, self.vocab, length, temperature=temperature, prime=prime, top_k=top_k,
+        text = sample(self.net, self.vocab, length, temperature=temperature, prime=prime, top_k=top_k,
                       top_p=top_p, argmax=argmax, seed=seed, stop=stop)[0]
+        return prime + text if echo else text
 
     def loss(self, text: str) -> float:
         """Mean negative log-likelihood (nats/char) of `text` read as one stream from a zero state."""
@@ -187,10 +189,10 @@ def train(corpus_path: str | os.PathLike | None = None, config: Any = None, out_
     if run_dir.exists() and not run_dir.is_dir():
         raise UsageError(f"output path {run_dir} exists and is not a directory", "choose another --out")
     rundir.check_same_run(run_dir, loaded)  # before anything, even the repair below, touches run_dir
-    if loaded is not None and (done := _already_done(loaded, cfg)):
+    if loaded is not None and (done := _already_done(loaded, cfg, run_dir)):
         # a finished run: touch nothing (not even config.yaml or the cache), say so, point at its best
         from rich.console import Console
-        (console or Console(stderr=True)).print(f"nothing to train: {done}", markup=False, highlight=False)
+        (console or Console(stderr=True)).print(f"nothing to train: {done}", markup=False, highlight=False, soft_wrap=True)
         best = loaded.path.parent / "best.npz"
         if (loaded.path.name == "last.npz" and rundir.was_best(loaded)
                 and rundir.saved_step(best) != loaded.meta["progress"]["step"]):
@@ -227,17 +229,15 @@ def training_sources(meta: dict) -> list[str]:
     return corpus.get("sources") or [corpus["path"]]  # types checked by store.load
 
 
-def _already_done(loaded: store.Loaded, cfg: Config) -> str | None:
-    """Why resuming `loaded` has nothing to train (None if it has): max_steps reached or patience spent."""
-    p, t = loaded.meta["progress"], cfg.train
-    if t.max_steps and p["step"] >= t.max_steps:
-        return (f"{loaded.path} is already at step {p['step']} and max_steps is {t.max_steps} "
-                "(raise --max-steps to go on)")
-    stale = p.get("stale_evals", 0)
-    if t.patience and isinstance(stale, int) and stale >= t.patience:
-        return (f"{loaded.path} stopped early at step {p['step']} after {stale} evaluations without a better "
-                f"validation loss, and train.patience is {t.patience} (raise --patience to go on)")
-    return None
+def _already_done(loaded: store.Loaded, cfg: Config, run_dir: Path) -> str | None:
+    """Why resuming `loaded` has nothing to train (None if it has): a budget used up or patience spent,
+    and what to type to go on."""
+    from .training.endings import already_reached
+    best = loaded.meta["losses"].get("best_val_loss")
+    done = already_reached(loaded.meta["progress"], cfg.train, run_dir, best)
+    if done is None:
+        return None
+    return f"{loaded.path} is at step {done.step:,}: {done.why}\ngo on with: {done.go_on}"
 
 
 def _replaced_files(run_dir: Path, loaded: store.Loaded | None, force: bool) -> list[str]:
@@ -287,6 +287,7 @@ def _prepare(cfg: Config, corpus_path: list[str], run_dir: Path, loaded: store.L
     warning). Writes nothing but the directory and the corpus cache; raises on any bad input.
     src: fine-tuning, the checkpoint whose weights and vocabulary the new run starts from."""
     from .data.corpus import load_corpus
+    from .training.sizing import too_big
     from .training.trainer import Trainer, fit_shape, restore
     checkpoint.remove_stale_temps(run_dir)
     rundir.refuse_corpus_here(run_dir, [p for p, _ in find_files(corpus_path, cfg.data.glob, run_dir)])
@@ -322,6 +323,8 @@ def _prepare(cfg: Config, corpus_path: list[str], run_dir: Path, loaded: store.L
     if cfg.train.patience and not cfg.train.eval_every:
         off = "train.patience needs evaluations (train.eval_every > 0), so early stopping is off"
         warning = f"{warning}; {off}" if warning else off
+    if loaded is None and (big := too_big(len(trainer.model.params), len(trainer.train_data))):
+        warning = f"{warning}; {big}" if warning else big
     if loaded is not None:
         restore(trainer, loaded)
     elif trainer.val_batches is None and cfg.train.eval_every:

@@ -85,6 +85,13 @@ def trained(tmp_path_factory, cli) -> Path:
     return run
 
 
+def step_records(run: Path) -> list[dict]:
+    """metrics.jsonl's step records, without the final {"event": "end", ...} record of each session."""
+    import json
+    rows = [json.loads(line) for line in (Path(run) / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
+    return [r for r in rows if "event" not in r]
+
+
 def snapshot(root: Path, exclude: tuple[str, ...] = ()) -> dict[str, str]:
     """{relative path: sha256} of every file under root, skipping paths under any `exclude` prefix."""
     out = {}

@@ -5,7 +5,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from conftest import TINY, one_line_error
+from conftest import TINY, one_line_error, step_records
 
 import charrnn
 from charrnn.checkpoints import npz as checkpoint
@@ -171,8 +171,8 @@ def test_resume_with_ema_is_exact(cli, corpus, tmp_path):
     assert r.exit_code == 0, r.output
     r = cli("train", "--resume", parts, "--max-steps", 30, "--plain")
     assert r.exit_code == 0, r.output
-    strip = lambda run: [{k: v for k, v in json.loads(line).items() if k not in ("chars_per_sec", "elapsed_s")}
-                         for line in (run / "metrics.jsonl").read_text().splitlines()]
+    strip = lambda run: [{k: v for k, v in rec.items() if k not in ("chars_per_sec", "elapsed_s")}
+                         for rec in step_records(run)]
     # the first part ended at step 13 with an evaluation the run left alone did not make (between its
     # evaluations every 5 steps): that one record is the only difference
     stopped = [m for m in strip(parts) if m["step"] == 13]

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 import yaml
-from conftest import TINY
+from conftest import TINY, step_records
 
 import charrnn
 from charrnn.checkpoints import npz as checkpoint
@@ -73,7 +73,7 @@ def test_train_writes_every_file(cli, corpus, tmp_path):
     assert any(re.fullmatch(r"step10_val\d+\.\d{4}\.npz", n) for n in steps), steps
     assert any(re.fullmatch(r"step20_val\d+\.\d{4}\.npz", n) for n in steps), steps
     assert "step5.npz" in steps and "step15.npz" in steps  # checkpoint_every without a val loss
-    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    records = step_records(run)
     assert [m["step"] for m in records] == [5, 10, 15, 20]
     for m in records:
         assert list(m)[:6] == ["step", "epoch", "train_loss", "lr", "chars_per_sec", "elapsed_s"]
@@ -196,7 +196,7 @@ def test_sample_temperature_top_k_top_p_change_text(cli, trained):
 def test_sample_top_k_restricts_choices(cli, trained):
     """With top-k 2 every character is one of the model's two likeliest at that point."""
     m = charrnn.load(trained)
-    text = m.sample(200, top_k=2, seed=3, prime="t")
+    text = m.sample(200, top_k=2, seed=3, prime="t", echo=False)
     ids = m.vocab.encode("t" + text).astype(np.int64)
     logits, _ = m.net.logits(ids[None, :-1], m.net.zero_state(1))
     top2 = np.argsort(-logits[0], axis=-1)[:, :2]

@@ -38,10 +38,12 @@ def test_cli_patience_stops_early_and_keeps_the_best(cli, corpus, tmp_path):
     r = cli("train", corpus, "--out", run, *ES, "--patience", 2)
     assert r.exit_code == 0, r.output
     stop = check_stopped(run, 2)
-    assert f"early stop at step {stop}: no better validation loss in 2 evaluations" in r.stdout
+    assert f"stopped at step {stop}: no better validation loss in 2 evaluations (early stopping" in r.stdout
+    assert json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["reason"] == "patience"
     # resuming with the same patience has nothing to do; a larger one goes on
     r = cli("train", "--resume", run, "--plain")
-    assert r.exit_code == 0 and "nothing to train" in r.stderr and "raise --patience" in r.stderr
+    assert r.exit_code == 0 and "nothing to train" in r.stderr
+    assert f"go on with: charrnn train --resume {run} --patience 4" in r.stderr
     assert charrnn.load(run / "last.npz").meta["progress"]["step"] == stop
     r = cli("train", "--resume", run, "--plain", "--patience", 4)
     assert r.exit_code == 0, r.output
@@ -59,7 +61,9 @@ def test_patience_survives_an_interrupted_run(cli, corpus, tmp_path):
     r = cli("train", "--resume", parts, "--max-steps", 300, "--plain")
     assert r.exit_code == 0, r.output
     assert (parts / "metrics.jsonl").read_text().count("\n") == (whole / "metrics.jsonl").read_text().count("\n")
-    strip = lambda run: [{k: v for k, v in json.loads(line).items() if k not in ("chars_per_sec", "elapsed_s")}
+    # (the end record names its own run directory)
+    strip = lambda run: [{k: v for k, v in json.loads(line).items()
+                          if k not in ("chars_per_sec", "elapsed_s", "why", "go_on")}
                          for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert strip(parts) == strip(whole)
 

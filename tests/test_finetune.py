@@ -5,7 +5,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import ENGLISH_LINES, TINY, make_text, one_line_error, snapshot
+from conftest import ENGLISH_LINES, TINY, make_text, one_line_error, snapshot, step_records
 
 import charrnn
 from charrnn.training import finetune
@@ -19,7 +19,7 @@ FT = ["--plain", "--max-steps", 20, "--eval-every", 10, "--sample-every", 0]
 
 
 def metrics(run):
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return step_records(run)
 
 
 def test_fine_tune_starts_from_the_weights_with_a_fresh_optimizer(cli, trained, tmp_path):

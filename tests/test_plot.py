@@ -5,7 +5,7 @@ import math
 import re
 
 import pytest
-from conftest import TINY, one_line_error
+from conftest import TINY, one_line_error, step_records
 
 from charrnn.insight import curves
 
@@ -85,7 +85,7 @@ def test_the_last_evaluation_is_logged_and_plot_agrees_with_best_npz(cli, corpus
     r = cli("train", corpus, "--out", run, *TINY, "--eval-every", 10, "--sample-every", 0, "--lr", 0.01,
             "--set", "train.log_every=4", *budget)
     assert r.exit_code == 0, r.output
-    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    records = step_records(run)
     _, last = checkpoint.load(run / "last.npz")
     end = last["progress"]["step"]
     assert end % 10 and records[-1]["step"] == end and "val_loss" in records[-1]
@@ -165,3 +165,13 @@ def test_readme_shows_the_see_inside_pictures():
         img = mpimg.imread(root / rel)
         assert img.ndim == 3 and min(img.shape[:2]) > 300 and img[..., :3].std() > 0.05, rel
     assert (root / "docs" / "see-inside.sh").is_file() and "docs/see-inside.sh" in section
+
+
+def test_plot_takes_a_checkpoint_for_its_run(cli, corpus, tmp_path):
+    """`charrnn plot RUN/best.npz` said the run "has no logged steps yet"; every other command takes a
+    checkpoint where a run directory is meant, and so does plot (its PNG goes to the run directory)."""
+    run = tmp_path / "run"
+    assert cli("train", corpus, "--out", run, *TINY, "--max-steps", 10, "--eval-every", 5).exit_code == 0
+    by_dir, by_file = cli("plot", run, "--terminal"), cli("plot", run / "best.npz", "--terminal")
+    assert by_file.exit_code == 0, by_file.output
+    assert by_file.stdout == by_dir.stdout

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ENGLISH_LINES, make_text, one_line_error, snapshot
+from conftest import ENGLISH_LINES, make_text, one_line_error, snapshot, step_records
 
 from charrnn.checkpoints import npz as checkpoint, store
 
@@ -55,13 +55,13 @@ def reference(workdir, cli) -> Path:
     run = workdir / "reference"
     r = cli("train", workdir / "corpus.txt", "--out", run, *ARGS, "--max-steps", MAX_STEPS)
     assert r.exit_code == 0, r.output
-    epochs = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["epoch"]
+    epochs = step_records(run)[-1]["epoch"]
     assert epochs >= 2, "the reference run should cross an epoch boundary"
     return run
 
 
 def records(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return step_records(run)
 
 
 def comparable(run: Path) -> list[dict]:
@@ -145,7 +145,7 @@ def test_signal_checkpoints_prints_hint_and_resumes_exactly(workdir, reference, 
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == code, (out, err)
     assert "Traceback" not in err
-    assert f"resume with: charrnn train --resume {run}" in err
+    assert f"go on with: charrnn train --resume {run}" in err and "error" not in err
     last = records(run)[-1]["step"]
     assert last < MAX_STEPS
     _, meta = checkpoint.load(run / "last.npz")

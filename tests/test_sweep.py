@@ -2,6 +2,7 @@
 the best config that `charrnn train --config` takes, --status, and both in a pseudo-terminal."""
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -9,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import step_records
 from terminal import run
 
 optuna = pytest.importorskip("optuna")
@@ -138,6 +140,11 @@ def test_two_workers_on_the_journal_file(tmp_path, sweep_file, corpus):
     r2 = subprocess.run([CHARRNN, "train", corpus, "--config", out / "best.yaml", "--max-steps", "2",
                          "--out", tmp_path / "again", "--plain"], capture_output=True, text=True, timeout=300)
     assert r2.returncode == 0, r2.stderr
+    # The closing hint trains past the trial's budget (best.yaml keeps max_steps 10), in its own directory.
+    hint = next(ln for ln in r.stdout.splitlines() if ln.startswith("train it 10x longer with: "))
+    words = shlex.split(hint.removeprefix("train it 10x longer with: "))
+    assert words[:3] == ["charrnn", "train", str(corpus)] and words[words.index("--config") + 1] == str(out / "best.yaml")
+    assert words[words.index("--max-steps") + 1] == "100" and words[-2:] == ["--out", str(out / "best-run")]
     # Running it again on the finished study trains nothing more.
     r3 = subprocess.run([CHARRNN, "sweep", sweep_file, corpus, "--out", out, "--plain"],
                         capture_output=True, text=True, timeout=300)
@@ -196,7 +203,7 @@ def test_ctrl_c_checkpoints_and_queues_the_trials(tmp_path, corpus):
     assert trials[1].user_attrs["run"] == "trial-0000" and not (out / "trial-0001").exists()
     log = "".join(p.read_text() for p in (out / "logs").glob("*.log"))
     assert "trial-0000 (resumed at step" in log
-    steps = [json.loads(line)["step"] for line in (out / "trial-0000" / "metrics.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in step_records(out / "trial-0000")]
     assert steps == sorted(set(steps))  # one run, continued: no step logged twice
 
 

@@ -17,6 +17,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from conftest import step_records
 
 pytest.importorskip("optuna")
 
@@ -137,5 +138,5 @@ def test_a_killed_machine_loses_no_trial(storage, tmp_path, corpus):
         for npz in d.glob("*.npz"):
             load_npz(npz)
         assert charrnn.load(d).meta["progress"]["step"] <= STEPS
-        steps = [json.loads(line)["step"] for line in (d / "metrics.jsonl").read_text().splitlines()]
+        steps = [r["step"] for r in step_records(d)]
         assert steps == sorted(set(steps)) and steps[-1] == STEPS, d

@@ -6,11 +6,13 @@ terminal without any test noticing. Waits fail on a hang (tests/terminal.py), ne
 import json
 import re
 import shlex
+import shutil
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
+from conftest import step_records
 from terminal import Terminal, charrnn_command, run
 
 from charrnn.checkpoints import npz as checkpoint
@@ -129,11 +131,17 @@ def test_ctrl_c_writes_one_checkpoint_and_the_printed_command_resumes(work):
     # the warning on a line of its own above the bar (not written into it), and no stale copy of the bar
     assert any(line.startswith("warning: stopping after this step and writing a checkpoint") for line in screen)
     assert sum(1 for line in screen if line.startswith("step ")) == 1
-    m = re.search(r"error: interrupted at step (\d+); checkpoint saved in ctrlc \(resume with: (.*)\)", text)
+    # a deliberate stop: said as such (not "error: interrupted"), with the command that goes on
+    m = re.search(r"stopped at step (\d+): Ctrl-C \(SIGINT\); checkpoint saved in ctrlc\r?\ngo on with: (.*)", text)
     assert m, "\n".join(t.screen(history=True))
+    assert "error" not in text
     step = int(m[1])
     assert 0 < step < 60
     run_dir = work / "ctrlc"
+    assert step_records(run_dir)[-1]["step"] == step
+    end = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
+    assert end["event"] == "end" and end["reason"] == "signal" and end["step"] == step
+    assert checkpoint.load(run_dir / "last.npz")[1]["ended"]["reason"] == "signal"
     assert len(step_files(run_dir)) == 1 and step_files(run_dir)[0].startswith(f"step{step}_")
     assert checkpoint.load(run_dir / "last.npz")[1]["progress"]["step"] == step
 
@@ -145,7 +153,7 @@ def test_ctrl_c_writes_one_checkpoint_and_the_printed_command_resumes(work):
     assert f"(resumed at step {step})" in again.text
     assert int(bars(again)[0][1]) > step and bars(again)[-1][1] == "60"
     assert again.screen()[-2:] == ending("ctrlc")
-    steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in step_records(run_dir)]
     assert steps[-1] == 60 and steps == sorted(set(steps))
 
 
@@ -181,7 +189,8 @@ def test_narrow_terminal_keeps_every_number(work):
     assert_clean_exit(t)
     screen = t.screen(history=True)
     i = next(i for i, line in enumerate(screen) if line.startswith("step 20/20 ━"))
-    status = " ".join(screen[i + 1:-2])  # the numbers, wrapped under the bar
+    stop = next(j for j, line in enumerate(screen) if line.startswith("stopped at step 20: "))
+    status = " ".join(screen[i + 1:stop])  # the numbers, wrapped under the bar, then why it stopped
     assert re.fullmatch(r"epoch 1 \| loss \d+\.\d+ \| val \d+\.\d+ \| [\d,]+ chars/s \| eta 0:00:00", status), status
     assert sum(1 for line in screen if line.startswith("step ")) == 1
     assert not any("…" in line for line in screen)
@@ -200,7 +209,9 @@ def test_resize_in_the_middle_of_training(work):
     assert_clean_exit(t)
     screen = t.screen()
     assert screen[-2:] == ending("resized")
-    assert BAR.fullmatch(screen[-3]) and screen[-3].startswith("step 40/40")  # one line again at 120
+    assert screen[-4:-2] == ["stopped at step 40: the step budget (max_steps 40) is reached",
+                             "go on with: charrnn train --resume resized --max-steps 80"]
+    assert BAR.fullmatch(screen[-5]) and screen[-5].startswith("step 40/40")  # one line again at 120
 
 
 # -- sample, eval, info ------------------------------------------------------------------------------------
@@ -263,6 +274,30 @@ def test_eval_table(tiny, work):
     r = json.loads(piped("eval", "run/best.npz", "--split", "val", "--json", cwd=work).stdout)
     assert table_rows(screen) == {"loss (nats/char)": f"{r['loss']:.4f}", "bits/char": f"{r['bpc']:.4f}",
                                   "perplexity": f"{r['perplexity']:.3f}", "characters": f"{r['chars']:,}"}
+
+
+def test_paths_stay_whole_at_80_columns(work):
+    """eval's table title and info's corpus field folded file paths mid-word at 80 columns (inside a
+    table's cell width); now each path is on a line, whole, when it fits the terminal."""
+    def long_path(name: str, total: int = 76) -> Path:  # fits 80 columns, not beside a label or in a cell
+        base = work / "long"
+        return base / (Path(name).stem.ljust(total - len(str(base)) - 5, "x") + Path(name).suffix)
+    text, run_dir = long_path("corpus.txt"), work / "long" / "r"
+    text.parent.mkdir(exist_ok=True)
+    text.write_text(CORPUS.read_text(encoding="utf-8")[:20_000], encoding="utf-8")
+    assert run(["train", text, "--hidden", "16", "--layers", "1", "--max-steps", "2", "--plain", "--out", run_dir],
+               cwd=work).code == 0
+    ckpt = long_path("model.npz")
+    shutil.copy(run_dir / "best.npz", ckpt)
+    assert 60 < len(str(ckpt)) <= 80 and 60 < len(str(text)) <= 80
+    for args in (["eval", ckpt, text], ["eval", ckpt, "--split", "val"], ["info", ckpt]):
+        t = run(args, cwd=work, cols=80)
+        screen = t.screen(history=True)
+        assert t.code == 0, "\n".join(screen)
+        assert str(ckpt) in screen, screen[:6]
+        if args[0] == "info" or len(args) == 3:
+            assert str(text) in screen, screen[:6]
+        assert_boxes_aligned(screen)
 
 
 def test_info_tables(tiny, work):
@@ -330,7 +365,7 @@ def test_stderr_to_a_file_stdout_the_terminal(work):
     assert bars(t) and "warning" not in t.text and "error" not in t.text
     lines = err.read_text().splitlines()
     assert lines[0].startswith("warning: stopping after this step")
-    assert lines[-1].startswith("error: interrupted at step") and "charrnn train --resume errlog" in lines[-1]
+    assert lines[-2].startswith("stopped at step") and lines[-1] == "go on with: charrnn train --resume errlog"
 
 
 def test_readme_capture_has_the_shape_of_a_run_today(tiny):
@@ -346,5 +381,7 @@ def test_readme_capture_has_the_shape_of_a_run_today(tiny):
         return [line.split("  ")[0] for line in screen[:end]]
     assert header_keys(block[1:]) == header_keys(tiny.screen(history=True))
     assert any(line.startswith("╭") and "sample @ step 200" in line for line in block)
-    assert BAR.fullmatch(block[-3]) and block[-3].startswith("step 200/200")
+    assert BAR.fullmatch(block[-5]) and block[-5].startswith("step 200/200")
+    assert block[-4:-2] == ["stopped at step 200: the step budget (max_steps 200) is reached",
+                            "go on with: charrnn train --resume runs/tinyshakespeare --max-steps 400"]
     assert block[-2:] == ending("runs/tinyshakespeare")

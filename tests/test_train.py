@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import ENGLISH_LINES, VIETNAMESE_LINES, make_text
+from conftest import ENGLISH_LINES, VIETNAMESE_LINES, make_text, step_records
 from rich.console import Console
 
 import charrnn
@@ -35,7 +35,7 @@ def run(corpus, out, **sections):
 
 
 def metrics(run_dir) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return step_records(run_dir)
 
 
 def losses(run_dir) -> list[float]:
@@ -55,7 +55,7 @@ def test_vietnamese_corpus_trains_and_samples(vi_corpus, tmp_path):
     assert model.vocab.encode("chữ tài").size == len("chữ tài") == 7
     assert not any(0x80 <= ord(c) < 0xC0 for c in model.vocab.chars)  # no stray continuation bytes
     out = model.sample(500, seed=1, prime="Trăm năm")
-    assert len(out) == 500 and set(out) <= set(model.vocab.chars)
+    assert out.startswith("Trăm năm") and len(out) == 508 and set(out) <= set(model.vocab.chars)
     samples = (tmp_path / "run" / "samples.txt").read_text(encoding="utf-8")
     body = "".join(re.split(r"^=== step \d+ ===$", samples, flags=re.M))
     assert set(body) <= set(model.vocab.chars)
@@ -219,7 +219,8 @@ def test_python_api_train_load_sample_loss(corpus, tmp_path):
     assert charrnn.load(tmp_path / "r").path == best  # a run directory means its best.npz
     a = m.sample(120, seed=3, prime="the ")
     assert a == m.sample(120, seed=3, prime="the ") and a != m.sample(120, seed=4, prime="the ")
-    assert len(a) == 120  # the prime is not part of the returned text
+    assert a.startswith("the ") and len(a) == 124  # the prime, then 120 characters, as `charrnn sample`
+    assert m.sample(120, seed=3, prime="the ", echo=False) == a[4:]  # like --no-echo
     g = m.sample(50, argmax=True)
     assert g == m.sample(50, temperature=0) == m.sample(50, top_k=1, seed=9)
     assert len(m.sample(30, top_p=0.5, seed=1)) == 30

@@ -8,7 +8,7 @@ import shutil
 import warnings
 
 import pytest
-from conftest import TINY, one_line_error, snapshot
+from conftest import TINY, one_line_error, snapshot, step_records
 
 from charrnn.checkpoints import npz as checkpoint, rundir, store
 
@@ -102,13 +102,13 @@ def test_resume_from_an_earlier_checkpoint_needs_out_or_force(cli, corpus, tmp_p
     assert snapshot(run) == before
 
     # --force: the run rewinds to step 4 and trains the same steps again, bit for bit
-    original = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
+    original = step_records(run)
     assert cli("train", "--resume", step4, "--max-steps", "6", "--force").exit_code == 0
     names = sorted(p.name for p in run.glob("step*.npz"))
     assert [n.split("_")[0] for n in names] == ["step2", "step4", "step6"]
     assert checkpoint.load(run / "last.npz")[1]["progress"]["step"] == 6
     assert checkpoint.load(run / "best.npz")[1]["progress"]["step"] <= 6
-    again = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
+    again = step_records(run)
     assert len(original) == 8 and len(again) == 6
     assert [m["train_loss"] for m in again] == [m["train_loss"] for m in original if m["step"] <= 6]
 
@@ -127,7 +127,7 @@ def test_resume_of_a_run_killed_between_its_step_file_and_last_npz(cli, corpus, 
     args = [*TINY, "--eval-every", "0", "--checkpoint-every", "2", "--sample-every", "0", "--set", "train.keep_last=0",
             "--set", "train.log_every=1"]
     assert cli("train", corpus, "--out", run, *args, "--max-steps", "8").exit_code == 0
-    whole = [json.loads(ln)["train_loss"] for ln in (run / "metrics.jsonl").read_text().splitlines()]
+    whole = [r["train_loss"] for r in step_records(run)]
     def kill_before_last_npz():  # as if killed after writing step8.npz, before refreshing last.npz
         (run / "last.npz").unlink()  # (a hard link to step8.npz: never write through it)
         shutil.copy(next(run.glob("step6*.npz")), run / "last.npz")
@@ -137,7 +137,7 @@ def test_resume_of_a_run_killed_between_its_step_file_and_last_npz(cli, corpus, 
     kill_before_last_npz()
     assert cli("train", "--resume", run, "--max-steps", "10").exit_code == 0
     assert checkpoint.load(run / "last.npz")[1]["progress"]["step"] == 10
-    again = [json.loads(ln)["train_loss"] for ln in (run / "metrics.jsonl").read_text().splitlines()]
+    again = [r["train_loss"] for r in step_records(run)]
     assert len(whole) == 8 and again[:8] == whole and len(again) == 10
 
 

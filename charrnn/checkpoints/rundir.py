@@ -242,7 +242,8 @@ def check_same_run(run_dir: Path, loaded: store.Loaded | None) -> None:
 
 
 def trim_logs(run_dir: Path, step: int) -> None:
-    """On resume, drop log lines written after the checkpoint (they will be produced again). A log with
+    """On resume, drop log lines written after the checkpoint (they will be produced again), and the
+    record of how the earlier session ended (this session writes its own). A log with
     nothing to drop is left as it is; one that cannot be rewritten (a full disk) stays whole, and the
     resume stops with one line."""
     for name, cut in (("metrics.jsonl", _metrics_cut), ("samples.txt", _samples_cut)):
@@ -265,7 +266,8 @@ def _metrics_cut(path: Path, step: int) -> list[tuple[int, int]] | None:
     with open(path, "rb") as f:
         for line in f:
             try:
-                ok = json.loads(line)["step"] <= step
+                rec = json.loads(line)
+                ok = rec["step"] <= step and "event" not in rec  # {"event": "end"}: an earlier session's end
             except (ValueError, KeyError, TypeError):
                 ok = False
             if ok:

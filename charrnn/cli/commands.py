@@ -37,7 +37,10 @@ def friendly_errors(fn):
             return fn(*args, **kwargs)
         except CharrnnError as e:
             _deaf()
-            _err_console().print(f"[bold red]error:[/] {_escape(e.one_line())}")
+            if getattr(e, "deliberate", False):  # Ctrl-C/SIGTERM in training: stopped as asked, not an error
+                _err_console().print(_escape(e.message + (f"\ngo on with: {e.hint}" if e.hint else "")))
+            else:
+                _err_console().print(f"[bold red]error:[/] {_escape(e.one_line())}")
             sys.exit(e.exit_code)
         except KeyboardInterrupt:
             _deaf()
@@ -330,11 +333,13 @@ def eval_cmd(checkpoint, file, which, encoding, errors, unknown, as_json, per_ch
         return
     from rich.table import Table
     from rich.text import Text
-    table = Table(title=Text(f"{file or which + ' split'} under {loaded.path}"), show_header=False)
+    table = Table(show_header=False)
     for label, value in [("loss (nats/char)", f"{r['loss']:.4f}"), ("bits/char", f"{r['bpc']:.4f}"),
                          ("perplexity", f"{r['perplexity']:.3f}"), ("characters", f"{r['chars']:,}")]:
         table.add_row(label, value)
-    _emit(lambda: _console().print(table))
+    console = _console()
+    _emit(lambda: (_paths(console, [("text", str(file) if file else f"the {which} split of its corpus"),
+                                    ("checkpoint", str(loaded.path))]), console.print(table)))
 
 
 @main.command()
@@ -354,9 +359,9 @@ def info(checkpoint, as_json):
     from rich.table import Table
     from rich.text import Text
     m, v, t = d["model"], d["vocab"], d["training"]
-    table = Table(title=Text(d["path"]), show_header=False)
+    table = Table(show_header=False)
     table.add_column()
-    table.add_column(overflow="fold")  # long paths wrap instead of being cut off with "..."
+    table.add_column(overflow="fold")  # a long vocabulary wraps instead of being cut off with "..."
     preview = v["chars"][:80]
     rows = [("model", f"{m['cell'].upper()} {m['num_layers']}x{m['hidden_size']}"
              + (f", embedding {m['embedding_size']}" if m["embedding_size"] else ", one-hot input")),
@@ -364,8 +369,7 @@ def info(checkpoint, as_json):
             ("vocabulary", f"{v['size']} chars: {preview!r}" + (" ..." if len(v["chars"]) > 80 else "")),
             ("step / epoch", f"{t['step']} / {t['epoch']}"),
             ("val loss (this checkpoint)", _fmt(t["val_loss"])), ("best val loss", _fmt(t["best_val_loss"])),
-            ("training time", f"{t['elapsed_s']:.0f} s" if t["elapsed_s"] is not None else "-"),
-            ("corpus", _corpus_row(d["corpus"] or {}))]
+            ("training time", f"{t['elapsed_s']:.0f} s" if t["elapsed_s"] is not None else "-")]
     if d.get("init_from"):
         o = d["init_from"]
         new = str(o.get("vocab_added") or "")
@@ -384,7 +388,20 @@ def info(checkpoint, as_json):
             shown = encode_escapes(val) if isinstance(val, str) else str(spell(f"{section}.{k}", val))
             cfg.add_row(Text(f"{section}.{k}"), Text(shown))
     console = _console()
-    _emit(lambda: (console.print(table), console.print(cfg)))
+    _emit(lambda: (_paths(console, [("checkpoint", d["path"]), ("corpus", _corpus_row(d["corpus"] or {}))]),
+                   console.print(table), console.print(cfg)))
+
+
+def _paths(console, rows: list[tuple[str, str]]) -> None:
+    """Paths above a table, not in it: in a table cell or title rich folds them mid-word at the cell's
+    width. A path that does not fit beside its label goes on a line of its own, so one as wide as the
+    terminal stays whole; a wider one wraps at the terminal's edge and still copies whole (soft_wrap: no
+    newline is inserted)."""
+    from rich.text import Text
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        fits = not console.is_terminal or width + 2 + len(value) <= console.width
+        console.print(Text(f"{key:<{width}}  {value}" if fits else f"{key}:\n{value}"), soft_wrap=True)
 
 
 @main.command("export")

@@ -46,7 +46,8 @@ def _check_png_path(path: str | None) -> None:
               help="The terminal chart's x axis (the PNG shows both).")
 @friendly_errors
 def plot(runs, output, terminal, smooth, x_axis):
-    """Loss curves of one or more runs (RUN_DIR: a directory charrnn train wrote): smoothed train loss and
+    """Loss curves of one or more runs (RUN_DIR: a directory charrnn train wrote, or a checkpoint in one):
+    smoothed train loss and
     val loss against step and against time, overlaid, the best checkpoint marked. Warns when val loss
     rises while train loss falls (overfitting)."""
     from ..insight import curves, figures
@@ -81,7 +82,8 @@ def plot(runs, output, terminal, smooth, x_axis):
             _err_console().print(f"warning: {_escape(r.name)}: skipped {r.skipped_lines} unreadable line(s) "
                                  "of metrics.jsonl")
     if png:
-        target = output or Path(runs[0]) / "loss.png"
+        first = loaded[0].path  # a run directory (a checkpoint given stands for its run) or a metrics file
+        target = output or (first if first.is_dir() else first.parent) / "loss.png"
         logs = [r.path / "metrics.jsonl" if r.path.is_dir() else r.path for r in loaded]
         _write(target, figures.loss_png(loaded), "-o", {"a run's metrics.jsonl": logs})
     elif not terminal:

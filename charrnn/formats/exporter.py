@@ -41,8 +41,9 @@ def _need(fmt: str, module: str):
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise CharrnnError(f"charrnn export --format {fmt} needs the {module.split('.')[0]} package",
-                           "pip install 'charrnn[export]'") from None
+        # exit 2 like plot and sweep without their extra: the command cannot run as installed
+        raise UsageError(f"charrnn export --format {fmt} needs the {module.split('.')[0]} package",
+                         "pip install 'charrnn[export]'") from None
 
 
 def _reorder(w: np.ndarray, cell: str) -> np.ndarray:

@@ -58,6 +58,8 @@ def read_run(run_dir: str | Path, weight: float = 0.6) -> Run:
     p = Path(run_dir)
     if not p.exists():
         raise UsageError(f"{p} does not exist", "pass a run directory written by charrnn train")
+    if p.is_file() and p.suffix == ".npz":  # a checkpoint stands for its run, as in every other command
+        p = p.parent
     metrics = p / "metrics.jsonl" if p.is_dir() else p
     if not metrics.is_file():
         raise UsageError(f"{p} holds no metrics.jsonl (is it a run directory?)",

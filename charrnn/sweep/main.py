@@ -74,7 +74,7 @@ def run(sweep_file: str, corpus: str | None, *, trials: int | None, workers: int
     trials_now = study.get_trials(deepcopy=False)
     console.print(render(trials_now, _title(spec, store)))
     console.print(summary(trials_now), markup=False, highlight=False)
-    _write_best(study, spec, out_dir, console)
+    _write_best(study, spec, out_dir, console, corpus)
     if code not in (0, None):
         return code
     failed = [(i, p.returncode) for i, (p, _) in enumerate(procs) if p.returncode not in (0,)]
@@ -161,17 +161,35 @@ def _print_finished(study, reported: set[int], console) -> None:
                           markup=False, highlight=False, soft_wrap=True)
 
 
-def _write_best(study, spec: Spec, out_dir: Path, console) -> Path | None:
+def _write_best(study, spec: Spec, out_dir: Path, console, corpus: str | None = None) -> Path | None:
     from ..config import save_config
     done = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE" and t.value is not None]
     if not done:
         return None
     best = min(done, key=lambda t: t.value)
     path = out_dir / "best.yaml"
-    save_config(trial_config(spec.base, best.params), path)
+    cfg = trial_config(spec.base, best.params)
+    save_config(cfg, path)
     console.print(f"best: trial {best.number} ({best.user_attrs.get('run', '-')}), val {best.value:.4f}; its "
-                  f"config: {path}\ntrain it longer with: charrnn train --config {path}", markup=False, highlight=False)
+                  f"config: {path}\ntrain it 10x longer with: {longer_run(cfg.train, path, corpus, out_dir)}",
+                  markup=False, highlight=False, soft_wrap=True)  # a command stays on one line
     return path
+
+
+def longer_run(train, best_yaml: Path, corpus: str | None, out_dir: Path) -> str:
+    """The command that trains the best config past the trial's budget (best.yaml keeps the trial's
+    max_steps/max_time, which would otherwise end the run where the trial ended), in its own directory
+    (without --out it would go to runs/<corpus>, where an earlier run may be)."""
+    import shlex
+    from ..training.endings import duration_arg
+    words = ["charrnn", "train", *([corpus] if corpus else []), "--config", str(best_yaml)]
+    if train.max_steps:
+        words += ["--max-steps", str(10 * train.max_steps)]
+    if train.max_time:
+        words += ["--max-time", duration_arg(10 * train.max_time)]
+    if train.max_epochs:
+        words += ["--max-epochs", str(10 * train.max_epochs)]
+    return " ".join(shlex.quote(w) for w in [*words, "--out", str(out_dir / "best-run")])
 
 
 def _last_line(log: Path) -> str:

@@ -353,6 +353,17 @@ class Reporter:
         except OSError:
             silence(sys.stderr)
 
+    def end(self, ending, epoch: int, elapsed_s: float, show: bool = True) -> None:
+        """The run ended (an endings.Ending): stop the bar, say why and how to go on, and end
+        metrics.jsonl with a record {"event": "end", "reason": ...}."""
+        self._log("metrics.jsonl", json.dumps(ending.record(epoch, _json_value(elapsed_s)), ensure_ascii=False) + "\n")
+        if self._progress is not None:
+            self._progress.stop()  # the line goes below the finished bar, not above it
+            self._progress = None
+        if show:
+            for line in ending.line().splitlines():
+                self._plain(line)
+
     def close(self) -> None:
         """Stop the live display and close the log files; safe to call more than once."""
         if self._closed:

@@ -16,6 +16,7 @@ import numpy as np
 
 from .. import __version__
 from ..checkpoints import npz as checkpoint, store
+from . import endings
 from ..engine.averaging import TRAIN_KEY, Averager
 from ..config import Config
 from ..data.corpus import Batches, Corpus, eval_batches, fit_batch_shape, split
@@ -28,7 +29,9 @@ EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
 class Interrupted(CharrnnError):
-    """Training stopped by Ctrl-C / SIGTERM after writing a checkpoint."""
+    """Training stopped by Ctrl-C / SIGTERM after writing a checkpoint: a deliberate stop, not an error
+    (the CLI prints it without "error:")."""
+    deliberate = True
 
 
 class Trainer:
@@ -67,7 +70,7 @@ class Trainer:
         self.bad_steps = self.bad_in_row = 0
         self.best_val = math.inf
         self.stale_evals = 0  # evaluations in a row without a better val loss (train.patience)
-        self.early_stopped = False
+        self.ending: endings.Ending | None = None  # why this session stopped, once it has (endings.py)
         self.origin: dict | None = None  # fine-tuning: the checkpoint the weights came from (meta init_from)
         self.last_loss = math.nan
         self.last_lr = math.nan  # the rate the latest update used (what metrics.jsonl logs)
@@ -148,6 +151,7 @@ class Trainer:
             self.reporter.warn(f"step {self.step + 1}: non-finite loss or gradient, update skipped "
                                f"({self.bad_in_row} in a row)")
             if self.bad_in_row >= c.train.max_bad_steps:
+                self.ending = endings.diverged(self.step + 1, self.bad_in_row)
                 # No checkpoint is written: the weights are still the last good ones, and the files
                 # already on disk (best.npz, last.npz) hold finite weights.
                 kept = (f"checkpoints in {self.run_dir} keep the last good weights"
@@ -210,7 +214,8 @@ class Trainer:
             "losses": {"train_loss": _finite_or_none(self.last_loss), "val_loss": val_loss,
                        "best_val_loss": _finite_or_none(self.best_val)},
             "corpus": self.corpus_meta,
-        } | ({"init_from": self.origin} if self.origin is not None else {})
+        } | ({"init_from": self.origin} if self.origin is not None else {}) | (
+            {"ended": self.ending.meta()} if self.ending is not None else {})
 
     @property
     def corpus_meta(self) -> dict:
@@ -268,7 +273,8 @@ class Trainer:
         chars = self.B * self.T
         restore = self._install_signals()
         try:
-            while not self._should_stop():
+            self.ending = self._ending()  # a resumed run may have nothing left to train
+            while self.ending is None:
                 xy = self._next_batch()
                 if xy is None:
                     break
@@ -279,7 +285,7 @@ class Trainer:
                      "elapsed_s": self.elapsed()}
                 # The last step is always evaluated here, so its evaluation (often the run's best: the
                 # schedule ends annealed) is logged with it and `charrnn plot` agrees with best.npz.
-                last = self._ends_here()
+                last = self._ending() is not None
                 scheduled = bool(t.eval_every) and self.step % t.eval_every == 0
                 evaluated = scheduled or last
                 if evaluated:
@@ -295,45 +301,43 @@ class Trainer:
                 self.reporter.step(m)
                 if t.sample_every and self.step % t.sample_every == 0 and t.sample_length:
                     self.reporter.sample(self.step, self.sample_text())
+                # Decided before this step's checkpoint, so its meta says why the run ended. A budget (or a
+                # signal) ending here wins over patience running out at the same evaluation.
+                self.ending = self._ending()
                 if evaluated or (t.checkpoint_every and self.step % t.checkpoint_every == 0):
                     self.save(m.get("val_loss"))
                 if evaluated and self.on_eval is not None and m["val_loss"] is not None and self.on_eval(m):
-                    break  # the checkpoint of this evaluation is written: stop as if the budget ended
-                if last:  # the budget ended (or a signal came): not an early stop, even if patience ran out
-                    break
-                if self.patience_spent():
-                    self.early_stopped = True
-                    self.reporter.info(f"early stop at step {self.step}: no better validation loss in "
-                                       f"{self.stale_evals} evaluations (best {self.best_val:.4f}, kept in "
-                                       f"{self.run_dir / 'best.npz'})")
-                    break
+                    self.ending = endings.pruned(self.step)  # this evaluation's checkpoint is written
             if self.saved_step != self.step:
                 self.save(self.evaluate())
-            if self.stop_signal is not None:
-                raise Interrupted(f"interrupted at step {self.step}; checkpoint saved in {self.run_dir}",
-                                  f"resume with: charrnn train --resume {self.run_dir}",
-                                  exit_code=EXIT_SIGNAL.get(self.stop_signal, 1))
+        except CharrnnError:
+            if self.ending is not None and self.ending.reason == "diverged":
+                self.reporter.end(self.ending, self.epoch + 1, self.elapsed(), show=False)  # the error says it
+            raise
         finally:
             restore()
+        return self._finish()
+
+    def _finish(self) -> Path:
+        """Say why the run ended (terminal and metrics.jsonl) and return the checkpoint to use."""
+        e = self.ending or endings.max_epochs(self.step, self.cfg.train.epoch_limit,
+                                              self.cfg.train.max_epochs is None, self.run_dir)
+        signalled = e.reason == "signal"
+        self.reporter.end(e, self.epoch + 1, self.elapsed(), show=not signalled)  # a signal: the CLI says it
+        if signalled:
+            raise Interrupted(f"stopped at step {e.step:,}: {e.why}", e.go_on,
+                              exit_code=EXIT_SIGNAL.get(self.stop_signal, 1))
         best = self.run_dir / "best.npz"
         return best if best.exists() else self.run_dir / "last.npz"
 
-    def _should_stop(self) -> bool:
-        t = self.cfg.train
-        # A fresh run takes at least one step even when start-up alone used up a tiny max_time.
-        return (self.stop_signal is not None or (t.max_steps and self.step >= t.max_steps)
-                or (t.max_time and self.step > 0 and self.elapsed() >= t.max_time) or self.patience_spent())
-
-    def _ends_here(self) -> bool:
-        """After a step: whether the loop stops before the next one (a budget, a signal, the epoch limit)."""
+    def _ending(self) -> endings.Ending | None:
+        """Why the loop stops before the next step (a signal, a budget, patience), or None."""
         t = self.cfg.train
         epoch_over = self.batch_index >= self.batches.batches_per_epoch(self.offset)
-        return self._should_stop() or (epoch_over and bool(t.epoch_limit) and self.epoch + 1 >= t.epoch_limit)
-
-    def patience_spent(self) -> bool:
-        """Early stopping: train.patience evaluations in a row without a better validation loss."""
-        p = self.cfg.train.patience
-        return bool(p) and self.val_batches is not None and self.stale_evals >= p
+        return endings.reached(step=self.step, elapsed=self.elapsed(), signum=self.stop_signal,
+                               epoch_done=epoch_over and bool(t.epoch_limit) and self.epoch + 1 >= t.epoch_limit,
+                               stale=self.stale_evals if self.val_batches is not None else 0,
+                               best=self.best_val, train=t, run_dir=self.run_dir, fresh=self.step == 0)
 
     def _say_how_to_resume(self) -> None:
         """Before quitting at once: where the work that is not lost can be picked up."""
