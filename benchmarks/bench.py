@@ -7,8 +7,9 @@ and time `trainer.train_step(x, y)` over consecutive batches; the PyTorch side i
 Adam 2e-3, clip 5). The two alternate in rounds (charrnn first in even rounds, torch first in odd ones, so
 slow drift of the machine cancels), and the ratio reported is the median of the per-round ratios.
 
-The sampling row times charrnn.sampling.generate.sample (one stream) against the Python loop of
-torch_sample_bench.py. The startup section times `charrnn --help` and `charrnn sample` (time to first
+The sampling rows time charrnn.sampling.generate.sample (one stream, or -N streams) against the Python
+loop of torch_sample_bench.py (over a batch of N streams for the -N rows), both sides on --threads threads.
+The startup section times `charrnn --help` and `charrnn sample` (time to first
 character on a pseudo-terminal) in subprocesses, on a warm and on a cold Numba cache.
 
 Nothing is asserted: the script prints (and with --json saves) what it measured. Run it on a quiet machine;
@@ -59,6 +60,7 @@ class Row:
     steps: int = 5  # default steps per round and side
     target_ratio: float | None = None
     target_peak: float | None = None  # fraction of the 2048^3 sgemm peak
+    streams: int = 1  # sampling rows: streams drawn side by side (charrnn sample -N)
 
 
 # Targets of issue 13 (median of paired ratios in one run).
@@ -69,6 +71,9 @@ ROWS = {
     "rnn256": Row("rnn256", "train", "rnn", 2, 256, 64, 100, steps=8),
     "lstm512": Row("lstm512", "train", "lstm", 2, 512, 64, 100, steps=3, target_ratio=1.4, target_peak=0.85),
     "sample256": Row("sample256", "sample", "lstm", 2, 256, steps=2000, target_ratio=20.0),
+    "sample512": Row("sample512", "sample", "lstm", 2, 512, steps=600),
+    "sample256n8": Row("sample256n8", "sample", "lstm", 2, 256, steps=400, streams=8),
+    "sample256n32": Row("sample256n32", "sample", "lstm", 2, 256, steps=200, streams=32),
     "startup": Row("startup", "startup"),
 }
 TEMPERATURE = 0.8
@@ -317,12 +322,17 @@ def run_sample_row(row: Row, args, torch) -> dict:
     from charrnn.engine.model import Model
     from charrnn.engine.params import Shape, init_params
 
-    n_c = args.sample_chars or 2000
-    n_t = args.sample_chars or (100 if args.quick else 2000)
+    N = row.streams
+    n_c = args.sample_chars or row.steps
+    n_t = args.sample_chars or (100 if args.quick else max(row.steps // 4, 100))
     rounds = args.rounds
     res = {"row": row.name, "kind": "sample", "cell": row.cell, "layers": row.layers, "hidden": row.hidden,
-           "streams": 1, "temperature": TEMPERATURE, "chars_charrnn": n_c, "chars_torch": n_t, "rounds": rounds,
+           "streams": N, "temperature": TEMPERATURE, "chars_charrnn": n_c, "chars_torch": n_t, "rounds": rounds,
            "forward_flops_per_char": forward_flops_per_char(row.cell, V, row.hidden, row.layers)}
+    # charrnn's sampler runs on the threads that pay off among the cores it may use: CHARRNN_THREADS caps
+    # them at --threads, as a user would (threads.usable_cores); the text is the same on any count
+    cap_before = os.environ.get("CHARRNN_THREADS")
+    os.environ["CHARRNN_THREADS"] = str(args.threads)
 
     vocab = Vocab(CHARS)
     t0 = time.perf_counter()
@@ -335,18 +345,19 @@ def run_sample_row(row: Row, args, torch) -> dict:
     model = Model(Shape(row.cell, V, row.hidden, row.layers))
     init_params(model.params, np.random.default_rng(0))
     t0 = time.perf_counter()
-    sample(model, vocab, 300, temperature=TEMPERATURE, seed=0)  # warm-up at the real shape
+    sample(model, vocab, 300, temperature=TEMPERATURE, seed=0, num_samples=N)  # warm-up at the real shape
     res["charrnn_first_call_s"] = time.perf_counter() - t0
-    res["charrnn_threads"] = sampler_for(model, 1).threads_for(n_c)
+    res["charrnn_threads"] = sampler_for(model, N).threads_for(n_c)
+    res["charrnn_plan"] = sampler_for(model, N).plan(n_c)
     res["charrnn_numpy_peak_mb"] = tracemalloc.get_traced_memory()[1] / 2**20
     tracemalloc.stop()
 
     def charrnn_round(r):
         t = time.perf_counter()
-        text = sample(model, vocab, n_c, temperature=TEMPERATURE, seed=r + 1)[0]
+        texts = sample(model, vocab, n_c, temperature=TEMPERATURE, seed=r + 1, num_samples=N)
         dt = time.perf_counter() - t
-        assert len(text) == n_c
-        return n_c / dt
+        assert [len(x) for x in texts] == [n_c] * N
+        return N * n_c / dt
 
     tside = None
     if torch is not None:
@@ -357,15 +368,15 @@ def run_sample_row(row: Row, args, torch) -> dict:
     def torch_round(n):
         emb, rnn, out = tside
         with torch.inference_mode():
-            x = torch.tensor([[0]])
+            x = torch.zeros((1, N), dtype=torch.long)
             h = None
             t = time.perf_counter()
             for _ in range(n):
                 y, h = rnn(emb(x), h)
-                p = torch.softmax(out(y[0, 0]) / TEMPERATURE, -1)
-                x = torch.multinomial(p, 1).view(1, 1)
+                p = torch.softmax(out(y[0]) / TEMPERATURE, -1)
+                x = torch.multinomial(p, 1).view(1, N)
             dt = time.perf_counter() - t
-        return n / dt
+        return N * n / dt
 
     if tside is not None:
         torch_round(20)  # warm-up
@@ -387,6 +398,10 @@ def run_sample_row(row: Row, args, torch) -> dict:
     res["charrnn_gflops"] = res["forward_flops_per_char"] * res["charrnn_cps"] / 1e9
     res["torch_gflops"] = res["forward_flops_per_char"] * res["torch_cps"] / 1e9 if res["torch_cps"] else None
     res["maxrss_mb"] = maxrss_mb()
+    if cap_before is None:
+        os.environ.pop("CHARRNN_THREADS", None)
+    else:
+        os.environ["CHARRNN_THREADS"] = cap_before
     return res
 
 
@@ -515,8 +530,9 @@ def row_label(r: dict) -> str:
     if r["kind"] == "train":
         return f"{r['cell'].upper()} {r['layers']}x{r['hidden']} B{r['B']} T{r['T']}"
     threads = r.get("charrnn_threads")
-    return (f"sample {r['cell'].upper()} {r['layers']}x{r['hidden']}, 1 stream, t={r['temperature']}"
-            + (f", {threads} thr" if threads else ""))
+    n = r.get("streams", 1)
+    return (f"sample {r['cell'].upper()} {r['layers']}x{r['hidden']}, {n} stream{'s' if n > 1 else ''}, "
+            f"t={r['temperature']}" + (f", {threads} thr" if threads else ""))
 
 
 def judge(r: dict, peaks: dict) -> tuple[str, bool | None]:
@@ -649,7 +665,8 @@ def main(argv=None) -> int:
                    help="training steps per round and side for every row (default per row: 20/5/5/3)")
     p.add_argument("--sample-chars", type=int, default=None, help="characters per sampling round (default 2000)")
     p.add_argument("--no-torch", action="store_true", help="charrnn only, even if torch is installed")
-    p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
+    p.add_argument("--threads", type=int, default=2,
+                   help="torch.set_num_threads; sampling rows: also charrnn's cap (CHARRNN_THREADS) (default 2)")
     p.add_argument("--settle", type=float, default=0.25,
                    help="seconds of sleep before each timed phase so the other side's thread pool goes idle "
                         "(default 0.25)")

@@ -1,4 +1,4 @@
-"""The multi-stream sampler (charrnn.multistream): the text never depends on the thread count, on the
+"""The multi-stream sampler (charrnn.sampling.multistream): the text never depends on the thread count, on the
 decomposition (hidden units or streams over threads), on N, on the slot, on the other streams beside it,
 nor on how many characters a call draws. Thread counts above this machine's cores oversubscribe it on
 purpose (the barriers yield after ~1 ms of spinning), so the models and runs here stay small.
@@ -8,11 +8,11 @@ import threading
 import numpy as np
 import pytest
 
-from charrnn.sampling import generate as gen
-from charrnn import multistream as ms
 from charrnn.data.corpus import Vocab
 from charrnn.engine.model import Model
 from charrnn.engine.params import Params, Shape, init_params
+from charrnn.sampling import generate as gen
+from charrnn.sampling import multistream as ms
 
 CHARS = "\n abcdefghij"
 VOCAB = Vocab(CHARS)
@@ -154,6 +154,10 @@ def test_restart_and_settings_are_checked():
                 dict(top_p=np.array([0.5, 1.5]))):
         with pytest.raises(ValueError):
             sm.run(2, **bad)
+    sm.reset(None, seed=4)
+    everything = sm.run(20, top_k=2**70).copy()  # more than the vocabulary, beyond int64: all characters
+    sm.reset(None, seed=4)
+    np.testing.assert_array_equal(sm.run(20, top_k=0), everything)
     with pytest.raises(ValueError):
         ms.Sampler(model, 1, threads=0)
     with pytest.raises(ValueError):
@@ -185,3 +189,21 @@ def test_the_part_size_does_not_change_the_text(monkeypatch, cell, hidden):
     for units in (3, 5, 30):
         monkeypatch.setattr(ms, "UNITS_PER_PART", units)
         assert_same(run(model, 2, "units"), want)
+
+
+def test_a_team_slower_than_one_thread_backs_off_for_a_while(monkeypatch):
+    """When other processes hold the cores a team's barriers wait for time slices; the measured rule then
+    runs whole streams per thread for TEAM_BACKOFF_S seconds. The text is the same either way."""
+    model = make_model("lstm", 256, 2)
+    monkeypatch.setattr(ms, "usable_cores", lambda: 2)
+    sm = ms.Sampler(model, 1)
+    assert sm.plan(100) == (1, 2)
+    sm._check_team(1e-6, 100)  # fast: nothing changes
+    assert sm.plan(100) == (1, 2)
+    sm._check_team(100 * sm.step_bytes / ms.TEAM_SLOW_BYTES_PER_S * 2, 100)
+    assert sm.plan(100) == (1, 1) and sm.plan(100, 3) == (2, 1)
+    sm._team_backoff_until = 0.0  # the while is over: the team again
+    assert sm.plan(100) == (1, 2)
+    forced = ms.Sampler(model, 1, threads=2)
+    forced._team_backoff_until = float("inf")
+    assert forced.plan(100) == (1, 2)  # a forced count is never changed

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from charrnn import multistream as ms
-from charrnn.data.corpus import Vocab
 from charrnn.sampling import generate as gen
+from charrnn.sampling import multistream as ms
+from charrnn.data.corpus import Vocab
 from charrnn.errors import UsageError
 from charrnn.engine.model import Model
 from charrnn.engine.params import Params, Shape, init_params
@@ -331,7 +331,7 @@ def test_sampler_threads_argument():
     for bad in (0, -1, 1.5, True):
         with pytest.raises(ValueError):
             gen.Sampler(model, threads=bad)
-    assert gen.Sampler(model).threads_for(1000) == 1  # a 16-unit model is below THREADS_MIN_BYTES
+    assert gen.Sampler(model).threads_for(1000) == 1  # a 16-unit model is below THREAD_MIN_BYTES
 
 
 # -- validation -------------------------------------------------------------------------------------

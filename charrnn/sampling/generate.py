@@ -1,7 +1,7 @@
 """Sampling text from a model, and evaluating a model's likelihood of a text.
 
 The sampling loop runs entirely inside one Numba kernel (charrnn.kernels.sampler.run_steps), driven by
-charrnn.multistream.Sampler: one stream's hidden units split over as many threads as pay off, several
+charrnn.sampling.multistream.Sampler: one stream's hidden units split over as many threads as pay off, several
 streams spread over the cores; the text is the same on any thread count. This module validates options,
 warms the state with the prime, seeds the per-stream generators, and streams decoded text out chunk by
 chunk.
@@ -32,9 +32,9 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from ..data.corpus import Vocab
-from ..errors import UsageError
 from ..engine.model import Model
-from ..multistream import Sampler, seed_streams
+from ..errors import UsageError
+from .multistream import Sampler, seed_streams
 from .stops import StopCutter, check_stops
 
 __all__ = ["Sampler", "evaluate", "sample", "sampler_for", "seed_streams"]

@@ -29,7 +29,7 @@ from ..engine.model import Model
 from ..errors import CharrnnError, UsageError
 from ..insight.activations import surprisal
 from ..insight.evaluation import metrics
-from ..multistream import Sampler
+from ..sampling.multistream import Sampler
 from ..sampling.generate import evaluate
 from ..sampling.stops import StopCutter, check_stops
 

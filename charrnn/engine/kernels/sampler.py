@@ -5,7 +5,7 @@ V = vocabulary, E = embedding (0 = one-hot input).
 
 Weights: the recurrent layers are read from a per-part packed copy (see "the recurrent step, split
 into parts" below), the decoder from a flat buffer (o_dw, o_db: offsets of decoder.weight (V, H)
-and decoder.bias (V)); charrnn.multistream.Sampler copies both from the model at pack(). Every
+and decoder.bias (V)); charrnn.sampling.multistream.Sampler copies both from the model at pack(). Every
 matrix-vector product is a loop over contiguous weight rows with float32 accumulation (it vectorizes
 under the project's fastmath policy); the row loop is outermost so each weight row is read once per
 step for all N streams. Layer 0's input projection is a (V, G) table (Model.input_table +
@@ -24,7 +24,7 @@ Cells (PyTorch convention), cell_code 0 = LSTM (i, f, g, o), 1 = GRU (r, z, n), 
 
 Random numbers: xoroshiro128++ with one (2,) uint64 state per stream (`rng` (N, 2)), advanced in
 place; `uniform` maps the top 53 bits to a float64 in [0, 1). Seeding is done by the caller
-(charrnn.generate.seed_streams).
+(charrnn.sampling.seeds.seed_streams).
 """
 import math
 
@@ -207,7 +207,7 @@ def _draw(lg, p, order, keys, temperature, top_k, top_p, greedy, rng, s):
 
 # -- the recurrent step, split into parts ----------------------------------------------------------
 #
-# The hidden units are split into P parts (multistream.parts_for: by the model's shape alone, so the
+# The hidden units are split into P parts (sampling/multistream.parts_for: by the shape alone, so the
 # numbers never depend on the core count; a thread owns a range of parts, or none, or all). Part p owns
 # units lo[p]:hi[p] of every layer and keeps, packed contiguously in
 # pk[p], the weight rows of its units for every gate (gate-major: rows g*Hp + u, Hp = hi[p] - lo[p]):

@@ -18,58 +18,41 @@ units, in step through spin barriers (kernels/sync.py), one barrier per layer pe
 """
 from __future__ import annotations
 
+import time
 import weakref
 
 import numpy as np
 
-from .data.corpus import Vocab
-from .engine.kernels import sampler as K
-from .engine.kernels.sync import STRIDE
-from .engine.model import Model, State
-from .engine.params import GATES
-from .engine.threads import MAX_WORKERS, pool, usable_cores
+from ..data.corpus import Vocab
+from ..engine.kernels import sampler as K
+from ..engine.kernels.sync import STRIDE
+from ..engine.model import Model, State
+from ..engine.params import GATES
+from ..engine.threads import pool, usable_cores
+from .seeds import seed_streams
 
-_MASK64 = (1 << 64) - 1
-_GOLDEN = 0x9E3779B97F4A7C15
-
-
-def _mix64(z):
-    """splitmix64's output function on uint64 numpy arrays (wrapping arithmetic)."""
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
-
-
-def seed_streams(seed: int, num_streams: int) -> np.ndarray:
-    """(num_streams, 2) uint64 xoroshiro128++ states: stream i gets outputs 2i+1 and 2i+2 of the
-    splitmix64 sequence whose state starts at splitmix64(seed mod 2**64), so row i depends on (seed, i)
-    only: seed_streams(S, n)[j] == seed_streams(S, j + 1)[j] for every n > j."""
-    s = seed & _MASK64
-    s = (s + _GOLDEN) & _MASK64
-    s = int(_mix64(np.array([s], dtype=np.uint64))[0])
-    k = np.arange(1, 2 * num_streams + 1, dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        states = _mix64(np.uint64(s) + k * np.uint64(_GOLDEN)).reshape(num_streams, 2)
-    zero = (states == 0).all(axis=1)  # the all-zero state is xoroshiro's one fixed point
-    states[zero, 0] = np.uint64(_GOLDEN)
-    return np.ascontiguousarray(states)
-
+__all__ = ["Sampler", "parts_for", "seed_streams"]
 
 # Hidden units per part (about): parts_for cuts H into max(2, ceil(H / UNITS_PER_PART)) parts, by the
 # model's shape alone, so the text never depends on the thread count. Two parts up to H = 16 (as before
 # the N-thread sampler); 32 parts at H = 256, 64 at H = 512: at most that many threads share one stream.
 UNITS_PER_PART = 8
-# Below this many weight bytes per character the barriers cost more than a second core saves (measured
-# crossover 350-450 KB: LSTM 1x128 at 292 KB is faster on one thread, LSTM 2x96 at 462 KB on two).
-THREADS_MIN_BYTES = 384 * 1024
-# A team never gives a thread fewer weight bytes per character than this (more threads than that add
-# a barrier's cost and save less than it).
+# A team never gives a thread fewer weight bytes per character than this: below it a thread's share of
+# the weights takes less time to stream than the barriers cost (measured 1 vs 2 threads: crossover at
+# 350-450 KB per character for the pair; benchmarks/README.md, "Sampling on N threads").
 THREAD_MIN_BYTES = 192 * 1024
 # Calls shorter than this many characters run on one thread (handing work to the pool costs ~50 us).
 THREADS_MIN_STEPS = 8
 # With at least this many active streams per thread, streams are split over threads (each thread runs
 # whole streams, no barriers) rather than hidden units.
 STREAMS_PER_THREAD = 2
+# A team's step that takes longer than one thread reading every weight at this rate (below any DRAM's)
+# means the team's threads are not all running: other processes hold the cores, and each barrier waits
+# for a scheduler time slice (measured on this 2-core machine under a load of 10: 2 threads 5-50x slower
+# than 1). The measured rule then runs whole streams per thread (no barriers) for TEAM_BACKOFF_S seconds
+# before trying the team again. The text is the same either way.
+TEAM_SLOW_BYTES_PER_S = 3e9
+TEAM_BACKOFF_S = 2.0
 
 
 def parts_for(hidden: int) -> np.ndarray:
@@ -92,6 +75,12 @@ def _page_aligned_rows(rows: int, cols: int, dtype) -> np.ndarray:
     buf = np.zeros(rows * stride + huge, dtype)
     start = (-buf.ctypes.data % (2 << 20)) // item
     return buf[start:start + rows * stride].reshape(rows, stride)  # a view: keeps buf alive
+
+
+def _pool_workers() -> int:
+    """How many jobs the shared pool runs at once: a team of T threads (the caller and T - 1 jobs that meet
+    at spin barriers) must never wait for a worker, or it spins forever."""
+    return int(getattr(pool(), "_max_workers", 1))  # ThreadPoolExecutor's cap (CPython, since 3.2)
 
 
 def _setting(name: str, value, n: int, dtype) -> np.ndarray:
@@ -189,6 +178,7 @@ class Sampler:
         self._prev = np.zeros(N, np.int32)
         self._rng = np.zeros((N, 2), np.uint64)
         self._teams: dict[tuple[int, int, int], _Team] = {}
+        self._team_backoff_until = 0.0  # time.monotonic() before which the measured rule uses no team
 
     @property
     def model(self) -> Model:
@@ -292,30 +282,24 @@ class Sampler:
 
     def plan(self, steps: int, streams: int | None = None) -> tuple[int, int]:
         """(groups, threads per group) for a call of `steps` characters over `streams` active slots
-        (default N): groups of streams run side by side, each by a team splitting the hidden units."""
+        (default N): groups of streams run side by side, each by a team splitting the hidden units.
+        Measured rule (threads=None): a team only while each thread gets >= THREAD_MIN_BYTES of weights
+        per character; streams over threads once there are STREAMS_PER_THREAD per thread."""
         ns = self.num_streams if streams is None else int(streams)
-        if ns < 1:
-            return (0, 1)
         T = self.threads
         if T is None:
             T = usable_cores() if steps >= THREADS_MIN_STEPS else 1
-        T = min(T, MAX_WORKERS + 1)  # a team's threads must all run at once
+        T = max(1, min(T, _pool_workers() + 1))  # a team's threads must all run at once
         if self.split == "streams":
             return (min(T, ns), 1)
         if self.split == "units":
             return (1, T)
-        if self.threads is None:  # the measured rule
-            team = min(self.num_parts, max(1, self.step_bytes // THREAD_MIN_BYTES))
-            if self.step_bytes < THREADS_MIN_BYTES:
-                team = 1
-        else:
-            team = T
-        if ns >= STREAMS_PER_THREAD * T or team == 1:
-            groups = min(T, ns)
-            return (groups, 1)
-        team = min(team, T)
-        groups = max(1, min(ns, T // team))
-        return (groups, team)
+        team = T if self.threads is not None else min(T, self.num_parts, self.step_bytes // THREAD_MIN_BYTES)
+        if self.threads is None and time.monotonic() < self._team_backoff_until:
+            team = 1
+        if team <= 1 or ns >= STREAMS_PER_THREAD * T:
+            return (min(T, ns), 1)
+        return (max(1, min(ns, T // team)), team)
 
     def threads_for(self, steps: int, streams: int | None = None) -> int:
         """How many threads a call of `steps` characters over `streams` active slots runs on."""
@@ -335,6 +319,7 @@ class Sampler:
         for gi in range(groups):
             sl = slots[cuts[gi]:cuts[gi + 1]]
             jobs.extend(self._team_jobs(gi, sl, forced, out[cuts[gi]:cuts[gi + 1]], draw, team))
+        t0 = time.monotonic()
         if len(jobs) == 1:
             jobs[0]()
         else:
@@ -344,13 +329,21 @@ class Sampler:
             finally:
                 for f in futures:
                     f.result()
+        if team > 1:
+            self._check_team(time.monotonic() - t0, steps)
         return out
+
+    def _check_team(self, seconds: float, steps: int) -> None:
+        """Back off from teams for a while when a team call ran slower than one thread could have
+        (TEAM_SLOW_BYTES_PER_S); affects only the measured rule (threads=None, split=None)."""
+        if steps >= THREADS_MIN_STEPS and seconds > steps * self.step_bytes / TEAM_SLOW_BYTES_PER_S:
+            self._team_backoff_until = time.monotonic() + TEAM_BACKOFF_S
 
     def _team(self, gi: int, ns: int, nthreads: int) -> _Team:
         key = (gi, ns, nthreads)
         team = self._teams.get(key)
         if team is None:
-            if len(self._teams) >= 64:
+            if len(self._teams) >= 16:  # a server sees many active counts: keep the memory bounded
                 self._teams.clear()
             team = self._teams[key] = _Team(self, ns, nthreads)
         return team
@@ -407,6 +400,8 @@ class Sampler:
             self.pack()
         V = self.shape.vocab_size
         temp = _setting("temperature", temperature, N, np.float64)
+        if np.ndim(top_k) == 0 and not isinstance(top_k, bool) and top_k >= V:
+            top_k = 0  # all characters (any size: a huge int would not fit int64)
         k = _setting("top_k", top_k, N, np.int64)
         tp = _setting("top_p", top_p, N, np.float64)
         if not (np.isfinite(temp).all() and (temp >= 0).all() and (k >= 0).all()
