@@ -167,7 +167,16 @@ def print_header(h: dict, title: str) -> None:
           f"torch {h['torch'] or 'not installed'}")
     env = ", ".join(f"{k}={v}" for k, v in h["env"].items()) or "no thread env vars set"
     print(f"threads   torch {h['torch_threads'] if h['torch'] else '-'} (set_num_threads), numba "
-          f"{h['numba_threads']}, charrnn: 2 stream-group threads, numpy's OpenBLAS at 1 thread each; {env}")
+          f"{h['numba_threads']}, charrnn: {h.get('charrnn_threads') or _charrnn_threads()} threads (engine.threads), "
+          f"numpy's OpenBLAS at 1 thread each; {env}")
+
+
+def _charrnn_threads():
+    try:
+        from charrnn.engine.threads import threads
+    except ImportError:  # older layouts: two fixed stream-group threads
+        return "2 stream-group"
+    return threads()
 
 
 # -- plain-text table ------------------------------------------------------------------------------------

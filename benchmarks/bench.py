@@ -666,7 +666,7 @@ def main(argv=None) -> int:
     p.add_argument("--sample-chars", type=int, default=None, help="characters per sampling round (default 2000)")
     p.add_argument("--no-torch", action="store_true", help="charrnn only, even if torch is installed")
     p.add_argument("--threads", type=int, default=2,
-                   help="torch.set_num_threads; sampling rows: also charrnn's cap (CHARRNN_THREADS) (default 2)")
+                   help="threads for both sides: torch.set_num_threads and charrnn's threads.set_threads (default 2)")
     p.add_argument("--settle", type=float, default=0.25,
                    help="seconds of sleep before each timed phase so the other side's thread pool goes idle "
                         "(default 0.25)")
@@ -685,10 +685,18 @@ def main(argv=None) -> int:
     if bad:
         p.error(f"unknown row(s) {', '.join(bad)}; choose from {', '.join(ROWS)}")
 
+    if args.threads < 1:
+        p.error("--threads must be >= 1")
     torch = None if args.no_torch else import_torch()
     if torch is not None:
         torch.set_num_threads(args.threads)
+    try:
+        from charrnn.engine.threads import set_threads
+        set_threads(args.threads)
+    except ImportError:  # before charrnn had a thread count (two fixed stream groups)
+        pass
     header = machine_header(torch, args.threads if torch is not None else None)
+    header["charrnn_threads"] = args.threads
     header.update({"quick": args.quick, "rounds": args.rounds, "settle_s": args.settle,
                    "torch_skipped": "--no-torch" if args.no_torch else ("not installed" if torch is None else None)})
     print_header(header, "charrnn bench" + (" --quick" if args.quick else ""))

@@ -28,6 +28,12 @@ SIZES = [("lstm", 128, 25, 50), ("lstm", 256, 32, 100), ("lstm", 512, 32, 100), 
          ("rnn", 256, 32, 100)]
 
 
+def _solo(wp):
+    """The team arguments of a fused T loop run by one thread: every panel, no barrier to wait at."""
+    from charrnn.engine.kernels.team import make_flags
+    return 0, wp.shape[0], make_flags(1), 0, 1
+
+
 def best_of(fn, reps: int, reset=()) -> float:
     """Fastest of reps calls, after one untimed call (compiles, warms caches). `reset` arrays (the carried
     gradients a backward loop reads and overwrites) are zeroed, untimed, before each call."""
@@ -58,13 +64,13 @@ def loops(cell: str, H: int, B: int, T: int, reps: int) -> dict:
         hn, dgh, b_hn = f32(T, B, H), f32(T, B, G), f32(H)
         perm = gru_fused.interleaved_order(H)
         fwd_il, bwd_il = gru_fused.pack_forward(w_hh[perm]), gemm.pack(w_hh[perm])
-        runs = {"fwd fused": lambda: gru_fused.gru_forward_fused(hs, gates, hn, xproj, fwd_il, b_hn),
-                "bwd fused": lambda: gru_fused.gru_backward_fused(dgates, dgh, dh, dhs, hs, gates, hn, bwd_il),
+        runs = {"fwd fused": lambda: gru_fused.gru_forward_fused(hs, gates, hn, xproj, fwd_il, b_hn, *_solo(fwd_il)),
+                "bwd fused": lambda: gru_fused.gru_backward_fused(dgates, dgh, dh, dhs, hs, gates, hn, bwd_il, *_solo(bwd_il)),
                 "fwd unfused": lambda: gru.gru_forward_packed(hs, gates, hn, hh, xproj, fwd, b_hn),
                 "bwd unfused": lambda: gru.gru_backward_packed(dgates, dgh, dh, dhs, hs, gates, hn, bwd, dhh)}
     elif cell == "rnn":
-        runs = {"fwd fused": lambda: rnn.rnn_forward_fused(hs, xproj, fwd),
-                "bwd fused": lambda: rnn.rnn_backward_fused(dgates, dhs, hs, bwd),
+        runs = {"fwd fused": lambda: rnn.rnn_forward_fused(hs, xproj, fwd, *_solo(fwd)),
+                "bwd fused": lambda: rnn.rnn_backward_fused(dgates, dhs, hs, bwd, *_solo(bwd)),
                 "fwd unfused": lambda: rnn.rnn_forward_packed(hs, hh, xproj, fwd),
                 "bwd unfused": lambda: rnn.rnn_backward_packed(dgates, dh, dhs, hs, bwd, dhh)}
     else:
@@ -72,8 +78,8 @@ def loops(cell: str, H: int, B: int, T: int, reps: int) -> dict:
         carried = (dh, dc)
         perm = lstm_fused.interleaved_order(H)
         fwd_il, bwd_il = gemm.pack(np.ascontiguousarray(w_hh[perm].T)), gemm.pack(w_hh[perm])
-        runs = {"fwd fused": lambda: lstm_fused.lstm_forward_fused(hs, cs, gates, xproj, fwd_il),
-                "bwd fused": lambda: lstm_fused.lstm_backward_fused(dgates, dc, dhs, cs, gates, bwd_il),
+        runs = {"fwd fused": lambda: lstm_fused.lstm_forward_fused(hs, cs, gates, xproj, fwd_il, *_solo(fwd_il)),
+                "bwd fused": lambda: lstm_fused.lstm_backward_fused(dgates, dc, dhs, cs, gates, bwd_il, *_solo(bwd_il)),
                 "fwd unfused": lambda: lstm.lstm_forward_packed(hs, cs, gates, hh, xproj, fwd),
                 "bwd unfused": lambda: lstm.lstm_backward_packed(dgates, dh, dc, dhs, cs, gates, bwd, dhh)}
     return {name: best_of(fn, reps, carried) for name, fn in runs.items()}

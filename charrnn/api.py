@@ -335,6 +335,12 @@ def _prepare(cfg: Config, corpus_path: list[str], run_dir: Path, loaded: store.L
     return trainer, corpus, warning
 
 
+def _threads_line() -> str:
+    from .engine.threads import threads, usable_cores
+    n, cores = threads(), usable_cores()
+    return f"{n}" + (f" (of {cores} usable cores)" if n != cores else " (every usable core)")
+
+
 def _header(tr, corpus, run_dir: Path, resumed: bool) -> dict[str, object]:
     s = tr.model.shape
     emb = f", embedding {s.embedding_size}" if s.embedding_size else ""
@@ -348,6 +354,7 @@ def _header(tr, corpus, run_dir: Path, resumed: bool) -> dict[str, object]:
         "batch": f"{tr.B} streams x {tr.T} steps, {tr.batches.batches_per_epoch(0)} batches/epoch",
         "optimizer": f"{tr.cfg.optim.optimizer}, lr {tr.cfg.optim.lr}, clip {tr.cfg.optim.grad_clip}"
         + (f", weight average (ema {tr.cfg.optim.ema})" if tr.cfg.optim.ema else ""),
+        "threads": _threads_line(),
         "run dir": str(run_dir) + (f" (resumed at step {tr.step})" if resumed else ""),
     }
     if n > 1:

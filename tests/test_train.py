@@ -314,8 +314,8 @@ def test_nan_weights_are_never_checkpointed(monkeypatch, cli, corpus, tmp_path):
     from charrnn.engine.optim import Adam
     real = Adam._update
 
-    def update(self, params, grads, lr, decay):
-        real(self, params, grads, lr, decay)
+    def update(self, params, grads, lr, decay, mom):
+        real(self, params, grads, lr, decay, mom)
         if self.t == 5:
             params[0] = np.nan
     monkeypatch.setattr(Adam, "_update", update)

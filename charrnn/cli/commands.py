@@ -182,9 +182,12 @@ def main():
 @click.option("--errors", type=click.Choice(["strict", "replace"]),
               help="On undecodable bytes (and, fine-tuning, characters the model does not know): stop (strict) or replace.")
 @click.option("--plain", is_flag=True, help="Plain log lines instead of the live progress bar.")
+@click.option("--threads", type=click.IntRange(min=1), metavar="N",
+              help="Threads to train on (default: every core this process may use, capped by CHARRNN_THREADS). "
+                   "The numbers do not depend on it.")
 @friendly_errors
 def train(corpus, config_file, out, sets, resume, init_from, extend_vocab, force, encoding, errors, plain,
-          separator, **opts):
+          separator, threads, **opts):
     """Train a model on CORPUS: text files and directories (read recursively, in sorted order, joined by
     --separator); default: the bundled tiny Shakespeare.
 
@@ -203,6 +206,9 @@ def train(corpus, config_file, out, sets, resume, init_from, extend_vocab, force
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
     options = {TRAIN_OPTIONS[k]: v for k, v in opts.items() if v is not None}
+    if threads is not None:
+        from ..engine.threads import set_threads
+        set_threads(threads)
     if separator is not None:
         from ..data.sources import decode_escapes
         options["data.separator"] = decode_escapes(separator)

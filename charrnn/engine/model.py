@@ -17,10 +17,12 @@ import numpy as np
 
 import numba
 
-from .kernels import blas, dropout, gemm, gru, gru_fused, head, lstm, lstm_fused, rnn
+from .kernels import dropout, gemm, gru_fused, lstm_fused
 from .kernels.blas import matmul, single_threaded_blas
 from .params import GATES, Params, Shape
-from .threads import pool, usable_cores
+from .passes import Pass
+from .team import Team, run_threads
+from .threads import threads
 
 
 @dataclass
@@ -49,6 +51,13 @@ class _Prepared:
     inv: np.ndarray | None = None
 
 
+def stream_groups(B: int) -> list[tuple[int, int]]:
+    """The fixed groups of streams a pass runs as separate passes (first half, second half): their
+    gradients are summed in this order, so they fix the numbers; B alone decides them. Two groups let
+    two threads work without any barrier between them (measured: docs/architecture.md, "Cores")."""
+    return [(0, B)] if B < 2 else [(0, (B + 1) // 2), ((B + 1) // 2, B)]
+
+
 def packed_path(dtype) -> bool:
     """Whether passes use the jitted T loops over packed weights (float32 with the JIT on), or the
     per-step numpy GEMM loops (float64 gradient checks, NUMBA_DISABLE_JIT=1 runs, the trace option)."""
@@ -74,6 +83,8 @@ class _LayerWork:
         self.dgh = z(T, B, G) if cell == "gru" else None
         self.dtmp = z(B, H) if cell == "gru" else None
         self.dropped = z(T, B, H) if dropout else None
+        # weight and bias gradients in the pass's gate order (passes.py puts them into PyTorch's)
+        self.gw_hh, self.gw_ih, self.gb_hh, self.gb_ih = z(G, H), z(G, H), z(G), z(G)
 
 
 class _Work:
@@ -96,6 +107,10 @@ class Model:
         self.dtype = self.params.dtype
         self._work: dict[tuple[int, int, bool, int], _Work] = {}
         self._extra_grads: dict[int, Params] = {}
+        self._team_cache: list[Team] = []
+        # True: one team of every thread runs the groups in turn even when they could run side by side
+        # (benchmarks/scaling.py measures a team's barriers with it; the numbers are the same either way).
+        self.one_team = False
 
     # -- sizes ------------------------------------------------------------------------------------
     @property
@@ -109,6 +124,10 @@ class Model:
     @property
     def hidden_size(self) -> int:
         return self.shape.hidden_size
+
+    @property
+    def gate_width(self) -> int:
+        return GATES[self.cell] * self.hidden_size
 
     @property
     def vocab_size(self) -> int:
@@ -165,63 +184,61 @@ class Model:
 
     # -- internals --------------------------------------------------------------------------------
     def _run(self, kind: str, x, y, state: State, masks, grads, loss_weights=None, trace=None):
-        """One pass over a chunk, data-parallel over (at most) two fixed groups of streams.
-
-        The split is fixed (first half / second half of the streams), whatever the core count, so the
-        numbers never depend on the machine; with two cores the groups run at once on two threads, each
-        with single-threaded BLAS. Measured side by side against one group on 2-thread BLAS (when the
-        per-step GEMMs still ran inside Numba): GRU 2x256 B64 T100 197 vs 223 ms per step, LSTM 2x512
-        828 vs 887 ms, LSTM 2x128 B50 T50 on par; and no idle BLAS worker spins against our threads,
-        which keeps a busy machine from collapsing the step time."""
+        """One pass over a chunk: the streams cut into fixed groups (`stream_groups`: B decides, never the
+        machine), each group's pass (passes.py) run by a team of threads, the groups' gradients summed
+        in group order. Teams are only scheduling: with n threads and g groups, g teams of n/g threads
+        run the groups at once when g divides n (two threads: one group each, no barrier at all, as
+        robust as it gets on a busy machine), else one team of n runs them in turn. Every number is
+        the same for any n. BLAS runs single-threaded inside: our threads share the work out, and an
+        idle BLAS pool would spin against them."""
         x, y = self._check(x, y, state, masks)
         B, T = x.shape
-        groups = [(0, B)] if B < 2 else [(0, (B + 1) // 2), ((B + 1) // 2, B)]
+        groups = stream_groups(B)
         prep = self._prepare_weights(backward=kind == "train" and trace is None, fused=trace is None)
         scale = self.dtype.type(1.0 / x.size)
-        # Made here, not in the threads: the workspace cache is a dict both would write.
-        works = [self._workspace(b1 - b0, T, masks is not None, gi) for gi, (b0, b1) in enumerate(groups)]
-        threaded = len(groups) > 1 and usable_cores() > 1
-
-        def job(gi: int):
-            # A diverging model overflows: callers see the non-finite loss (the trainer's guard skips
-            # the step), so numpy's warnings are noise. errstate is per thread, hence set here.
-            blas.warm_up_thread()  # see blas.py: numpy's OpenBLAS runs slow GEMMs in a cold thread
-            with np.errstate(over="ignore", invalid="ignore"):
-                return group_job(gi)
-
-        def group_job(gi: int):
-            b0, b1 = groups[gi]
+        passes = []
+        for gi, (b0, b1) in enumerate(groups):
             ids = np.ascontiguousarray(x[b0:b1].T, dtype=np.int32)
+            tgt = None if y is None else np.ascontiguousarray(y[b0:b1].T, dtype=np.int32).reshape(-1)
             sub = State(state.h[:, b0:b1], None if state.c is None else state.c[:, b0:b1])
             m = None if masks is None else [np.ascontiguousarray(mk[:, b0:b1]) for mk in masks]
-            w = works[gi]
-            top = self._forward(ids, sub, m, w, prep)
-            if kind == "logits":
-                return w.logits.reshape(T, b1 - b0, -1).transpose(1, 0, 2).copy(), w
-            tgt = np.ascontiguousarray(y[b0:b1].T, dtype=np.int32).reshape(-1)
-            if kind == "loss":
-                return head.softmax_xent_loss(w.logits, tgt), w
-            s = head.softmax_xent_backward(w.logits, tgt, scale)
-            if loss_weights is not None:  # rows are time-major: row t*Bg + b
-                w.logits *= loss_weights[b0:b1].T.reshape(-1, 1)
+            lw = None if loss_weights is None else loss_weights[b0:b1]
             tr = None if trace is None else [a[:, b0:b1] for a in trace]
-            self._backward(ids, top, m, w, grads if gi == 0 else self._group_grads(gi), prep, tr)
-            return s, w
+            g = None if kind != "train" else grads if gi == 0 else self._group_grads(gi)
+            passes.append(Pass(self, kind, ids, tgt, sub, m, g, self._workspace(b1 - b0, T, m is not None, gi),
+                               prep, scale, lw, tr))
+        n = threads()
+        concurrent = len(groups) if n % len(groups) == 0 and not self.one_team else 1
+        teams = self._teams(concurrent, n // concurrent)
+
+        def slot(j: int) -> None:
+            ti, me = divmod(j, teams[0].n)
+            for gi in range(ti, len(groups), concurrent):
+                passes[gi].run(me, teams[ti])
 
         with single_threaded_blas():
-            if threaded:
-                results = list(pool().map(job, range(len(groups))))
-            else:
-                results = [job(gi) for gi in range(len(groups))]
-        states = [self._final_state(w) for _, w in results]
+            run_threads(n, slot, teams)
+        states = [self._final_state(p.w) for p in passes]
         new_state = State(np.concatenate([s.h for s in states], axis=1),
                           None if self.cell != "lstm" else np.concatenate([s.c for s in states], axis=1))
         if kind == "logits":
-            return np.concatenate([r for r, _ in results], axis=0), new_state
+            return np.concatenate([p.w.logits.reshape(T, p.B, -1).transpose(1, 0, 2) for p in passes]), new_state
         if kind == "train":
             for gi in range(1, len(groups)):
                 grads.flat += self._group_grads(gi).flat
-        return sum(r for r, _ in results), new_state
+        return sum(p.loss() for p in passes), new_state
+
+    def _teams(self, count: int, size: int) -> list[Team]:
+        if len(self._team_cache) != count or self._team_cache[0].n != size:
+            self._team_cache = [Team(size) for _ in range(count)]
+        return self._team_cache
+
+    def _group_grads(self, group: int) -> Params:
+        """A private gradient buffer for a group after the first, summed into the caller's after the pass."""
+        g = self._extra_grads.get(group)
+        if g is None:
+            g = self._extra_grads[group] = self.params.zeros_like()
+        return g
 
     def _check(self, x, y, state: State, masks):
         x = np.asarray(x)
@@ -253,13 +270,6 @@ class Model:
                 self._work.clear()
             w = self._work[key] = _Work(self.shape, B, T, self.dtype, dropout)
         return w
-
-    def _group_grads(self, group: int) -> Params:
-        """A private gradient buffer for the second group, summed into the caller's after the pass."""
-        g = self._extra_grads.get(group)
-        if g is None:
-            g = self._extra_grads[group] = self.params.zeros_like()
-        return g
 
     def _prepare_weights(self, backward: bool, fused: bool) -> "_Prepared":
         """Arrays derived from the weights once per pass and shared by both groups: on the packed path,
@@ -306,132 +316,8 @@ class Model:
             return table
         return np.ascontiguousarray(w_ih.T)
 
-    def _forward(self, ids, state: State, masks, w: _Work, prep: "_Prepared") -> np.ndarray:
-        """Runs all layers and the decoder into w.logits; returns the decoder's input (T, B, H)."""
-        P, T, B = self.params, ids.shape[0], ids.shape[1]
-        inp = None
-        for k, lw in enumerate(w.layers):
-            bias = prep.bias[k]
-            if k == 0:
-                head.gather_rows(lw.xproj, prep.table, ids, bias)
-            else:
-                xp = lw.xproj.reshape(T * B, -1)
-                matmul(inp.reshape(T * B, -1), prep.w_ih[k].T, xp)
-                xp += bias
-            lw.hs[0] = state.h[k]
-            w_hh_t = None if prep.w_hh_t is None else prep.w_hh_t[k]
-            packed = prep.fwd is not None
-            if self.cell == "lstm":
-                lw.cs[0] = state.c[k]
-                if prep.perm is not None:
-                    lstm_fused.lstm_forward_fused(lw.hs, lw.cs, lw.gates, lw.xproj, prep.fwd[k])
-                elif packed:
-                    lstm.lstm_forward_packed(lw.hs, lw.cs, lw.gates, lw.hh, lw.xproj, prep.fwd[k])
-                else:
-                    lstm.lstm_forward(lw.hs, lw.cs, lw.gates, lw.hh[:, :w_hh_t.shape[1]], lw.xproj, w_hh_t)
-            elif self.cell == "gru":
-                H = self.hidden_size
-                b_hn = P[f"rnn.bias_hh_l{k}"][2 * H:]
-                if prep.perm is not None:
-                    gru_fused.gru_forward_fused(lw.hs, lw.gates, lw.hn, lw.xproj, prep.fwd[k], b_hn)
-                elif packed:
-                    gru.gru_forward_packed(lw.hs, lw.gates, lw.hn, lw.hh, lw.xproj, prep.fwd[k], b_hn)
-                else:
-                    gru.gru_forward(lw.hs, lw.gates, lw.hn, lw.hh[:, :w_hh_t.shape[1]], lw.xproj, w_hh_t, b_hn)
-            elif packed and rnn.fused_ok(self.hidden_size):
-                rnn.rnn_forward_fused(lw.hs, lw.xproj, prep.fwd[k])
-            elif packed:
-                rnn.rnn_forward_packed(lw.hs, lw.hh, lw.xproj, prep.fwd[k])
-            else:
-                rnn.rnn_forward(lw.hs, lw.hh[:, :w_hh_t.shape[1]], lw.xproj, w_hh_t)
-            inp = lw.hs[1:]
-            if masks is not None:
-                np.multiply(inp, masks[k], out=lw.dropped)
-                inp = lw.dropped
-        matmul(inp.reshape(T * B, -1), P["decoder.weight"].T, w.logits)
-        w.logits += P["decoder.bias"]
-        return inp
-
-    def _backward(self, ids, top, masks, w: _Work, g: Params, prep: "_Prepared", trace=None) -> None:
-        """Reverse of _forward; w.logits holds d(loss)/d(logits) on entry. trace: see forward_backward."""
-        P, T, B = self.params, ids.shape[0], ids.shape[1]
-        N = T * B
-        dlogits = w.logits
-        matmul(dlogits.T, top.reshape(N, -1), g["decoder.weight"])
-        np.sum(dlogits, axis=0, out=g["decoder.bias"])
-        matmul(dlogits, P["decoder.weight"], w.layers[-1].dhs.reshape(N, -1))
-        for k in range(self.num_layers - 1, -1, -1):
-            lw = w.layers[k]
-            if masks is not None:
-                lw.dhs *= masks[k]
-            lw.dh[:] = 0
-            w_hh = P[f"rnn.weight_hh_l{k}"]
-            tr = None if trace is None else trace[k]
-            wp = None if prep.bwd is None else prep.bwd[k]  # None: per-step numpy loop (trace, float64)
-            if self.cell == "lstm":
-                lw.dc[:] = 0
-                # Fused: the carried dh is zero here (truncated BPTT), so dhs[T-1] needs nothing added,
-                # and the gradient w.r.t. h0 (dgates[0] @ W_hh) is not wanted.
-                if wp is not None and prep.perm is not None:
-                    lstm_fused.lstm_backward_fused(lw.dgates, lw.dc, lw.dhs, lw.cs, lw.gates, wp)
-                elif wp is not None:
-                    lstm.lstm_backward_packed(lw.dgates, lw.dh, lw.dc, lw.dhs, lw.cs, lw.gates, wp, lw.dhh)
-                else:
-                    lstm.lstm_backward(lw.dgates, lw.dh, lw.dc, lw.dhs, lw.hs, lw.cs, lw.gates, w_hh, tr)
-                dgh = lw.dgates
-            elif self.cell == "gru":
-                if wp is not None and prep.perm is not None:
-                    gru_fused.gru_backward_fused(lw.dgates, lw.dgh, lw.dh, lw.dhs, lw.hs, lw.gates, lw.hn, wp)
-                elif wp is not None:
-                    gru.gru_backward_packed(lw.dgates, lw.dgh, lw.dh, lw.dhs, lw.hs, lw.gates, lw.hn, wp, lw.dhh)
-                else:
-                    gru.gru_backward(lw.dgates, lw.dgh, lw.dh, lw.dtmp, lw.dhs, lw.hs, lw.gates, lw.hn, w_hh, tr)
-                dgh = lw.dgh
-            else:
-                if wp is not None and rnn.fused_ok(self.hidden_size):
-                    rnn.rnn_backward_fused(lw.dgates, lw.dhs, lw.hs, wp)  # carried dh: zero, as for the LSTM
-                elif wp is not None:
-                    rnn.rnn_backward_packed(lw.dgates, lw.dh, lw.dhs, lw.hs, wp, lw.dhh)
-                else:
-                    rnn.rnn_backward(lw.dgates, lw.dh, lw.dhs, lw.hs, w_hh, tr)
-                dgh = lw.dgates
-            dgx = lw.dgates.reshape(N, -1)
-            dgh = dgh.reshape(N, -1)
-            hs = lw.hs[:T].reshape(N, -1)
-            _gate_rows(g[f"rnn.weight_hh_l{k}"], prep.inv, lambda out: matmul(dgh.T, hs, out))
-            _gate_rows(g[f"rnn.bias_hh_l{k}"], prep.inv, lambda out: np.sum(dgh, axis=0, out=out))
-            if self.cell == "gru":  # elsewhere the two gradients are the same sum (dgh is dgx)
-                _gate_rows(g[f"rnn.bias_ih_l{k}"], prep.inv, lambda out: np.sum(dgx, axis=0, out=out))
-            else:
-                g[f"rnn.bias_ih_l{k}"][:] = g[f"rnn.bias_hh_l{k}"]
-            if k > 0:
-                below = w.layers[k - 1]
-                inp = (below.dropped if masks is not None else below.hs[1:]).reshape(N, -1)
-                _gate_rows(g[f"rnn.weight_ih_l{k}"], prep.inv, lambda out: matmul(dgx.T, inp, out))
-                matmul(dgx, prep.w_ih[k], below.dhs.reshape(N, -1))
-            else:
-                w.dtable[:] = 0
-                head.scatter_add_rows(w.dtable, lw.dgates, ids)
-                dtable = w.dtable if prep.inv is None else w.dtable[:, prep.inv]
-                if self.shape.embedding_size > 0:
-                    matmul(dtable.T, P["encoder.weight"], g["rnn.weight_ih_l0"])
-                    matmul(dtable, P["rnn.weight_ih_l0"], g["encoder.weight"])
-                else:
-                    g["rnn.weight_ih_l0"][:] = dtable.T
-
     def _final_state(self, w: _Work) -> State:
         h = np.stack([lw.hs[-1] for lw in w.layers])
         c = np.stack([lw.cs[-1] for lw in w.layers]) if self.cell == "lstm" else None
         return State(h, c)
 
-
-def _gate_rows(dst: np.ndarray, inv: np.ndarray | None, fill) -> None:
-    """fill(out) computes a gradient whose first axis runs over the pass's gate columns; with the
-    interleaved order (inv given) it goes to a scratch array whose rows are put back into PyTorch's
-    order in dst (G x H floats: cheaper than reordering the N x G dgates)."""
-    if inv is None:
-        fill(dst)
-        return
-    tmp = np.empty_like(dst)
-    fill(tmp)
-    np.take(tmp, inv, axis=0, out=dst)

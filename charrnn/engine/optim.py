@@ -18,6 +18,8 @@ import math
 import numpy as np
 
 from charrnn.errors import CharrnnError, UsageError
+from charrnn.engine.team import chunks, run_threads
+from charrnn.engine.threads import threads
 from charrnn.engine.kernels.optim import (
     _adagrad_update,
     _adam_update,
@@ -34,6 +36,8 @@ SCHEDULES = ("constant", "step", "cosine", "linear")
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _STATE_PREFIX = "optim."
 
+
+UPDATE_PIECE = 1 << 18  # elements per piece of the update at least (1 MB of float32 per vector)
 
 def _check_vector(x: np.ndarray, what: str, n: int | None = None, dtype: np.dtype | None = None) -> None:
     """Raise ValueError unless x is a 1-D C-contiguous float32/float64 array (of length n and dtype).
@@ -106,9 +110,20 @@ class Optimizer:
         if np.may_share_memory(params, grads):  # bounds check only: cheap for flat vectors
             raise ValueError("params and grads must not share memory")
         self.t += 1
-        self._update(params, grads, lr, self._scalar(1.0 - lr * self.weight_decay))
+        decay = self._scalar(1.0 - lr * self.weight_decay)
+        # Element-wise: cut into fixed pieces (the vector size alone decides them, so the numbers do
+        # not depend on the thread count) that threads() threads share out.
+        pieces = chunks(self.n, UPDATE_PIECE)
 
-    def _update(self, params: np.ndarray, grads: np.ndarray, lr: float, decay) -> None:
+        def run(j: int) -> None:
+            for a, b in pieces[j::nthreads]:
+                self._update(params[a:b], grads[a:b], lr, decay, {k: v[a:b] for k, v in self._moments.items()})
+
+        nthreads = min(threads(), len(pieces))
+        run_threads(nthreads, run, [])
+
+    def _update(self, params: np.ndarray, grads: np.ndarray, lr: float, decay, mom: dict) -> None:
+        """Update one piece: params, grads and the moments `mom` are the same slice of each vector."""
         raise NotImplementedError
 
     def state_arrays(self) -> dict[str, np.ndarray]:
@@ -170,12 +185,12 @@ class Adam(Optimizer):
         self.beta2 = _check_hyper("beta2", beta2, 0.0, 1.0)
         self.eps = _check_hyper("eps", eps, 0.0, math.inf, lo_open=True)
 
-    def _update(self, params, grads, lr, decay):
+    def _update(self, params, grads, lr, decay, mom):
         # Bias corrections in float64 Python: beta**t underflows gracefully and stays accurate for large t.
         bias_correction1 = 1.0 - self.beta1 ** self.t
         bias_correction2 = 1.0 - self.beta2 ** self.t
         s = self._scalar
-        _adam_update(params, grads, self._moments["m"], self._moments["v"], decay,
+        _adam_update(params, grads, mom["m"], mom["v"], decay,
                      s(self.beta1), s(1.0 - self.beta1), s(self.beta2), s(1.0 - self.beta2),
                      s(lr / bias_correction1), s(1.0 / math.sqrt(bias_correction2)), s(self.eps))
 
@@ -195,9 +210,9 @@ class RMSprop(Optimizer):
         self.alpha = _check_hyper("alpha", alpha, 0.0, 1.0)
         self.eps = _check_hyper("eps", eps, 0.0, math.inf, lo_open=True)
 
-    def _update(self, params, grads, lr, decay):
+    def _update(self, params, grads, lr, decay, mom):
         s = self._scalar
-        _rmsprop_update(params, grads, self._moments["v"], decay, s(lr), s(self.alpha),
+        _rmsprop_update(params, grads, mom["v"], decay, s(lr), s(self.alpha),
                         s(1.0 - self.alpha), s(self.eps))
 
 
@@ -211,9 +226,9 @@ class Adagrad(Optimizer):
         super().__init__(n, weight_decay=weight_decay, dtype=dtype)
         self.eps = _check_hyper("eps", eps, 0.0, math.inf, lo_open=True)
 
-    def _update(self, params, grads, lr, decay):
+    def _update(self, params, grads, lr, decay, mom):
         s = self._scalar
-        _adagrad_update(params, grads, self._moments["sum"], decay, s(lr), s(self.eps))
+        _adagrad_update(params, grads, mom["sum"], decay, s(lr), s(self.eps))
 
 
 class SGD(Optimizer):
@@ -230,10 +245,10 @@ class SGD(Optimizer):
         self._moment_names = ("buf",) if self.momentum > 0 else ()
         super().__init__(n, weight_decay=weight_decay, dtype=dtype)
 
-    def _update(self, params, grads, lr, decay):
+    def _update(self, params, grads, lr, decay, mom):
         s = self._scalar
         if self.momentum > 0:
-            _sgd_momentum_update(params, grads, self._moments["buf"], decay, s(lr), s(self.momentum))
+            _sgd_momentum_update(params, grads, mom["buf"], decay, s(lr), s(self.momentum))
         else:
             _sgd_update(params, grads, decay, s(lr))
 

@@ -19,7 +19,6 @@ from .spec import Spec, load, trial_config
 from .storage import Store, is_database, need_optuna
 from .table import render, summary
 
-THREADS_PER_TRIAL = 2  # what charrnn trains with when it has the cores (two fixed stream groups)
 EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
@@ -59,7 +58,7 @@ def run(sweep_file: str, corpus: str | None, *, trials: int | None, workers: int
     if workers < 1 or workers > cores:
         raise UsageError(f"--workers must be between 1 and the {cores} usable cores, got {workers}",
                          "run more workers on other machines with --storage postgresql+psycopg://...")
-    threads = max(1, min(THREADS_PER_TRIAL, cores // workers))
+    threads = max(1, cores // workers)  # each worker's share of the cores (CHARRNN_THREADS below)
     url = _storage_url(storage, out_dir)
     store = Store(url, spec.heartbeat)
     study = open_study(store, spec)

@@ -20,6 +20,7 @@ import numpy as np
 
 from .gemm import MR, NR, n_row_blocks, row_block
 from .jit import kernel
+from .team import step as team_step
 from .vir import emit_product, row_block_intrinsic
 
 U = NR // 2
@@ -105,7 +106,7 @@ def pack_forward(w_hh_perm: np.ndarray) -> np.ndarray:
 
 
 @kernel
-def gru_forward_fused(hs, gates, hn, xproj, wp, b_hn):
+def gru_forward_fused(hs, gates, hn, xproj, wp, b_hn, p0, p1, flags, me, nthreads):
     """hs (T+1, B, H): [0] holds h0. gates (T, B, G): out, activated r, z, n, interleaved. hn (T, B, H):
     out, W_hn h + b_hn. xproj (T, B, G): interleaved, with b_ih and b_hr, b_hz. wp = pack_forward(...)."""
     T, B, G = gates.shape
@@ -113,7 +114,7 @@ def gru_forward_fused(hs, gates, hn, xproj, wp, b_hn):
     ha, ga, na, xa, wa, ba = (hs.ctypes.data, gates.ctypes.data, hn.ctypes.data, xproj.ctypes.data,
                               wp.ctypes.data, b_hn.ctypes.data)
     for t in range(T):
-        for p in range(wp.shape[0]):
+        for p in range(p0, p1):
             w = wa + p * H * NRG * 4
             for j in range(n_row_blocks(B, MRG)):
                 b, rows = row_block(B, j, MRG)
@@ -122,10 +123,11 @@ def gru_forward_fused(hs, gates, hn, xproj, wp, b_hn):
                 hx = (((t + 1) * B + b) * H + p * U) * 4
                 _F(rows, ha + (t * B + b) * H * 4, H, w, H, xa + xg, ga + xg, na + hc, ba + p * U * 4,
                    ha + hc, ha + hx, G, H)
+        team_step(flags, me, nthreads)
 
 
 @kernel
-def gru_backward_fused(dgx, dgh, dh, dhs, hs, gates, hn, wp):
+def gru_backward_fused(dgx, dgh, dh, dhs, hs, gates, hn, wp, p0, p1, flags, me, nthreads):
     """dgx, dgh (T, B, G): out, interleaved (see gru.gru_backward). dh (B, H): in, the gradient reaching
     the final h; out, only its direct part dh_0 z_0 (the caller's dgh[0] @ W_hh would complete it).
     dhs (T, B, H): gradient w.r.t. each output. hs, gates, hn: the forward cache. wp = gemm.pack(W_hh[perm])."""
@@ -135,7 +137,7 @@ def gru_backward_fused(dgx, dgh, dh, dhs, hs, gates, hn, wp):
                                       hs.ctypes.data, gates.ctypes.data, hn.ctypes.data, wp.ctypes.data)
     for t in range(T - 1, -1, -1):
         K = G if t < T - 1 else 0
-        for p in range(wp.shape[0]):
+        for p in range(p0, p1):
             w = wa + p * G * NR * 4
             for j in range(n_row_blocks(B, MR)):
                 b, rows = row_block(B, j, MR)
@@ -143,3 +145,4 @@ def gru_backward_fused(dgx, dgh, dh, dhs, hs, gates, hn, wp):
                 hp = ((t * B + b) * H + p * NR) * 4
                 _B(rows, ya + ((t + 1) * B + b) * G * 4, G, w, K, sa + hp, xa + gq, ya + gq, ga + gq,
                    na + hp, ha + hp, da + (b * H + p * NR) * 4, G, H)
+        team_step(flags, me, nthreads)

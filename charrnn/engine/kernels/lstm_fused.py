@@ -22,6 +22,7 @@ import numpy as np
 
 from .gemm import MR, NR, n_row_blocks, row_block
 from .jit import kernel
+from .team import step as team_step
 from .vir import emit_product, row_block_intrinsic
 
 U = NR // 4  # hidden units per forward panel (its 4U columns: i, f, g, o of those units)
@@ -104,32 +105,39 @@ def fused_ok(H: int) -> bool:
 
 
 @kernel
-def lstm_forward_fused(hs, cs, gates, xproj, wp):
+def lstm_forward_fused(hs, cs, gates, xproj, wp, p0, p1, flags, me, nthreads):
     """hs, cs (T+1, B, H): [0] holds h0/c0 on entry. gates (T, B, G): out, activated gates, interleaved.
     xproj (T, B, G): input projection with both biases, interleaved. wp = gemm.pack(W_hh[perm].T)
-    (H/U, H, 4U) for perm = interleaved_order(H)."""
+    (H/U, H, 4U) for perm = interleaved_order(H).
+
+    Run by each of a team of nthreads threads (kernels/team.py's flags), thread me computing panels
+    p0..p1-1 of every step and passing the team's barrier after each step (step t+1 reads all of h_t+1).
+    Each panel's numbers are the same whichever thread computes it. One thread: 0, P, make_flags(1), 0, 1."""
     for t in range(gates.shape[0]):
-        _forward_step(hs, cs, gates, xproj, wp, t)
+        _forward_step(hs, cs, gates, xproj, wp, t, p0, p1)
+        team_step(flags, me, nthreads)
 
 
 @kernel
-def lstm_backward_fused(dgates, dc, dhs, cs, gates, wp):
+def lstm_backward_fused(dgates, dc, dhs, cs, gates, wp, p0, p1, flags, me, nthreads):
     """dgates (T, B, G): out, gradient w.r.t. the gate pre-activations. dc (B, H): in, gradient reaching
     the final c; out, w.r.t. c0. dhs (T, B, H): gradient w.r.t. each output; dhs[T-1] must already hold
     the gradient reaching the final h added in (it is overwritten as a workspace). cs, gates: the forward
     cache; gates and dgates interleaved. wp = gemm.pack(W_hh[perm]) (H/NR, G, NR). The gradient w.r.t.
-    h0 is dgates[0] @ W_hh[perm] (the caller's)."""
+    h0 is dgates[0] @ W_hh[perm] (the caller's). Team arguments as in the forward (panels of NR units);
+    step t reads all of dgates[t+1], hence the barrier after each step."""
     for t in range(gates.shape[0] - 1, -1, -1):
-        _backward_step(dgates, dc, dhs, cs, gates, wp, t)
+        _backward_step(dgates, dc, dhs, cs, gates, wp, t, p0, p1)
+        team_step(flags, me, nthreads)
 
 
 @kernel
-def _forward_step(hs, cs, gates, xproj, wp, t):
-    """Step t of the forward: every panel (U units each), every row block."""
+def _forward_step(hs, cs, gates, xproj, wp, t, p0, p1):
+    """Step t of the forward: panels p0..p1-1 (U units each), every row block."""
     _, B, G = gates.shape
     H = G // 4
     ha, ca, ga, xa, wa = hs.ctypes.data, cs.ctypes.data, gates.ctypes.data, xproj.ctypes.data, wp.ctypes.data
-    for p in range(wp.shape[0]):
+    for p in range(p0, p1):
         w = wa + p * H * NR * 4
         for j in range(n_row_blocks(B, MR)):
             b, rows = row_block(B, j, MR)
@@ -141,14 +149,14 @@ def _forward_step(hs, cs, gates, xproj, wp, t):
 
 
 @kernel
-def _backward_step(dgates, dc, dhs, cs, gates, wp, t):
-    """Step t of the backward: every panel (NR units each), every row block."""
+def _backward_step(dgates, dc, dhs, cs, gates, wp, t, p0, p1):
+    """Step t of the backward: panels p0..p1-1 (NR units each), every row block."""
     T, B, G = gates.shape
     H = G // 4
     da, ca, ga, sa, wa, dca = (dgates.ctypes.data, cs.ctypes.data, gates.ctypes.data, dhs.ctypes.data,
                                wp.ctypes.data, dc.ctypes.data)
     K = G if t < T - 1 else 0
-    for p in range(wp.shape[0]):
+    for p in range(p0, p1):
         w = wa + p * G * NR * 4
         for j in range(n_row_blocks(B, MR)):
             b, rows = row_block(B, j, MR)

@@ -10,6 +10,7 @@ import numpy as np
 from .activations import tanh
 from .gemm import MR, NR, n_row_blocks, panel_product, row_block
 from .jit import kernel
+from .team import step as team_step
 from .vir import emit_product, row_block_intrinsic
 
 
@@ -104,29 +105,31 @@ def fused_ok(H: int) -> bool:
 
 
 @kernel
-def rnn_forward_fused(hs, xproj, wp):
+def rnn_forward_fused(hs, xproj, wp, p0, p1, flags, me, nthreads):
     """rnn_forward_packed without the scratch: wp = gemm.pack(W_hh^T) (H/NR, H, NR)."""
     T, B, H = xproj.shape
     ha, xa, wa = hs.ctypes.data, xproj.ctypes.data, wp.ctypes.data
     for t in range(T):
-        for p in range(wp.shape[0]):
+        for p in range(p0, p1):
             for j in range(n_row_blocks(B, MR)):
                 b, rows = row_block(B, j, MR)
                 o = ((t * B + b) * H + p * NR) * 4
                 _F(rows, ha + (t * B + b) * H * 4, H, wa + p * H * NR * 4, H, xa + o, ha + B * H * 4 + o, H)
+        team_step(flags, me, nthreads)
 
 
 @kernel
-def rnn_backward_fused(dgates, dhs, hs, wp):
+def rnn_backward_fused(dgates, dhs, hs, wp, p0, p1, flags, me, nthreads):
     """dgates (T, B, H): out. dhs (T, B, H): gradient w.r.t. each output, dhs[T-1] with the carried dh
     added in (zero in truncated BPTT). wp = gemm.pack(W_hh) (H/NR, H, NR)."""
     T, B, H = dhs.shape
     da, sa, ha, wa = dgates.ctypes.data, dhs.ctypes.data, hs.ctypes.data, wp.ctypes.data
     for t in range(T - 1, -1, -1):
         K = H if t < T - 1 else 0
-        for p in range(wp.shape[0]):
+        for p in range(p0, p1):
             for j in range(n_row_blocks(B, MR)):
                 b, rows = row_block(B, j, MR)
                 o = ((t * B + b) * H + p * NR) * 4
                 _B(rows, da + ((t + 1) * B + b) * H * 4, H, wa + p * H * NR * 4, K, sa + o,
                    ha + B * H * 4 + o, da + o, H)
+        team_step(flags, me, nthreads)

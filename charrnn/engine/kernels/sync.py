@@ -122,15 +122,25 @@ def arrive(flags, me, count):
 @kernel
 def wait(flags, me, nthreads, count):
     """Wait until every other thread has arrived at barrier number `count`."""
+    wait_or_abort(flags, me, nthreads, count, -1)
+
+
+@kernel
+def wait_or_abort(flags, me, nthreads, count, abort_slot):
+    """wait(), returning early once flags[abort_slot] is non-zero (abort_slot -1: never): a team whose
+    member failed is released instead of spinning forever (kernels/team.py). Returns False if aborted."""
     for t in range(nthreads):
         if t != me:
             spins = 0
             while load_acquire(flags, t * STRIDE) < count:
+                if abort_slot >= 0 and load_acquire(flags, abort_slot) != 0:
+                    return False
                 if spins < SPINS_BEFORE_YIELD:
                     spins += 1
                     cpu_relax()
                 else:
                     os_yield()
+    return True
 
 
 @kernel
