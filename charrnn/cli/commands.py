@@ -337,5 +337,44 @@ def sweep(sweep_file, corpus, trials, workers, storage, study, out, status, plai
                  console=console, err_console=_err_console(), live=live))
 
 
+@main.command()
+@click.argument("models", nargs=-1, metavar="CHECKPOINT_OR_RUN...", type=click.Path())
+@click.option("--watch", multiple=True, metavar="RUN", type=click.Path(),
+              help="Serve a run still training: switch to its newest best.npz when it changes (repeatable).")
+@click.option("--name", "names", multiple=True, metavar="NAME",
+              help="Model name in the API (repeatable, in the order the models are given; default: the run's name).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (loopback: this machine only).")
+@click.option("--port", default=8000, show_default=True, type=int, help="Port (0 picks a free one).")
+@click.option("--api-key", envvar="CHARRNN_API_KEY", metavar="KEY",
+              help="Require Authorization: Bearer KEY on /v1 (env CHARRNN_API_KEY).")
+@click.option("--max-length", default=2000, show_default=True, type=int, help="Characters per choice, at most.")
+@click.option("--max-prompt", default=4000, show_default=True, type=int, help="Characters per prompt, at most.")
+@click.option("--max-concurrency", default=64, show_default=True, type=int,
+              help="Streams sampled together; more requests wait in the queue.")
+@click.option("--max-queue", default=256, show_default=True, type=int,
+              help="Streams that may wait; beyond that requests get 429 with Retry-After.")
+@click.option("--drain-timeout", default=30.0, show_default=True, type=float,
+              help="On Ctrl-C/SIGTERM, seconds the requests in flight may take to finish.")
+@click.option("--access-log", is_flag=True, help="Log every request on stderr.")
+@friendly_errors
+def serve(models, watch, names, host, port, api_key, max_length, max_prompt, max_concurrency, max_queue,
+          drain_timeout, access_log):
+    """Serve models over HTTP: OpenAI-compatible /v1/completions (streaming, batched), /v1/models,
+    /v1/score, /healthz, and a page at / to try them. Needs the serve extra: pip install 'charrnn[serve]'."""
+    from ..errors import UsageError
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError:
+        raise UsageError("charrnn serve needs FastAPI and uvicorn", "pip install 'charrnn[serve]'") from None
+    from ..serve.app import Limits
+    from ..serve.main import serve as run
+    console = _err_console()
+    limits = Limits(max_length=max_length, max_prompt=max_prompt, max_concurrency=max_concurrency,
+                    max_queue=max_queue)
+    say = lambda line: console.print(line, markup=False, style="yellow" if line.startswith("warning") else None)  # noqa: E731
+    sys.exit(run(list(models), list(watch), list(names), host, port, api_key, limits, drain_timeout, access_log, say))
+
+
 def _fmt(x) -> str:
     return "-" if x is None else f"{x:.4f}"

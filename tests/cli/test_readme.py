@@ -37,6 +37,8 @@ SUBSTITUTE = [
 SKIP_BLOCKS = {
     "export CHARRNN_SWEEP_STORAGE": "a cluster sweep needs a PostgreSQL server (tests/test_sweep_cluster.py "
                                     "runs one under CI)",
+    "charrnn serve --watch runs/live": "a server runs until it is stopped (tests/test_serve*.py run it on "
+                                       "loopback, with the curl and openai examples' requests)",
 }
 
 

@@ -1,0 +1,218 @@
+"""Load benchmark of `charrnn serve`: C concurrent streaming clients for a fixed time, for each C.
+
+Starts the server itself on 127.0.0.1 (a free port; loopback only), runs each client count for
+--duration seconds after a --warmup, and stops by itself (every wait is bounded; the server is sent
+SIGTERM, then killed). Each client loops: POST /v1/completions with stream=true, read the events to the
+end, start again. Reported per client count: total generated characters per second (characters received
+inside the window), time to first character (request sent -> first text event) p50/p99, requests
+finished, errors (any non-200, broken stream or missing [DONE]), and the server's RSS (VmRSS) at the
+start and the end of the window. --soak S adds one long run at --soak-clients clients, sampling RSS.
+
+The load generator runs on the same machine (asyncio + httpx, one process): its CPU is taken from the
+server's. Say so when quoting numbers, with `uptime` before and after (other work on the machine).
+
+    python benchmarks/serve_load.py CHECKPOINT [--clients 1,8,32,128] [--duration 20] [--soak 600]
+    python benchmarks/serve_load.py --random-lstm 2x256   # random weights: throughput only
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+PRIMES = ["ROMEO:\n", "First Citizen:\nBefore we proceed", "KING RICHARD III:\n", "The ", "O, ", "\n"]
+
+
+def random_checkpoint(spec: str, corpus: Path, out: Path) -> Path:
+    """A 'LxH' LSTM with random weights over the corpus's characters (throughput does not need quality)."""
+    from charrnn.checkpoints import meta, store
+    from charrnn.checkpoints import npz as checkpoint
+    from charrnn.data.vocab import Vocab
+    from charrnn.engine.model import Model
+    from charrnn.engine.params import Params, Shape, init_params
+    L, H = (int(x) for x in spec.lower().split("x"))
+    vocab = Vocab("".join(sorted(set(corpus.read_text(encoding="utf-8")))))
+    shape = Shape("lstm", vocab.size, H, L, 0)
+    p = Params(shape)
+    init_params(p, np.random.default_rng(0))
+    checkpoint.save(out, store.model_arrays(Model(shape, p)), {"model": meta.shape_meta(shape), "vocab": vocab.chars})
+    return out
+
+
+class ServerProcess:
+    def __init__(self, ckpt: str, extra: list[str]):
+        cmd = [sys.executable, "-m", "charrnn", "serve", ckpt, "--host", "127.0.0.1", "--port", "0", *extra]
+        self.log = tempfile.TemporaryFile("w+")
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            self.log.seek(0)
+            m = re.search(r"listening on (http://\S+?)\s", self.log.read())
+            if m:
+                self.url = m.group(1)
+                return
+            time.sleep(0.2)
+        self.stop()
+        self.log.seek(0)
+        raise SystemExit(f"the server did not start:\n{self.log.read()}")
+
+    def rss_mb(self) -> float:
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(40)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+async def client(http: httpx.AsyncClient, url: str, cid: int, stats: dict, t_start: float, t_end: float,
+                 max_tokens: int) -> None:
+    i = 0
+    while time.perf_counter() < t_end:
+        body = {"prompt": PRIMES[(cid + i) % len(PRIMES)], "max_tokens": max_tokens, "seed": cid * 100003 + i,
+                "temperature": 1.0, "stream": True}
+        i += 1
+        sent = time.perf_counter()
+        first, done = None, False
+        try:
+            async with http.stream("POST", f"{url}/v1/completions", json=body) as r:
+                if r.status_code != 200:
+                    stats["errors"] += 1
+                    stats["error_kinds"][str(r.status_code)] = stats["error_kinds"].get(str(r.status_code), 0) + 1
+                    await r.aread()
+                    continue
+                async for line in r.aiter_lines():
+                    if not line.startswith("data: "):
+                        continue
+                    if line == "data: [DONE]":
+                        done = True
+                        break
+                    now = time.perf_counter()
+                    n = sum(len(c["text"]) for c in json.loads(line[6:])["choices"])
+                    if first is None and n:
+                        first = now
+                        if sent >= t_start:
+                            stats["ttfc"].append(now - sent)
+                    if t_start <= now <= t_end:
+                        stats["chars"] += n
+                    if now > t_end:
+                        return  # the window closed: leave (the server sees a disconnect)
+        except (httpx.HTTPError, asyncio.TimeoutError) as e:
+            stats["errors"] += 1
+            stats["error_kinds"][type(e).__name__] = stats["error_kinds"].get(type(e).__name__, 0) + 1
+            continue
+        if done and time.perf_counter() <= t_end:
+            stats["requests"] += 1
+        elif not done:
+            stats["errors"] += 1
+            stats["error_kinds"]["no [DONE]"] = stats["error_kinds"].get("no [DONE]", 0) + 1
+
+
+async def level(server: ServerProcess, clients: int, warmup: float, duration: float, max_tokens: int,
+                rss_every: float = 0.0) -> dict:
+    stats = {"chars": 0, "ttfc": [], "requests": 0, "errors": 0, "error_kinds": {}, "rss": []}
+    limits = httpx.Limits(max_connections=clients + 8, max_keepalive_connections=clients + 8)
+    async with httpx.AsyncClient(timeout=httpx.Timeout(60.0), limits=limits) as http:
+        t0 = time.perf_counter()
+        t_start, t_end = t0 + warmup, t0 + warmup + duration
+        tasks = [asyncio.create_task(client(http, server.url, c, stats, t_start, t_end, max_tokens))
+                 for c in range(clients)]
+        await asyncio.sleep(max(0.0, t_start - time.perf_counter()))
+        rss0 = server.rss_mb()
+        while rss_every and time.perf_counter() < t_end:
+            stats["rss"].append((round(time.perf_counter() - t_start, 1), round(server.rss_mb(), 1)))
+            await asyncio.sleep(min(rss_every, max(0.0, t_end - time.perf_counter())))
+        await asyncio.wait(tasks, timeout=duration + warmup + 90)
+        for t in tasks:
+            t.cancel()
+    ttfc = np.array(stats["ttfc"]) * 1000
+    return {"clients": clients, "seconds": duration, "chars_per_s": stats["chars"] / duration,
+            "ttfc_p50_ms": float(np.percentile(ttfc, 50)) if ttfc.size else None,
+            "ttfc_p99_ms": float(np.percentile(ttfc, 99)) if ttfc.size else None,
+            "first_chars": int(ttfc.size), "requests": stats["requests"], "errors": stats["errors"],
+            "error_kinds": stats["error_kinds"], "rss_start_mb": round(rss0, 1), "rss_end_mb": round(server.rss_mb(), 1),
+            "rss_series": stats["rss"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("checkpoint", nargs="?", help="checkpoint or run directory to serve")
+    ap.add_argument("--random-lstm", metavar="LxH", help="serve an LSTM with random weights instead, e.g. 2x256")
+    ap.add_argument("--corpus", default="corpora/tinyshakespeare.txt", help="vocabulary for --random-lstm")
+    ap.add_argument("--clients", default="1,8,32,128")
+    ap.add_argument("--duration", type=float, default=20.0, help="measured seconds per client count")
+    ap.add_argument("--warmup", type=float, default=3.0)
+    ap.add_argument("--max-tokens", type=int, default=300, help="characters per request")
+    ap.add_argument("--soak", type=float, default=0.0, help="then this many seconds at --soak-clients")
+    ap.add_argument("--soak-clients", type=int, default=32)
+    ap.add_argument("--server-args", default="--max-concurrency 128 --max-queue 512",
+                    help="extra charrnn serve options")
+    ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    a = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = a.checkpoint
+        if a.random_lstm:
+            ckpt = str(random_checkpoint(a.random_lstm, Path(a.corpus), Path(tmp) / "random.npz"))
+        if not ckpt:
+            ap.error("give a CHECKPOINT or --random-lstm LxH")
+        server = ServerProcess(ckpt, a.server_args.split())
+        results = []
+        try:
+            for c in (int(x) for x in a.clients.split(",")):
+                r = asyncio.run(level(server, c, a.warmup, a.duration, a.max_tokens))
+                results.append(r)
+                print(_row(r), flush=True)
+            if a.soak:
+                r = asyncio.run(level(server, a.soak_clients, a.warmup, a.soak, a.max_tokens, rss_every=10.0))
+                r["soak"] = True
+                results.append(r)
+                print(_row(r) + "  (soak)", flush=True)
+                print("soak RSS MB over time (s, MB): " + " ".join(f"{t:g}:{m:g}" for t, m in r["rss_series"]))
+        finally:
+            server.stop()
+    one = next((r["chars_per_s"] for r in results if r["clients"] == 1 and not r.get("soak")), None)
+    if one:
+        for r in results:
+            print(f"{r['clients']:>4} clients: {r['chars_per_s'] / one:5.1f}x one client's chars/s")
+    if a.json:
+        Path(a.json).write_text(json.dumps({"results": results, "cpu": _cpu(), "cores": os.cpu_count()}, indent=1))
+
+
+def _row(r: dict) -> str:
+    f = lambda v: "-" if v is None else f"{v:,.0f}"  # noqa: E731
+    return (f"{r['clients']:>4} clients {r['seconds']:>5.0f} s: {r['chars_per_s']:>9,.0f} chars/s  TTFC p50 "
+            f"{f(r['ttfc_p50_ms'])} ms p99 {f(r['ttfc_p99_ms'])} ms  requests {r['requests']}  errors {r['errors']}"
+            f"{' ' + str(r['error_kinds']) if r['errors'] else ''}  RSS {r['rss_start_mb']:.0f} -> {r['rss_end_mb']:.0f} MB")
+
+
+def _cpu() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
+if __name__ == "__main__":
+    main()
