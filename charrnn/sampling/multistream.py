@@ -28,7 +28,8 @@ from ..engine.kernels import sampler as K
 from ..engine.kernels.sync import STRIDE
 from ..engine.model import Model, State
 from ..engine.params import GATES
-from ..engine.threads import pool, usable_cores
+from ..engine.threads import pool
+from ..engine.threads import threads as threads_to_use
 from .seeds import seed_streams
 
 __all__ = ["Sampler", "parts_for", "seed_streams"]
@@ -288,7 +289,7 @@ class Sampler:
         ns = self.num_streams if streams is None else int(streams)
         T = self.threads
         if T is None:
-            T = usable_cores() if steps >= THREADS_MIN_STEPS else 1
+            T = threads_to_use() if steps >= THREADS_MIN_STEPS else 1
         T = max(1, min(T, _pool_workers() + 1))  # a team's threads must all run at once
         if self.split == "streams":
             return (min(T, ns), 1)

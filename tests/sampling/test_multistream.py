@@ -195,7 +195,7 @@ def test_a_team_slower_than_one_thread_backs_off_for_a_while(monkeypatch):
     """When other processes hold the cores a team's barriers wait for time slices; the measured rule then
     runs whole streams per thread for TEAM_BACKOFF_S seconds. The text is the same either way."""
     model = make_model("lstm", 256, 2)
-    monkeypatch.setattr(ms, "usable_cores", lambda: 2)
+    monkeypatch.setattr(ms, "threads_to_use", lambda: 2)
     sm = ms.Sampler(model, 1)
     assert sm.plan(100) == (1, 2)
     sm._check_team(1e-6, 100)  # fast: nothing changes
