@@ -25,6 +25,7 @@ import numpy as np
 
 from ..data.vocab import Vocab
 from ..engine.kernels import sampler as K
+from ..engine.kernels.gemm import NR, padded
 from ..engine.kernels.sync import STRIDE
 from ..engine.model import Model, State
 from ..engine.params import GATES
@@ -60,6 +61,15 @@ def parts_for(hidden: int) -> np.ndarray:
     """(P + 1) int64 cuts of the hidden units into P parts whose sizes differ by at most one."""
     P = max(2, -(-hidden // UNITS_PER_PART))
     return np.array([(hidden * i + P - 1) // P for i in range(P + 1)], np.int64)
+
+
+def _panels(w: np.ndarray) -> np.ndarray:
+    """w (K, N) as the products' panels (ceil(N / NR), K, NR), K-major, zero columns past N, in w's
+    dtype (gemm.pack's layout; it converts to float32, and float64 models sample in float64)."""
+    K, N = w.shape
+    out = np.zeros((K, padded(N)), w.dtype)
+    out[:, :N] = w
+    return np.ascontiguousarray(out.reshape(K, -1, NR).transpose(1, 0, 2))
 
 
 def _page_aligned_rows(rows: int, cols: int, dtype) -> np.ndarray:
@@ -99,19 +109,19 @@ class _Team:
 
     def __init__(self, sampler: "Sampler", ns: int, nthreads: int):
         L, H, V = sampler.shape.num_layers, sampler.shape.hidden_size, sampler.shape.vocab_size
-        dt, P, Gmax = sampler._dtype, sampler.num_parts, sampler._gmax
+        dt, P = sampler._dtype, sampler.num_parts
         self.ns, self.nthreads = ns, nthreads
         self.hb = np.zeros((2, L, ns, H), dt)
         self.c = np.zeros((L, ns, H), dt) if sampler.shape.cell == "lstm" else np.zeros((0, 0, 0), dt)
         self.flags = np.zeros(nthreads * STRIDE, np.int64)
         self.prevs = np.zeros((nthreads, ns), np.int32)
         self.rngs = np.zeros((nthreads, ns, 2), np.uint64)
-        self.logits = np.zeros((nthreads, ns, V), dt)
+        self.logits = np.zeros((nthreads, ns, padded(V)), dt)
         self.p = np.zeros((nthreads, V), np.float64)
         self.keys = np.zeros((nthreads, V), np.float64)
         self.order = np.zeros((nthreads, V), np.int64)
-        self.gx = np.zeros((P, ns, Gmax), dt)
-        self.gh = np.zeros((P, ns, Gmax), dt)
+        self.gx = np.zeros((P, ns, sampler._gpad), dt)
+        self.gh = np.zeros((P, ns, sampler._gpad), dt)
         self.ranges = [(P * me // nthreads, P * (me + 1) // nthreads) for me in range(nthreads)]
 
 
@@ -160,18 +170,21 @@ class Sampler:
         self._rows = [(np.arange(g)[:, None] * H + np.arange(a, b)[None, :]).reshape(-1)
                       for a, b in zip(cuts[:-1], cuts[1:])]
         self._gmax = max(r.size for r in self._rows)
+        self._gpad = padded(self._gmax)  # the products write whole panels (kernels/sampler.py)
         self._poff = np.full((P, L, 4), -1, np.int64)
         size = 0
         for p, rows in enumerate(self._rows):
             off = 0
+            mat = padded(rows.size) * H  # one matrix's rows of this part, as panels
             for k in range(L):
-                for j, n in enumerate((rows.size * H if k else 0, rows.size * H, rows.size, rows.size)):
+                for j, n in enumerate((mat if k else 0, mat, rows.size, rows.size)):
                     self._poff[p, k, j] = off
                     off += n
             size = max(size, off)
         self._pk = _page_aligned_rows(P, size, dt)
         self._tab = np.zeros((P, V, self._gmax), dt)
-        self._dec = np.zeros(V * H + V, dt)  # decoder.weight (V, H) then decoder.bias (V)
+        self._decp = np.zeros((padded(V) // NR, H, NR), dt)  # decoder.weight (V, H) as panels
+        self._decb = np.zeros(V, dt)
         self._packed = False
         self.step_bytes = (sum(r.size for r in self._rows) * (2 * L - 1) * H + V * H) * dt.itemsize
         self._h = np.zeros((L, N, H), dt)
@@ -271,12 +284,12 @@ class Sampler:
                 for j, name in enumerate(names):
                     if k == 0 and j in (0, 2):
                         continue  # layer 0's input side lives in the table
-                    part = params[name][rows].reshape(-1)
+                    w = params[name][rows]
+                    part = (_panels(w.T) if w.ndim == 2 else w).reshape(-1)
                     o = self._poff[p, k, j]
                     self._pk[p, o:o + part.size] = part
-        nd = params["decoder.weight"].size
-        self._dec[:nd] = params["decoder.weight"].reshape(-1)
-        self._dec[nd:] = params["decoder.bias"]
+        self._decp[:] = _panels(params["decoder.weight"].T)
+        self._decb[:] = params["decoder.bias"]
         self._packed = True
 
     # -- how the work is spread ------------------------------------------------------------------------
@@ -371,7 +384,7 @@ class Sampler:
             try:
                 K.run_steps(me, nthreads, plo, phi, tm.flags, wout, forced, tm.hb, 0, tm.c, tm.prevs[me],
                             tm.rngs[me], self._pk, self._poff, self._tab, self._lo, self._hi, self._gates,
-                            self._dec, 0, self._dec.size - self.shape.vocab_size, self.cell_code, *settings,
+                            self._decp, self._decb, self.cell_code, *settings,
                             tm.gx, tm.gh, tm.logits[me], tm.p[me], tm.order[me], tm.keys[me])
             except BaseException:
                 # never leave the other threads spinning at a barrier this one will not reach (e.g. a

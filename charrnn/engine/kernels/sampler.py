@@ -4,21 +4,18 @@ Sizes: N = independent streams, n = characters per call, L = layers, H = hidden,
 V = vocabulary, E = embedding (0 = one-hot input).
 
 Weights: the recurrent layers are read from a per-part packed copy (see "the recurrent step, split
-into parts" below), the decoder from a flat buffer (o_dw, o_db: offsets of decoder.weight (V, H)
-and decoder.bias (V)); charrnn.sampling.multistream.Sampler copies both from the model at pack(). Every
-matrix-vector product is a loop over contiguous weight rows with float32 accumulation (it vectorizes
-under the project's fastmath policy); the row loop is outermost so each weight row is read once per
-step for all N streams. Layer 0's input projection is a (V, G) table (Model.input_table +
-bias_ih_l0, from the current weights), so a step's layer-0 input is one contiguous row and training
-and sampling share one definition of it.
+into parts" below), the decoder from its own panels (decp, decb); charrnn.sampling.multistream.Sampler
+copies both from the model at pack(). Every product runs gemm.panel_product (see "the products").
+Layer 0's input projection is a (V, G) table (Model.input_table + bias_ih_l0, from the current weights),
+so a step's layer-0 input is one contiguous row and training and sampling share one definition of it.
 
 Speed: one stream's step is bound by streaming the weights, not by arithmetic. LSTM 2x256 reads
-~3.1 MB of float32 weights per character, more than one core's L2 (0.5-2 MB), so on one thread three
-1 MB matrix-vector products run at L3 bandwidth. Split over T threads each core reads only its parts'
-3.1/T MB, which stays in its own L2 once it fits (benchmarks/README.md, "Sampling on N threads").
-BLAS sgemv, a transposed axpy layout, 8-row blocks, software prefetch and sweeping the rows back and
-forth on alternate steps all measured no faster. With many streams a weight row read once serves
-every stream, and the step becomes arithmetic.
+~3.1 MB of float32 weights per character, more than one core's L2 (0.5-2 MB), so on one thread the
+products run at L3 bandwidth. Split over T threads each core reads only its parts' 3.1/T MB, which
+stays in its own L2 once it fits (benchmarks/README.md, "Sampling on N threads"). With many streams
+a panel read once serves every stream, and the step becomes arithmetic: the register-blocked
+micro-kernel (MR streams x NR outputs of accumulators) is what makes 32 streams cost far less than 32
+times one (benchmarks/README.md, "Many streams").
 
 Cells (PyTorch convention), cell_code 0 = LSTM (i, f, g, o), 1 = GRU (r, z, n), 2 = tanh RNN.
 
@@ -28,9 +25,11 @@ place; `uniform` maps the top 53 bits to a float64 in [0, 1). Seeding is done by
 """
 import math
 
+import numba
 import numpy as np
 
 from .activations import sigmoid, tanh
+from .gemm import NR, panel_product
 from .jit import kernel
 from .sync import arrive, wait
 
@@ -70,63 +69,7 @@ def uniform(rng, s):
 
 
 @kernel
-def _matvec(out, flat, off, rows, cols, x, ns, boff, whole_blocks=False):
-    """out[s, r] = sum_j W[r, j] * x[s, j] + b[r] for s < ns, W = flat[off:off + rows*cols] viewed as
-    (rows, cols), b = flat[boff:boff + rows]. Four rows at a time share each load of x; slices of
-    flat (not flat[off + ...] indexing) let LLVM vectorize the reductions. whole_blocks: every row goes
-    through the same four-row code (a last short block repeats its last row and stores only its own
-    rows), so a row's sum does not depend on where a part boundary falls; else (the decoder, whose rows
-    are never split) the last rows % 4 rows take a one-row loop, whose sums may round differently."""
-    zero = flat.dtype.type(0.0)
-    r = 0
-    while r + 4 <= rows or (whole_blocks and r < rows):
-        last = rows - 1
-        r0 = flat[off + r * cols: off + (r + 1) * cols]
-        i1 = min(r + 1, last)
-        i2 = min(r + 2, last)
-        i3 = min(r + 3, last)
-        r1 = flat[off + i1 * cols: off + (i1 + 1) * cols]
-        r2 = flat[off + i2 * cols: off + (i2 + 1) * cols]
-        r3 = flat[off + i3 * cols: off + (i3 + 1) * cols]
-        for s in range(ns):
-            xs = x[s]
-            a0 = zero
-            a1 = zero
-            a2 = zero
-            a3 = zero
-            for j in range(cols):
-                xj = xs[j]
-                a0 += r0[j] * xj
-                a1 += r1[j] * xj
-                a2 += r2[j] * xj
-                a3 += r3[j] * xj
-            o = out[s]
-            o[r] = a0 + flat[boff + r]
-            if r + 1 < rows:
-                o[r + 1] = a1 + flat[boff + r + 1]
-            if r + 2 < rows:
-                o[r + 2] = a2 + flat[boff + r + 2]
-            if r + 3 < rows:
-                o[r + 3] = a3 + flat[boff + r + 3]
-        r += 4
-    while r < rows:
-        row = flat[off + r * cols: off + (r + 1) * cols]
-        for s in range(ns):
-            xs = x[s]
-            acc = zero
-            for j in range(cols):
-                acc += row[j] * xs[j]
-            out[s, r] = acc + flat[boff + r]
-        r += 1
-
-
-@kernel
-def _draw(lg, p, order, keys, temperature, top_k, top_p, greedy, rng, s):
-    """The next id from logits lg (V) float32: argmax when greedy, else a draw from
-    softmax(lg / temperature) restricted to the top_k largest (0 = all; ties by lower index) and then
-    to the smallest most-probable set of cumulative probability >= top_p of what is left (at least one
-    character), renormalised; inverse CDF with float64 accumulation. p, keys (V) float64 and
-    order (V) int64 are workspaces."""
+def _argmax(lg):
     V = lg.shape[0]
     best = 0
     m = lg[0]
@@ -134,30 +77,13 @@ def _draw(lg, p, order, keys, temperature, top_k, top_p, greedy, rng, s):
         if lg[v] > m:
             m = lg[v]
             best = v
-    if greedy or top_k == 1:
-        return best
-    mf = np.float64(m)
-    inv_t = 1.0 / temperature
-    for v in range(V):
-        d = mf - np.float64(lg[v])
-        # d > 0 guard: exact 1 for the maximum even if inv_t overflowed to inf
-        p[v] = math.exp(-(d * inv_t)) if d > 0.0 else 1.0
-    kk = V if (top_k <= 0 or top_k > V) else top_k
-    if kk == V and top_p >= 1.0:
-        total = 0.0
-        for v in range(V):
-            total += p[v]
-        u = uniform(rng, s) * total
-        cum = 0.0
-        for v in range(V):
-            cum += p[v]
-            if u < cum:
-                return v
-        for v in range(V - 1, -1, -1):  # u rounded up to the total: last positive entry
-            if p[v] > 0.0:
-                return v
-        return best
-    # order[:kk] = the kk largest logits, descending, ties by lower index
+    return best
+
+
+@kernel
+def _top(lg, kk, order, keys):
+    """order[:kk] = ids of the kk largest logits, descending, ties by lower id."""
+    V = lg.shape[0]
     if kk <= 32 or V <= 128:
         # bounded insertion sort, scanning ids in increasing order (so equal logits keep id order)
         cnt = 0
@@ -180,19 +106,62 @@ def _draw(lg, p, order, keys, temperature, top_k, top_p, greedy, rng, s):
         srt = np.argsort(keys, kind="mergesort")  # stable: ties by lower index
         for v in range(kk):
             order[v] = srt[v]
-    mm = kk
-    if top_p < 1.0:
-        total_k = 0.0
-        for i in range(kk):
-            total_k += p[order[i]]
-        thresh = top_p * total_k
+
+
+@kernel
+def _nucleus(p, order, kk, top_p):
+    """How many of order[:kk] make the smallest most-probable set of cumulative probability >= top_p
+    (of what top-k left; at least one)."""
+    if top_p >= 1.0:
+        return kk
+    total_k = 0.0
+    for i in range(kk):
+        total_k += p[order[i]]
+    thresh = top_p * total_k
+    cum = 0.0
+    mm = 0
+    while mm < kk:
+        cum += p[order[mm]]
+        mm += 1
+        if cum >= thresh:
+            break
+    return mm
+
+
+@kernel
+def _draw(lg, p, order, keys, temperature, top_k, top_p, greedy, rng, s):
+    """The next id from logits lg (V) float32: argmax when greedy, else a draw from
+    softmax(lg / temperature) restricted to the top_k largest (0 = all; ties by lower index) and then
+    to the smallest most-probable set of cumulative probability >= top_p of what is left (at least one
+    character), renormalised; inverse CDF with float64 accumulation. p, keys (V) float64 and
+    order (V) int64 are workspaces."""
+    V = lg.shape[0]
+    best = _argmax(lg)
+    if greedy or top_k == 1:
+        return best
+    mf = np.float64(lg[best])
+    inv_t = 1.0 / temperature
+    for v in range(V):
+        d = mf - np.float64(lg[v])
+        # d > 0 guard: exact 1 for the maximum even if inv_t overflowed to inf
+        p[v] = math.exp(-(d * inv_t)) if d > 0.0 else 1.0
+    kk = V if (top_k <= 0 or top_k > V) else top_k
+    if kk == V and top_p >= 1.0:
+        total = 0.0
+        for v in range(V):
+            total += p[v]
+        u = uniform(rng, s) * total
         cum = 0.0
-        mm = 0
-        while mm < kk:
-            cum += p[order[mm]]
-            mm += 1
-            if cum >= thresh:
-                break
+        for v in range(V):
+            cum += p[v]
+            if u < cum:
+                return v
+        for v in range(V - 1, -1, -1):  # u rounded up to the total: last positive entry
+            if p[v] > 0.0:
+                return v
+        return best
+    _top(lg, kk, order, keys)
+    mm = _nucleus(p, order, kk, top_p)
     total = 0.0
     for i in range(mm):
         total += p[order[i]]
@@ -205,13 +174,63 @@ def _draw(lg, p, order, keys, temperature, top_k, top_p, greedy, rng, s):
     return order[mm - 1] if p[order[mm - 1]] > 0.0 else best
 
 
+# -- the products ------------------------------------------------------------------------------------
+#
+# Every product is x (ns, H) times a weight matrix's rows, run by gemm.panel_product, the project's
+# register-blocked micro-kernel, over the rows packed as panels (npan, H, NR) (gemm.pack of the rows'
+# transpose; columns past the rows are zero). Each result is one chain of fused multiply-adds over the
+# H inputs in order, whichever streams, rows and panels share the call, so a stream's numbers never
+# depend on the other streams, on N, on the part boundaries or on the panel width. With many streams a
+# panel (16 KB at H = 256) is fetched once per step and reused from L1 by every block of MR streams:
+# the step becomes arithmetic instead of weight streaming.
+
+
+# The micro-kernel is float32 LLVM IR; float64 models (gradient checks) and NUMBA_DISABLE_JIT runs
+# (where no IR runs) take _panels_ref, the same chains of multiply-adds written with numpy.
+_MICRO = not numba.config.DISABLE_JIT
+
+
+@kernel
+def _panels_ref(x, wp, out):
+    """panel_product's result without the micro-kernel: out[s, p*nr + j] = sum_k x[s, k] * wp[p, k, j],
+    accumulated over k in order for each element (so still independent of the other rows)."""
+    P, K, nr = wp.shape
+    for p in range(P):
+        acc = np.zeros((x.shape[0], nr), out.dtype)
+        for k in range(K):
+            acc += x[:, k:k + 1] * wp[p, k]
+        out[:, p * nr:(p + 1) * nr] = acc
+
+
+@kernel
+def _panels(x, wp, out):
+    if _MICRO and out.itemsize == 4:
+        panel_product(x, wp, out)
+    else:
+        _panels_ref(x, wp, out)
+
+
+@kernel
+def _product(out, buf, off, x, boff, rows):
+    """out[s, r] = sum_j x[s, j] * W[r, j] + b[r] for every row s of x and r < rows, where W's rows are
+    panels at buf[off:] and b = buf[boff:boff + rows]. out (ns, >= npan * NR) C-contiguous."""
+    H = x.shape[1]
+    npan = (rows + NR - 1) // NR
+    _panels(x, buf[off:off + npan * H * NR].reshape((npan, H, NR)), out)
+    b = buf[boff:boff + rows]
+    for s in range(x.shape[0]):
+        o = out[s]
+        for r in range(rows):
+            o[r] += b[r]
+
+
 # -- the recurrent step, split into parts ----------------------------------------------------------
 #
-# The hidden units are split into P parts (sampling/multistream.parts_for: by the shape alone, so the
-# numbers never depend on the core count; a thread owns a range of parts, or none, or all). Part p owns
-# units lo[p]:hi[p] of every layer and keeps, packed contiguously in
-# pk[p], the weight rows of its units for every gate (gate-major: rows g*Hp + u, Hp = hi[p] - lo[p]):
-#   per layer k, at poff[p, k]: [W_ih rows (Gp, H), k > 0 only] [W_hh rows (Gp, H)] [b_ih (Gp)] [b_hh (Gp)]
+# The hidden units are split into P parts (sampling/multistream.parts_for: by the shape alone; a thread
+# owns a range of parts, or none, or all). Part p owns units lo[p]:hi[p] of every layer and keeps, packed
+# contiguously in pk[p], the weight rows of its units for every gate (gate-major: rows g*Hp + u,
+# Hp = hi[p] - lo[p], Gp = gates * Hp rows per matrix), as panels (see "the products"):
+#   per layer k, at poff[p, k]: [W_ih panels, k > 0 only] [W_hh panels] [b_ih (Gp)] [b_hh (Gp)]
 # and tab[p] (V, Gp) is its columns of layer 0's input table (Model.input_table + bias_ih_l0).
 # A thread's parts are consecutive rows of pk, so its weights are one contiguous stretch that its own L2
 # keeps when small enough.
@@ -221,33 +240,31 @@ def _draw(lg, p, order, keys, temperature, top_k, top_p, greedy, rng, s):
 
 
 @kernel
-def _part_recurrent(p, k, gh, pk, poff, hsrc, ns, Gp):
-    """gh[p, s] = W_hh_k rows of part p @ hsrc[k, s] + b_hh for s < ns."""
-    H = hsrc.shape[2]
-    _matvec(gh[p], pk[p], poff[p, k, 1], Gp, H, hsrc[k], ns, poff[p, k, 3], True)
+def _part_recurrent(p, k, gh, pk, poff, hsrc, Gp):
+    """gh[p, s] = W_hh_k rows of part p @ hsrc[k, s] + b_hh for every stream s."""
+    _product(gh[p], pk[p], poff[p, k, 1], hsrc[k], poff[p, k, 3], Gp)
 
 
 @kernel
-def _part_input(p, k, gx, pk, poff, tab, ids, hnew, ns, Gp):
+def _part_input(p, k, gx, pk, poff, tab, ids, hnew, Gp):
     """gx[p, s] = layer k's input pre-activation (with b_ih) for part p: a row of tab[p] for k == 0,
     else W_ih_k rows @ hnew[k - 1, s]."""
     if k == 0:
-        for s in range(ns):
+        for s in range(ids.shape[0]):
             row = tab[p, ids[s]]
             g_s = gx[p, s]
             for r in range(Gp):
                 g_s[r] = row[r]
     else:
-        H = hnew.shape[2]
-        _matvec(gx[p], pk[p], poff[p, k, 0], Gp, H, hnew[k - 1], ns, poff[p, k, 2], True)
+        _product(gx[p], pk[p], poff[p, k, 0], hnew[k - 1], poff[p, k, 2], Gp)
 
 
 @kernel
-def _part_update(p, k, cell_code, gx, gh, hprev, hnew, c, lo, hi, ns):
+def _part_update(p, k, cell_code, gx, gh, hprev, hnew, c, lo, hi):
     """The cell's gate arithmetic for part p's units of layer k: hnew[k, s, lo:hi] (and c in place)."""
     Hp = hi - lo
     one = gx.dtype.type(1.0)
-    for s in range(ns):
+    for s in range(hnew.shape[1]):
         xs = gx[p, s]
         hs = gh[p, s]
         hn = hnew[k, s, lo:hi]
@@ -274,9 +291,31 @@ def _part_update(p, k, cell_code, gx, gh, hprev, hnew, c, lo, hi, ns):
 
 
 @kernel
+def _layer_recurrent(k, plo, phi, gh, pk, poff, hsrc, rows):
+    for pp in range(plo, phi):
+        _part_recurrent(pp, k, gh, pk, poff, hsrc, rows[pp])
+
+
+@kernel
+def _decode_draw(me, t, out, prev, rng, h_top, decp, decb, temperature, top_k, top_p, greedy, logits, p,
+                 order, keys):
+    """Every stream's logits from the top layer's h_top (ns, H), then its next id (into prev, and into
+    out[:, t] by thread 0)."""
+    V = decb.shape[0]
+    _panels(h_top, decp, logits)
+    for s in range(h_top.shape[0]):
+        lg = logits[s, :V]
+        for v in range(V):
+            lg[v] += decb[v]
+        nxt = _draw(lg, p, order, keys, temperature[s], top_k[s], top_p[s], greedy[s], rng, s)
+        prev[s] = nxt
+        if me == 0:
+            out[s, t] = nxt
+
+
+@kernel
 def run_steps(me, nthreads, plo, phi, flags, out, forced, hb, q, c, prev, rng, pk, poff, tab, lo, hi, gates,
-              flat, o_dw, o_db, cell_code, temperature, top_k, top_p, greedy, gx, gh, logits, p, order,
-              keys):
+              decp, decb, cell_code, temperature, top_k, top_p, greedy, gx, gh, logits, p, order, keys):
     """Feed forced (nf) ids to every stream, then generate n = out.shape[1] ids per stream.
 
     Runs as thread `me` of the `nthreads` threads sharing these streams; this thread owns parts
@@ -288,57 +327,45 @@ def run_steps(me, nthreads, plo, phi, flags, out, forced, hb, q, c, prev, rng, p
     hb (2, L, N, H): state, step 0 reads hb[q]; after nf + n steps the state is in hb[q ^ ((nf+n) & 1)].
     c (L, N, H) (LSTM; units are owned by parts). prev (N) int32: the id fed next, updated with each
     draw (generation steps feed prev, forced steps feed forced[t]). out (N, n) int32, written by
-    thread 0. rng (N, 2), logits (N, V), p, keys (V) float64, order (V) int64: this thread's own copies
-    (every thread makes the same draws, so no barrier is needed before the next step's input).
+    thread 0. rng (N, 2), logits (N, >= npan * NR), p, keys (V) float64, order (V) int64: this thread's
+    own copies (every thread makes the same draws, so no barrier is needed before the next step's input).
     lo, hi (P) int64 part units; gates: gates per unit. pk, poff, tab: the packed parts (see above).
-    flat, o_dw, o_db: the decoder's weight (V, H) and bias in a flat buffer. Per stream s: temperature,
-    top_p (N) float64, top_k (N) int64, greedy (N) bool, as in _draw.
+    decp (npan, H, NR), decb (V): the decoder's weight as panels and its bias. Per stream s:
+    temperature, top_p (N) float64, top_k (N) int64, greedy (N) bool, as in _draw.
 
     Per step each thread does its parts of layer 0, arrives at a barrier, computes the next layer's
     recurrent product (which needs only the previous state) while the others finish, waits, and so on
     up the layers; then every thread decodes and draws the same characters."""
     nf = forced.shape[0]
-    N, n = out.shape
     L = hb.shape[1]
     cnt = 0
-    total = nf + n
+    total = nf + out.shape[1]
     if total == 0:
         return
     rows = gates * (hi - lo)  # weight rows of each part per matrix
-    for pp in range(plo, phi):
-        _part_recurrent(pp, 0, gh, pk, poff, hb[q], N, rows[pp])
+    _layer_recurrent(0, plo, phi, gh, pk, poff, hb[q], rows)
     for t in range(total):
         hp = hb[q]
         hn = hb[1 - q]
         if t < nf:
-            for s in range(N):
-                prev[s] = forced[t]
+            prev[:] = forced[t]
         for k in range(L):
             for pp in range(plo, phi):
-                _part_input(pp, k, gx, pk, poff, tab, prev, hn, N, rows[pp])
-                _part_update(pp, k, cell_code, gx, gh, hp, hn, c, lo[pp], hi[pp], N)
+                _part_input(pp, k, gx, pk, poff, tab, prev, hn, rows[pp])
+                _part_update(pp, k, cell_code, gx, gh, hp, hn, c, lo[pp], hi[pp])
             if nthreads > 1:
                 cnt += 1
                 arrive(flags, me, cnt)
             # overlap the wait with a product that needs only state already complete
             if k + 1 < L:
-                for pp in range(plo, phi):
-                    _part_recurrent(pp, k + 1, gh, pk, poff, hp, N, rows[pp])
+                _layer_recurrent(k + 1, plo, phi, gh, pk, poff, hp, rows)
             elif L > 1 and t + 1 < total:  # hn[0] is complete: we passed the barrier after layer 0
-                for pp in range(plo, phi):
-                    _part_recurrent(pp, 0, gh, pk, poff, hn, N, rows[pp])
+                _layer_recurrent(0, plo, phi, gh, pk, poff, hn, rows)
             if nthreads > 1:
                 wait(flags, me, nthreads, cnt)
         if L == 1 and t + 1 < total:
-            for pp in range(plo, phi):
-                _part_recurrent(pp, 0, gh, pk, poff, hn, N, rows[pp])
+            _layer_recurrent(0, plo, phi, gh, pk, poff, hn, rows)
         if t >= nf:
-            H = hb.shape[3]
-            V = logits.shape[1]
-            _matvec(logits, flat, o_dw, V, H, hn[L - 1], N, o_db)
-            for s in range(N):
-                nxt = _draw(logits[s], p, order, keys, temperature[s], top_k[s], top_p[s], greedy[s], rng, s)
-                prev[s] = nxt
-                if me == 0:
-                    out[s, t - nf] = nxt
+            _decode_draw(me, t - nf, out, prev, rng, hn[L - 1], decp, decb, temperature, top_k, top_p, greedy,
+                         logits, p, order, keys)
         q = 1 - q
