@@ -240,7 +240,8 @@ class Sampler:
         self.pack()
         self._zero(slice(None))
         if ids.size > 1:
-            self._launch(np.arange(self.num_streams), np.ascontiguousarray(ids[:-1]), 0, None)
+            forced = np.repeat(ids[:-1, None], self.num_streams, axis=1)
+            self._launch(np.arange(self.num_streams), forced, 0, None)
         self._prev[:] = ids[-1] if ids.size else start
         if seed is not None:
             self._rng[:] = seed_streams(int(seed), self.num_streams)
@@ -251,18 +252,40 @@ class Sampler:
         seed_streams(seed, .) (choice j of a request with n choices: the text of stream j of an n-stream
         reset with that seed). Only this slot's prime is fed; the other slots are untouched. Uses the
         weights of the last reset()/pack() (packing them first if there was none)."""
-        if not 0 <= slot < self.num_streams:
-            raise ValueError(f"slot must be in [0, {self.num_streams}), got {slot}")
-        if choice < 0:
+        self.restart_many([slot], [prime_ids], [seed], [choice], start=start)
+
+    def restart_many(self, slots, primes, seeds, choices, *, start: int = 0) -> None:
+        """restart(slots[i], primes[i], seeds[i], choice=choices[i]) for every i, the primes (of any
+        lengths) fed in one call: they are right-aligned, and a slot holds its zero state until its own
+        prime begins, so each slot ends exactly as its own restart() would leave it."""
+        slots = np.asarray(slots, np.int64).reshape(-1)
+        if not (len(primes) == len(seeds) == len(choices) == slots.size):
+            raise ValueError("slots, primes, seeds and choices must have the same length")
+        if slots.size and (slots.min() < 0 or slots.max() >= self.num_streams):
+            raise ValueError(f"slots must be in [0, {self.num_streams}), got {slots.tolist()}")
+        if np.unique(slots).size != slots.size:
+            raise ValueError("each slot may restart once per call")
+        if any(c < 0 for c in choices):
             raise ValueError("choice must be >= 0")
-        ids = self._prime(prime_ids, start)
+        ids = [self._prime(p, start) for p in primes]
         if not self._packed:
             self.pack()
-        self._zero(slot)
-        if ids.size > 1:
-            self._launch(np.array([slot]), np.ascontiguousarray(ids[:-1]), 0, None)
-        self._prev[slot] = ids[-1] if ids.size else start
-        self._rng[slot] = seed_streams(int(seed), int(choice) + 1)[choice]
+        order = np.argsort(slots)  # _launch wants ascending slots
+        slots, ids = slots[order], [ids[i] for i in order]
+        seeds, choices = [seeds[i] for i in order], [choices[i] for i in order]
+        self._zero(slots)
+        nf = max((x.size - 1 for x in ids), default=0)
+        if nf > 0:
+            forced = np.zeros((nf, slots.size), np.int32)
+            first = np.full(slots.size, nf, np.int64)
+            for i, x in enumerate(ids):
+                if x.size > 1:
+                    first[i] = nf - (x.size - 1)
+                    forced[first[i]:, i] = x[:-1]
+            self._launch(slots, forced, 0, None, first)
+        for slot, x, seed, choice in zip(slots, ids, seeds, choices):
+            self._prev[slot] = x[-1] if x.size else start
+            self._rng[slot] = seed_streams(int(seed), int(choice) + 1)[choice]
 
     def _zero(self, slots) -> None:
         self._h[:, slots] = 0
@@ -320,10 +343,12 @@ class Sampler:
         groups, team = self.plan(steps, streams)
         return groups * team
 
-    def _launch(self, slots: np.ndarray, forced: np.ndarray, n: int, draw) -> np.ndarray | None:
-        """Run kernels.sampler.run_steps for the slots (ascending int64 indices): feed `forced` to each,
-        then draw n characters with settings draw = (temperature, top_k, top_p, greedy), each (N,).
-        Returns (len(slots), n) int32."""
+    def _launch(self, slots: np.ndarray, forced: np.ndarray, n: int, draw, first=None) -> np.ndarray | None:
+        """Run kernels.sampler.run_steps for the slots (ascending int64 indices): feed forced[:, i] to
+        slots[i] from step first[i] on (default 0: all of it), then draw n characters with settings
+        draw = (temperature, top_k, top_p, greedy), each (N,). Returns (len(slots), n) int32."""
+        if first is None:
+            first = np.zeros(slots.size, np.int64)
         steps = forced.shape[0] + n
         ns = slots.size
         groups, team = self.plan(steps, ns)
@@ -332,7 +357,9 @@ class Sampler:
         jobs = []
         for gi in range(groups):
             sl = slots[cuts[gi]:cuts[gi + 1]]
-            jobs.extend(self._team_jobs(gi, sl, forced, out[cuts[gi]:cuts[gi + 1]], draw, team))
+            cut = slice(cuts[gi], cuts[gi + 1])
+            jobs.extend(self._team_jobs(gi, sl, np.ascontiguousarray(forced[:, cut]), first[cut], out[cut], draw,
+                                        team))
         t0 = time.monotonic()
         if len(jobs) == 1:
             jobs[0]()
@@ -362,7 +389,7 @@ class Sampler:
             team = self._teams[key] = _Team(self, ns, nthreads)
         return team
 
-    def _team_jobs(self, gi, sl, forced, out, draw, nthreads):
+    def _team_jobs(self, gi, sl, forced, first, out, draw, nthreads):
         """One callable per thread of the team running slots sl; the last one scatters the results."""
         tm = self._team(gi, sl.size, nthreads)
         steps = forced.shape[0] + out.shape[1]
@@ -382,7 +409,7 @@ class Sampler:
         def run(me: int) -> None:
             plo, phi = tm.ranges[me]
             try:
-                K.run_steps(me, nthreads, plo, phi, tm.flags, wout, forced, tm.hb, 0, tm.c, tm.prevs[me],
+                K.run_steps(me, nthreads, plo, phi, tm.flags, wout, forced, first, tm.hb, 0, tm.c, tm.prevs[me],
                             tm.rngs[me], self._pk, self._poff, self._tab, self._lo, self._hi, self._gates,
                             self._decp, self._decb, self.cell_code, *settings,
                             tm.gx, tm.gh, tm.logits[me], tm.p[me], tm.order[me], tm.keys[me])
@@ -431,5 +458,5 @@ class Sampler:
             slots = np.flatnonzero(mask)
             out[~mask] = -1
         if slots.size and n > 0:
-            out[slots] = self._launch(slots, np.zeros(0, np.int32), n, (temp, k, tp, gr))
+            out[slots] = self._launch(slots, np.zeros((0, slots.size), np.int32), n, (temp, k, tp, gr))
         return out

@@ -129,6 +129,32 @@ def test_restart_gives_the_requests_text_in_any_slot_beside_anything():
     assert VOCAB.decode(np.array(texts[5][:30])) == want_c
 
 
+@pytest.mark.parametrize("cell,threads,split", [("lstm", 1, None), ("lstm", 2, "units"), ("gru", 2, "streams"),
+                                                ("rnn", 3, None)])
+def test_restart_many_feeds_ragged_primes_in_one_call_as_restart_does(cell, threads, split):
+    model = make_model(cell, 24, 2)
+    primes = {1: "abc ja\nbe", 3: "", 4: "j", 6: "hij a", 0: "bb"}
+    seeds = {1: 9, 3: 4, 4: 1, 6: 7, 0: 2}
+    one = ms.Sampler(model, 7, threads=1)
+    many = ms.Sampler(model, 7, threads=threads, split=split)
+    for sm in (one, many):
+        sm.reset(np.array(PRIME), seed=5)
+        sm.run(4, **OPTS)  # every slot has a state: the untouched ones must keep theirs
+    for s, p in primes.items():
+        one.restart(s, np.array(VOCAB.encode(p)), seed=seeds[s], choice=s % 3, start=one.start_id(VOCAB))
+    slots = list(primes)
+    many.restart_many(slots, [np.array(VOCAB.encode(primes[s])) for s in slots], [seeds[s] for s in slots],
+                      [s % 3 for s in slots], start=many.start_id(VOCAB))
+    assert_same((one.prev, one.state, one.rng), (many.prev, many.state, many.rng))
+    np.testing.assert_array_equal(one.run(30, **OPTS), many.run(30, **OPTS))
+    assert VOCAB.decode(many.run(12, active=np.eye(7, dtype=bool)[1])[1]) == VOCAB.decode(
+        one.run(12, active=np.eye(7, dtype=bool)[1])[1])
+    with pytest.raises(ValueError):
+        many.restart_many([0, 0], [None, None], [1, 1], [0, 0])
+    with pytest.raises(ValueError):
+        many.restart_many([0], [None, None], [1], [0])
+
+
 def test_an_inactive_slot_does_not_change():
     model = make_model("gru", 16, 1)
     sm = ms.Sampler(model, 3)

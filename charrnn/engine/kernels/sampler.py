@@ -260,11 +260,17 @@ def _part_input(p, k, gx, pk, poff, tab, ids, hnew, Gp):
 
 
 @kernel
-def _part_update(p, k, cell_code, gx, gh, hprev, hnew, c, lo, hi):
-    """The cell's gate arithmetic for part p's units of layer k: hnew[k, s, lo:hi] (and c in place)."""
+def _part_update(p, k, cell_code, gx, gh, hprev, hnew, c, lo, hi, t, first):
+    """The cell's gate arithmetic for part p's units of layer k: hnew[k, s, lo:hi] (and c in place).
+    A stream s before its first step (t < first[s]) keeps a zero state instead."""
     Hp = hi - lo
     one = gx.dtype.type(1.0)
     for s in range(hnew.shape[1]):
+        if t < first[s]:
+            hnew[k, s, lo:hi] = 0
+            if cell_code == 0:
+                c[k, s, lo:hi] = 0
+            continue
         xs = gx[p, s]
         hs = gh[p, s]
         hn = hnew[k, s, lo:hi]
@@ -314,9 +320,11 @@ def _decode_draw(me, t, out, prev, rng, h_top, decp, decb, temperature, top_k, t
 
 
 @kernel
-def run_steps(me, nthreads, plo, phi, flags, out, forced, hb, q, c, prev, rng, pk, poff, tab, lo, hi, gates,
-              decp, decb, cell_code, temperature, top_k, top_p, greedy, gx, gh, logits, p, order, keys):
-    """Feed forced (nf) ids to every stream, then generate n = out.shape[1] ids per stream.
+def run_steps(me, nthreads, plo, phi, flags, out, forced, first, hb, q, c, prev, rng, pk, poff, tab, lo, hi,
+              gates, decp, decb, cell_code, temperature, top_k, top_p, greedy, gx, gh, logits, p, order, keys):
+    """Feed forced (nf, N) ids to the streams (stream s takes forced[t, s] at steps t >= first[s] and
+    holds a zero state before: primes of different lengths, right-aligned, in one call), then generate
+    n = out.shape[1] ids per stream.
 
     Runs as thread `me` of the `nthreads` threads sharing these streams; this thread owns parts
     plo:phi (possibly none). Every thread of the team is started with the same arguments except me,
@@ -326,7 +334,7 @@ def run_steps(me, nthreads, plo, phi, flags, out, forced, hb, q, c, prev, rng, p
 
     hb (2, L, N, H): state, step 0 reads hb[q]; after nf + n steps the state is in hb[q ^ ((nf+n) & 1)].
     c (L, N, H) (LSTM; units are owned by parts). prev (N) int32: the id fed next, updated with each
-    draw (generation steps feed prev, forced steps feed forced[t]). out (N, n) int32, written by
+    draw (generation steps feed prev, forced steps feed forced[t] and leave prev alone). out (N, n) int32, written by
     thread 0. rng (N, 2), logits (N, >= npan * NR), p, keys (V) float64, order (V) int64: this thread's
     own copies (every thread makes the same draws, so no barrier is needed before the next step's input).
     lo, hi (P) int64 part units; gates: gates per unit. pk, poff, tab: the packed parts (see above).
@@ -347,12 +355,11 @@ def run_steps(me, nthreads, plo, phi, flags, out, forced, hb, q, c, prev, rng, p
     for t in range(total):
         hp = hb[q]
         hn = hb[1 - q]
-        if t < nf:
-            prev[:] = forced[t]
+        ids = forced[t] if t < nf else prev
         for k in range(L):
             for pp in range(plo, phi):
-                _part_input(pp, k, gx, pk, poff, tab, prev, hn, rows[pp])
-                _part_update(pp, k, cell_code, gx, gh, hp, hn, c, lo[pp], hi[pp])
+                _part_input(pp, k, gx, pk, poff, tab, ids, hn, rows[pp])
+                _part_update(pp, k, cell_code, gx, gh, hp, hn, c, lo[pp], hi[pp], t, first)
             if nthreads > 1:
                 cnt += 1
                 arrive(flags, me, cnt)
