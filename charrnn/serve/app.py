@@ -17,7 +17,8 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
 from . import schemas as S
-from .engine import Busy, Engine, Job, Settings, UsageError, Version, check_stops, log, random_seed, score
+from .batch import Job, Settings, random_seed
+from .engine import Busy, Engine, UsageError, Version, check_stops, log, score
 from .errors import ApiError, Guard, error_response, validation_message
 from .models import Registry
 

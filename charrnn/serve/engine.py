@@ -6,19 +6,18 @@ A stream's text depends only on (model weights, prime, seed and choice index, se
 request with n choices and seed S draws from generate.seed_streams(S, n)[j], so its text equals
 stream j of `charrnn sample --prime P --seed S -N n`, alone or beside any number of other requests.
 
-Every import serve/ takes from the rest of charrnn is in this module, so moving those modules means
-editing only the import lines below.
+Every import serve/ takes from the rest of charrnn is in this module and in batch.py (the sampler side),
+so moving those modules means editing only their import lines.
 """
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,10 +29,10 @@ from ..errors import CharrnnError, UsageError
 from ..insight.activations import surprisal
 from ..insight.evaluation import metrics
 from ..sampling.generate import evaluate
-from ..sampling.multistream import Sampler
-from ..sampling.stops import StopCutter, check_stops
+from ..sampling.stops import check_stops
+from .batch import Job, Slots, Stream
 
-__all__ = ["CharrnnError", "Busy", "Engine", "Job", "Settings", "UsageError", "Version", "check_stops",
+__all__ = ["CharrnnError", "Busy", "Engine", "UsageError", "Version", "check_stops",
            "load_version", "resolve_checkpoint", "score"]
 
 resolve_checkpoint = rundir.resolve_checkpoint
@@ -85,18 +84,6 @@ def score(version: Version, text: str, per_char: bool) -> dict:
     return out
 
 
-@dataclass(frozen=True)
-class Settings:
-    temperature: float = 1.0
-    top_k: int = 0
-    top_p: float = 1.0
-
-    @property
-    def greedy(self) -> bool:
-        """As generate.sample decides it: greedy decoding draws no random numbers."""
-        return self.temperature == 0 or self.top_k == 1
-
-
 class Busy(Exception):
     """The queue is full (status 429) or the server is draining (503); retry after `retry_after` s."""
 
@@ -107,98 +94,6 @@ class Busy(Exception):
 
 # deliver(job, index, text, finish_reason): runs on the event loop; finish_reason None while going on
 Deliver = Callable[["Job", int, str, "str | None"], None]
-
-
-@dataclass(eq=False)
-class _Stream:
-    job: Job
-    index: int          # the choice's index in the response
-    prime: np.ndarray   # int32 ids
-    choice: int         # j: it draws from generate.seed_streams(seed, n)[j]
-    cutter: StopCutter | None
-    done: int = 0       # characters drawn so far
-
-
-@dataclass(eq=False)
-class Job:
-    """One request: for each prompt, n choices (choice index = prompt * n + j), each a stream."""
-
-    version: Version
-    prompts: list[np.ndarray]
-    n: int
-    seed: int
-    settings: Settings
-    length: int
-    stops: tuple[str, ...] = ()
-    cancelled: bool = False
-    streams: list[_Stream] = field(default_factory=list)
-    inbox: object = None  # the event loop's side: where its text goes (an asyncio.Queue)
-
-    def __post_init__(self):
-        self.streams = [_Stream(self, p * self.n + j, ids, j,
-                                StopCutter(self.stops) if self.stops else None)
-                        for p, ids in enumerate(self.prompts) for j in range(self.n)]
-
-
-def random_seed() -> int:
-    return int.from_bytes(os.urandom(8), "little")
-
-
-class _Slots:
-    """The running streams of one model version: the slots of one multi-stream Sampler (sized to the
-    server's capacity; a free slot is inactive and costs nothing). A stream joins with a restart of its
-    slot (its prime fed to that slot alone) and leaves by going inactive, between two run() calls."""
-
-    def __init__(self, version: Version, capacity: int):
-        self.version = version
-        self.sampler = Sampler(version.model, capacity)
-        self.sampler.pack()
-        self.start = self.sampler.start_id(version.vocab)
-        self.streams: dict[_Stream, int] = {}
-        self._free = list(range(capacity - 1, -1, -1))
-        self._active = np.zeros(capacity, bool)
-        self._temperature = np.ones(capacity)
-        self._top_k = np.zeros(capacity, np.int64)
-        self._top_p = np.ones(capacity)
-        self._greedy = np.zeros(capacity, bool)
-
-    def join(self, s: _Stream) -> None:
-        slot = self._free.pop()
-        # A prime is fed to its one slot on one thread: a team of two crosses a spin barrier per character,
-        # which a busy machine turns into a wait for a descheduled partner (measured on 2 cores at load 10,
-        # LSTM 2x256, a 32-character prime: 15-19 ms on one thread, 40-250 ms on two), and a new request's
-        # prime delays every running stream's next characters. (Requested of 28s: a restart that takes a
-        # thread count, or several slots at once; `threads` is the Sampler's own setting meanwhile.)
-        saved, self.sampler.threads = self.sampler.threads, 1
-        try:
-            self.sampler.restart(slot, s.prime, seed=s.job.seed, choice=s.choice, start=self.start)
-        finally:
-            self.sampler.threads = saved
-        st = s.job.settings
-        self._temperature[slot], self._top_k[slot], self._top_p[slot] = st.temperature, st.top_k, st.top_p
-        self._greedy[slot] = st.greedy
-        self._active[slot] = True
-        self.streams[s] = slot
-
-    def leave(self, s: _Stream) -> None:
-        slot = self.streams.pop(s)
-        self._active[slot] = False
-        self._free.append(slot)
-
-    def run(self, k: int, only: list[_Stream] | None = None) -> dict[_Stream, np.ndarray]:
-        """k characters for every stream, or for `only` these (on one thread, as join() explains)."""
-        active = self._active
-        if only is not None:
-            active = np.zeros_like(self._active)
-            active[[self.streams[s] for s in only]] = True
-        saved = self.sampler.threads
-        self.sampler.threads = 1 if only is not None else saved
-        try:
-            out = self.sampler.run(k, temperature=self._temperature, top_k=self._top_k, top_p=self._top_p,
-                                   greedy=self._greedy, active=active)
-        finally:
-            self.sampler.threads = saved
-        return {s: out[self.streams[s]] for s in (self.streams if only is None else only)}
 
 
 class Engine:
@@ -222,7 +117,7 @@ class Engine:
         self._pending: deque[Job] = deque()
         self._queued = 0  # streams in _pending
         self._calls: deque[tuple[Callable, Future]] = deque()
-        self._slots: dict[Version, _Slots] = {}
+        self._slots: dict[Version, Slots] = {}
         self._running = 0
         self._stop = False
         self._per_char = 1e-4  # seconds per character-round, measured as rounds run
@@ -298,22 +193,29 @@ class Engine:
                         fut.set_exception(e)
             events: list[tuple] = []
             try:
-                for job in joining:
-                    for s in job.streams:
-                        self._slots_for(job.version).join(s)
-                        self._running += 1
-                self._drop_cancelled()
-                if joining and self._running > sum(len(j.streams) for j in joining):
-                    self._first(joining, events)  # newcomers' first characters without a full round's wait
-                    if events:
-                        self._post(self._deliver_all, events)
-                        events = []
-                self._round(events)
+                self._step(joining, events)
             except Exception:  # a bug, not a user's error: fail the running requests, keep serving
                 log.exception("the sampling engine failed; ending the requests in flight")
                 events += self._fail_all()
             if events:
                 self._post(self._deliver_all, events)
+
+    def _step(self, joining: list[Job], events: list) -> None:
+        """Newcomers join (every prime of one model version fed in one call) and, when other streams
+        run, draw their first characters in a call of their own; then one round of every stream."""
+        by_slots: dict[Slots, list[Stream]] = {}
+        for job in joining:
+            by_slots.setdefault(self._slots_for(job.version), []).extend(job.streams)
+        for slots, streams in by_slots.items():
+            slots.join(streams)
+            self._running += len(streams)
+        self._drop_cancelled()
+        if joining and self._running > sum(len(j.streams) for j in joining):
+            self._first(by_slots, events)  # newcomers' first characters without a full round's wait
+            if events:
+                self._post(self._deliver_all, list(events))
+                events.clear()
+        self._round(events)
 
     def _admit(self) -> list[Job]:
         """Queued jobs that fit beside the running streams, oldest first (called holding the lock)."""
@@ -326,13 +228,13 @@ class Engine:
                 out.append(job)
         return out
 
-    def _slots_for(self, version: Version) -> _Slots:
+    def _slots_for(self, version: Version) -> Slots:
         slots = self._slots.get(version)
         if slots is None:
-            slots = self._slots[version] = _Slots(version, self.capacity)
+            slots = self._slots[version] = Slots(version, self.capacity)
         return slots
 
-    def _leave(self, s: _Stream) -> None:
+    def _leave(self, s: Stream) -> None:
         slots = self._slots[s.job.version]
         slots.leave(s)
         self._running -= 1
@@ -372,19 +274,17 @@ class Engine:
             for s, row in ids.items():
                 self._take(slots.version.vocab, s, row, k, events)
 
-    def _first(self, joining: list[Job], events: list) -> None:
+    def _first(self, by_slots: dict[Slots, list[Stream]], events: list) -> None:
         """A short call for the streams that just joined alone (the others wait that long once): their
         first characters go out now instead of after a round of every stream. The text is the same (it
         does not depend on the characters per call)."""
-        by_slots: dict[_Slots, list[_Stream]] = {}
-        for job in joining:
-            if not job.cancelled:
-                by_slots.setdefault(self._slots[job.version], []).extend(job.streams)
         for slots, streams in by_slots.items():
-            for s, row in slots.run(self.min_chunk, only=streams).items():
-                self._take(slots.version.vocab, s, row, self.min_chunk, events)
+            streams = [s for s in streams if not s.job.cancelled and s in slots.streams]
+            if streams:
+                for s, row in slots.run(self.min_chunk, only=streams).items():
+                    self._take(slots.version.vocab, s, row, self.min_chunk, events)
 
-    def _take(self, vocab: Vocab, s: _Stream, row: np.ndarray, k: int, events: list) -> None:
+    def _take(self, vocab: Vocab, s: Stream, row: np.ndarray, k: int, events: list) -> None:
         """Stream s drew `row` (k ids): pass its text on, through its stop strings; leave when done."""
         take = min(k, s.job.length - s.done)
         s.done += take

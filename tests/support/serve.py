@@ -30,13 +30,13 @@ START_TIMEOUT = 120.0  # a hang, not slowness: the first start compiles nothing 
 # act while a request is in flight. The text is unchanged (it does not depend on the characters per round).
 SLOW = """
 import time
-from charrnn.serve import engine
-_chunk, _run = engine.Engine._chunk, engine._Slots.run
+from charrnn.serve import batch, engine
+_chunk, _run = engine.Engine._chunk, batch.Slots.run
 engine.Engine._chunk = lambda self: min(_chunk(self), {chunk})
 def run(self, k, only=None):
     time.sleep({delay})
     return _run(self, k, only)
-engine._Slots.run = run
+batch.Slots.run = run
 """
 
 
