@@ -175,7 +175,7 @@ def measure_tuning(args) -> dict:
     THREAD_MIN_BYTES (one stream, 1 vs 2 threads, LSTM 1xH of growing size), STREAMS_PER_THREAD (S
     streams at 2x256 and 2x512: 1 thread, 2 threads splitting streams, 2 splitting units) and
     UNITS_PER_PART (the cost of finer parts on 1 and 2 threads)."""
-    import charrnn.sampling.multistream as ms
+    import charrnn.sampling.packing as packing
     out = {}
     sizes = (64, 96, 128, 160, 192, 256)
     models = {H: make_model("lstm", H, 1) for H in sizes}
@@ -205,12 +205,12 @@ def measure_tuning(args) -> dict:
             print(f"  LSTM 2x{H}, {S} streams: 1 thread {g[f'2x{H} S{S} 1thr']:,.0f}, 2 threads splitting streams "
                   f"{g[f'2x{H} S{S} streams']:,.0f}, splitting units {g[f'2x{H} S{S} units']:,.0f} chars/s",
                   flush=True)
-    keep = ms.UNITS_PER_PART
+    keep = packing.UNITS_PER_PART
     try:
         m = make_model("lstm", 256, 2)
         sides = {}
         for upp in (8, 16, 32, 128):
-            ms.UNITS_PER_PART = upp
+            packing.UNITS_PER_PART = upp
             for T in (1, 2):
                 sm = Sampler(m, 1, threads=T, split="units")
                 sm.reset(None, seed=1)
@@ -218,7 +218,7 @@ def measure_tuning(args) -> dict:
                 sides[f"{upp} units/part {T}thr"] = (lambda r, sm=sm: 1500 / _timed(sm, 1500))
         got = rounds_of(sides, args.rounds, args.settle)
     finally:
-        ms.UNITS_PER_PART = keep
+        packing.UNITS_PER_PART = keep
     out["parts"] = {k: med(v) for k, v in got.items()}
     print("  LSTM 2x256 one stream by part size: " + ", ".join(f"{k} {v:,.0f}" for k, v in out["parts"].items()),
           flush=True)

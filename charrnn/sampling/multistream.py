@@ -1,13 +1,14 @@
 """The multi-stream sampler: one model, N stream slots, each with its own state, previous character,
-generator and draw settings, run on one thread or many (charrnn.kernels.sampler runs the steps).
+generator and draw settings, run on one thread or many (charrnn.engine.kernels.sampler runs the steps,
+sampling/packing.py holds its copy of the weights).
 
 What a stream's text depends on: the model's weights (as of the last reset() or pack()), its own prime,
 its own seed and choice index, its own settings and how many characters it has drawn. Never on the
 slot it sits in, on N, on which other streams run beside it, on how many characters one run() call
 draws, nor on the thread count. That holds by construction:
-* every stream's arithmetic is the same loop over the same packed weights, whatever other streams are
-  in the call (kernels/sampler.py: a matrix-vector product computes each stream's dot products on their
-  own);
+* every stream's arithmetic is the same code over the same packed weights, whatever other streams are
+  in the call (kernels/sampler.py: each output of a product is one chain of multiply-adds of that
+  stream's inputs, whichever streams share the micro-kernel's block);
 * the hidden units are cut into parts by the model's shape alone (parts_for); a part's arithmetic is the
   same code whichever thread owns it, and every thread of a team decodes and draws the same characters;
 * each stream has its own xoroshiro128++ generator (seed_streams).
@@ -25,20 +26,16 @@ import numpy as np
 
 from ..data.vocab import Vocab
 from ..engine.kernels import sampler as K
-from ..engine.kernels.gemm import NR, padded
+from ..engine.kernels.gemm import padded
 from ..engine.kernels.sync import STRIDE
 from ..engine.model import Model, State
-from ..engine.params import GATES
 from ..engine.threads import pool
 from ..engine.threads import threads as threads_to_use
+from .packing import Weights, parts_for
 from .seeds import seed_streams
 
 __all__ = ["Sampler", "parts_for", "seed_streams"]
 
-# Hidden units per part (about): parts_for cuts H into max(2, ceil(H / UNITS_PER_PART)) parts, by the
-# model's shape alone, so the text never depends on the thread count. Two parts up to H = 16 (as before
-# the N-thread sampler); 32 parts at H = 256, 64 at H = 512: at most that many threads share one stream.
-UNITS_PER_PART = 8
 # A team never gives a thread fewer weight bytes per character than this: below it a thread's share of
 # the weights takes less time to stream than the barriers cost (measured 1 vs 2 threads: crossover at
 # 350-450 KB per character for the pair; benchmarks/README.md, "Sampling on N threads").
@@ -55,37 +52,6 @@ STREAMS_PER_THREAD = 2
 # before trying the team again. The text is the same either way.
 TEAM_SLOW_BYTES_PER_S = 3e9
 TEAM_BACKOFF_S = 2.0
-
-
-def parts_for(hidden: int) -> np.ndarray:
-    """(P + 1) int64 cuts of the hidden units into P parts whose sizes differ by at most one."""
-    P = max(2, -(-hidden // UNITS_PER_PART))
-    return np.array([(hidden * i + P - 1) // P for i in range(P + 1)], np.int64)
-
-
-def _panels(w: np.ndarray) -> np.ndarray:
-    """w (K, N) as the products' panels (ceil(N / NR), K, NR), K-major, zero columns past N, in w's
-    dtype (gemm.pack's layout; it converts to float32, and float64 models sample in float64)."""
-    K, N = w.shape
-    out = np.zeros((K, padded(N)), w.dtype)
-    out[:, :N] = w
-    return np.ascontiguousarray(out.reshape(K, -1, NR).transpose(1, 0, 2))
-
-
-def _page_aligned_rows(rows: int, cols: int, dtype) -> np.ndarray:
-    """A zeroed C-contiguous (rows, cols') array, cols' >= cols, whose rows each start on a 2 MB
-    boundary when a row is big (>= 256 KB). Such an allocation is >= 4 MB, which numpy marks for
-    transparent huge pages on Linux: each part's weights then sit in physically contiguous memory
-    and spread evenly over the L2 cache's sets (measured +5-10 % sampling speed at 2x256 with two
-    parts, within the run-to-run noise)."""
-    item = np.dtype(dtype).itemsize
-    if cols * item < (256 << 10):
-        return np.zeros((rows, cols), dtype)
-    huge = (2 << 20) // item
-    stride = -(-cols // huge) * huge
-    buf = np.zeros(rows * stride + huge, dtype)
-    start = (-buf.ctypes.data % (2 << 20)) // item
-    return buf[start:start + rows * stride].reshape(rows, stride)  # a view: keeps buf alive
 
 
 def _pool_workers() -> int:
@@ -120,8 +86,8 @@ class _Team:
         self.p = np.zeros((nthreads, V), np.float64)
         self.keys = np.zeros((nthreads, V), np.float64)
         self.order = np.zeros((nthreads, V), np.int64)
-        self.gx = np.zeros((P, ns, sampler._gpad), dt)
-        self.gh = np.zeros((P, ns, sampler._gpad), dt)
+        self.gx = np.zeros((P, ns, sampler.weights.gpad), dt)
+        self.gh = np.zeros((P, ns, sampler.weights.gpad), dt)
         self.ranges = [(P * me // nthreads, P * (me + 1) // nthreads) for me in range(nthreads)]
 
 
@@ -158,35 +124,11 @@ class Sampler:
         self._model = weakref.ref(model)  # the module cache is keyed weakly by the model
         self.num_streams = N = int(num_streams)
         self.threads, self.split = threads, split
-        H, L, V = shape.hidden_size, shape.num_layers, shape.vocab_size
-        g = GATES[shape.cell]
-        self._dtype = dt = model.params.dtype
+        H, L = shape.hidden_size, shape.num_layers
+        self.weights = w = Weights(shape, model.params.dtype)
+        self._dtype = dt = w.dtype
+        self.num_parts, self.step_bytes = w.num_parts, w.step_bytes
         self.cell_code = K.CELL_CODES[shape.cell]
-        self._gates = g
-        # part p owns hidden units lo[p]:hi[p]; its packed rows start at poff[p, k] (kernels/sampler.py)
-        cuts = parts_for(H)
-        self.num_parts = P = cuts.size - 1
-        self._lo, self._hi = cuts[:-1].copy(), cuts[1:].copy()
-        self._rows = [(np.arange(g)[:, None] * H + np.arange(a, b)[None, :]).reshape(-1)
-                      for a, b in zip(cuts[:-1], cuts[1:])]
-        self._gmax = max(r.size for r in self._rows)
-        self._gpad = padded(self._gmax)  # the products write whole panels (kernels/sampler.py)
-        self._poff = np.full((P, L, 4), -1, np.int64)
-        size = 0
-        for p, rows in enumerate(self._rows):
-            off = 0
-            mat = padded(rows.size) * H  # one matrix's rows of this part, as panels
-            for k in range(L):
-                for j, n in enumerate((mat if k else 0, mat, rows.size, rows.size)):
-                    self._poff[p, k, j] = off
-                    off += n
-            size = max(size, off)
-        self._pk = _page_aligned_rows(P, size, dt)
-        self._tab = np.zeros((P, V, self._gmax), dt)
-        self._decp = np.zeros((padded(V) // NR, H, NR), dt)  # decoder.weight (V, H) as panels
-        self._decb = np.zeros(V, dt)
-        self._packed = False
-        self.step_bytes = (sum(r.size for r in self._rows) * (2 * L - 1) * H + V * H) * dt.itemsize
         self._h = np.zeros((L, N, H), dt)
         self._c = np.zeros((L, N, H), dt) if shape.cell == "lstm" else None
         self._prev = np.zeros(N, np.int32)
@@ -268,7 +210,7 @@ class Sampler:
         if any(c < 0 for c in choices):
             raise ValueError("choice must be >= 0")
         ids = [self._prime(p, start) for p in primes]
-        if not self._packed:
+        if not self.weights.packed:
             self.pack()
         order = np.argsort(slots)  # _launch wants ascending slots
         slots, ids = slots[order], [ids[i] for i in order]
@@ -293,27 +235,9 @@ class Sampler:
             self._c[:, slots] = 0
 
     def pack(self) -> None:
-        """Copy each part's weight rows (and its columns of layer 0's input table) and the decoder from
-        the model: calls sample from the weights of the last pack(), whatever happened since."""
-        model = self.model
-        params = model.params
-        if params.shape != self.shape or params.dtype != self._dtype:
-            raise ValueError("the model's parameter layout changed under the sampler")
-        table = model.input_table() + params["rnn.bias_ih_l0"]
-        for p, rows in enumerate(self._rows):
-            self._tab[p, :, :rows.size] = table[:, rows]
-            for k in range(self.shape.num_layers):
-                names = (f"rnn.weight_ih_l{k}", f"rnn.weight_hh_l{k}", f"rnn.bias_ih_l{k}", f"rnn.bias_hh_l{k}")
-                for j, name in enumerate(names):
-                    if k == 0 and j in (0, 2):
-                        continue  # layer 0's input side lives in the table
-                    w = params[name][rows]
-                    part = (_panels(w.T) if w.ndim == 2 else w).reshape(-1)
-                    o = self._poff[p, k, j]
-                    self._pk[p, o:o + part.size] = part
-        self._decp[:] = _panels(params["decoder.weight"].T)
-        self._decb[:] = params["decoder.bias"]
-        self._packed = True
+        """Copy the model's weights into the sampler's layout (packing.Weights): calls sample from the
+        weights of the last pack(), whatever happened since."""
+        self.weights.pack(self.model)
 
     # -- how the work is spread ------------------------------------------------------------------------
 
@@ -406,12 +330,14 @@ class Sampler:
             settings = tuple(np.ascontiguousarray(a[sl]) for a in draw)
         wout = np.empty((sl.size, out.shape[1]), np.int32)
 
+        w = self.weights
+
         def run(me: int) -> None:
             plo, phi = tm.ranges[me]
             try:
                 K.run_steps(me, nthreads, plo, phi, tm.flags, wout, forced, first, tm.hb, 0, tm.c, tm.prevs[me],
-                            tm.rngs[me], self._pk, self._poff, self._tab, self._lo, self._hi, self._gates,
-                            self._decp, self._decb, self.cell_code, *settings,
+                            tm.rngs[me], w.pk, w.poff, w.tab, w.lo, w.hi, w.gates, w.decp, w.decb,
+                            self.cell_code, *settings,
                             tm.gx, tm.gh, tm.logits[me], tm.p[me], tm.order[me], tm.keys[me])
             except BaseException:
                 # never leave the other threads spinning at a barrier this one will not reach (e.g. a
@@ -437,7 +363,7 @@ class Sampler:
         N = self.num_streams
         if out is None or out.shape != (N, n):
             out = np.empty((N, n), np.int32)
-        if not self._packed:
+        if not self.weights.packed:
             self.pack()
         V = self.shape.vocab_size
         temp = _setting("temperature", temperature, N, np.float64)

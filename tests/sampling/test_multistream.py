@@ -13,6 +13,7 @@ from charrnn.engine.model import Model
 from charrnn.engine.params import Params, Shape, init_params
 from charrnn.sampling import generate as gen
 from charrnn.sampling import multistream as ms
+from charrnn.sampling import packing
 
 CHARS = "\n abcdefghij"
 VOCAB = Vocab(CHARS)
@@ -208,12 +209,12 @@ def test_the_engine_runs_from_another_thread():
 
 @pytest.mark.parametrize("cell,hidden", [("rnn", 30), ("gru", 21)])
 def test_the_part_size_does_not_change_the_text(monkeypatch, cell, hidden):
-    """Every weight row goes through the same four-row code wherever a part boundary falls, so even
-    the part size (a constant today) could change without changing any text."""
+    """Every output of a product is one chain of multiply-adds (the micro-kernel's) wherever a part or
+    panel boundary falls, so even the part size (a constant today) could change without changing any text."""
     model = make_model(cell, hidden, 2)
     want = run(model, 1, "units")
     for units in (3, 5, 30):
-        monkeypatch.setattr(ms, "UNITS_PER_PART", units)
+        monkeypatch.setattr(packing, "UNITS_PER_PART", units)
         assert_same(run(model, 2, "units"), want)
 
 
