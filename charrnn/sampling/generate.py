@@ -91,35 +91,13 @@ def sample(model: Model, vocab: Vocab, length: int, *, temperature: float = 1.0,
     once every stream has met one; on_text never receives text past a stop string (stops.StopCutter).
     The first-character rule and the per-stream seed policy are in the module docstring.
     """
-    length = _check_int("length", length, 1, "ask for at least one character")
-    temperature = _check_float("temperature", temperature)
-    if temperature < 0:
-        raise UsageError(f"temperature must be >= 0, got {temperature:g}", "use 0 for greedy decoding")
-    top_k = _check_int("top-k", top_k, 0, "use 0 to disable top-k filtering")
-    top_p = _check_float("top-p", top_p)
-    if not 0 < top_p <= 1:
-        raise UsageError(f"top-p must be in (0, 1], got {top_p:g}", "use 1 to disable nucleus filtering")
-    num_samples = _check_int("num-samples", num_samples, 1, "ask for at least one sample")
-    if not isinstance(prime, str):
-        raise UsageError(f"prime must be a str, got {type(prime).__name__}", "decode bytes first, e.g. b.decode()")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
-        raise UsageError(f"seed must be an integer or None, got {seed!r}")
-    if prime_unknown not in ("error", "skip"):
-        raise UsageError(f"prime_unknown must be 'error' or 'skip', got {prime_unknown!r}")
+    length, temperature, top_k, top_p, num_samples = _checked(length, temperature, top_k, top_p, num_samples,
+                                                              prime, seed, prime_unknown)
     stops = check_stops(stop)
     if chunk is None:
         chunk = 256 if on_text is not None or stops else 1024
     chunk = _check_int("chunk", chunk, 1, "use a positive chunk size")
-    if vocab.size != model.vocab_size:
-        raise UsageError(f"the vocabulary has {vocab.size} characters but the model expects "
-                         f"{model.vocab_size}", "use the vocabulary saved with the checkpoint")
-    if prime and prime_unknown == "error":
-        bad = vocab.unknown_chars(prime)
-        if bad:
-            raise unknown_error(bad, "the prime", "the model's vocabulary",
-                                "remove them from the prime or pass --prime-unknown skip")
-    prime_ids = vocab.encode(prime, unknown="skip") if prime else np.zeros(0, np.int32)
-
+    prime_ids = _prime_ids(model, vocab, prime, prime_unknown)
     greedy = bool(argmax) or temperature == 0 or top_k == 1
     if seed is None and not greedy:
         seed = int.from_bytes(os.urandom(8), "little")
@@ -148,6 +126,39 @@ def sample(model: Model, vocab: Vocab, length: int, *, temperature: float = 1.0,
     for i, c in enumerate(cutters or ()):
         emit(i, c.finish())  # the text ended on what might have begun a stop string: it did not
     return ["".join(p) for p in pieces]
+
+
+def _checked(length, temperature, top_k, top_p, num_samples, prime, seed, prime_unknown) -> tuple:
+    """sample()'s arguments checked (UsageError naming the one that is wrong), as (length, temperature,
+    top_k, top_p, num_samples)."""
+    length = _check_int("length", length, 1, "ask for at least one character")
+    temperature = _check_float("temperature", temperature)
+    if temperature < 0:
+        raise UsageError(f"temperature must be >= 0, got {temperature:g}", "use 0 for greedy decoding")
+    top_k = _check_int("top-k", top_k, 0, "use 0 to disable top-k filtering")
+    top_p = _check_float("top-p", top_p)
+    if not 0 < top_p <= 1:
+        raise UsageError(f"top-p must be in (0, 1], got {top_p:g}", "use 1 to disable nucleus filtering")
+    num_samples = _check_int("num-samples", num_samples, 1, "ask for at least one sample")
+    if not isinstance(prime, str):
+        raise UsageError(f"prime must be a str, got {type(prime).__name__}", "decode bytes first, e.g. b.decode()")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
+        raise UsageError(f"seed must be an integer or None, got {seed!r}")
+    if prime_unknown not in ("error", "skip"):
+        raise UsageError(f"prime_unknown must be 'error' or 'skip', got {prime_unknown!r}")
+    return length, temperature, top_k, top_p, num_samples
+
+
+def _prime_ids(model: Model, vocab: Vocab, prime: str, prime_unknown: str) -> np.ndarray:
+    if vocab.size != model.vocab_size:
+        raise UsageError(f"the vocabulary has {vocab.size} characters but the model expects "
+                         f"{model.vocab_size}", "use the vocabulary saved with the checkpoint")
+    if prime and prime_unknown == "error":
+        bad = vocab.unknown_chars(prime)
+        if bad:
+            raise unknown_error(bad, "the prime", "the model's vocabulary",
+                                "remove them from the prime or pass --prime-unknown skip")
+    return vocab.encode(prime, unknown="skip") if prime else np.zeros(0, np.int32)
 
 
 def evaluate(model: Model, ids: np.ndarray, chunk: int = 4096) -> tuple[float, int]:

@@ -58,6 +58,16 @@ def create_app(registry: Registry, limits: Limits, api_key: str | None = None) -
     app.add_middleware(Guard, api_key=api_key, max_body=limits.max_body)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
+    _info_routes(app, registry, engine, api_key)
+    _generation_routes(app, registry, engine, limits)
+    return app
+
+
+_ERRORS = {code: {"model": S.ErrorResponse} for code in (400, 401, 404, 413, 429, 503)}
+
+
+def _info_routes(app: FastAPI, registry: Registry, engine: Engine, api_key: str | None) -> None:
+    """The page, health and the model list."""
     @app.get("/", include_in_schema=False)
     async def page():
         return FileResponse(STATIC / "index.html")
@@ -77,6 +87,9 @@ def create_app(registry: Registry, limits: Limits, api_key: str | None = None) -
     async def get_model(model_id: str):
         return _card(registry, _version(registry, model_id))
 
+
+def _generation_routes(app: FastAPI, registry: Registry, engine: Engine, limits: Limits) -> None:
+    """Scoring and completions: the routes that run the models (on the engine's thread)."""
     @app.post("/v1/score", response_model=S.ScoreResponse, responses=_ERRORS)
     async def score_text(body: S.ScoreRequest):
         """Loss of a text (nats/char, as `charrnn eval`), optionally per character."""
@@ -108,11 +121,6 @@ def create_app(registry: Registry, limits: Limits, api_key: str | None = None) -
                                      media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         return await _complete(engine, job, meta, prompts, body.echo, request)
-
-    return app
-
-
-_ERRORS = {code: {"model": S.ErrorResponse} for code in (400, 401, 404, 413, 429, 503)}
 
 
 def _handlers(app: FastAPI) -> None:
