@@ -15,7 +15,7 @@ products run at L3 bandwidth. Split over T threads each core reads only its part
 stays in its own L2 once it fits (benchmarks/README.md, "Sampling on N threads"). With many streams
 a panel read once serves every stream, and the step becomes arithmetic: the register-blocked
 micro-kernel (MR streams x NR outputs of accumulators) is what makes 32 streams cost far less than 32
-times one (benchmarks/README.md, "Many streams").
+times one (README, the figures under `charrnn serve`'s load table).
 
 Cells (PyTorch convention), cell_code 0 = LSTM (i, f, g, o), 1 = GRU (r, z, n), 2 = tanh RNN.
 
