@@ -5,8 +5,9 @@ Starts the server itself on 127.0.0.1 (a free port; loopback only), runs each cl
 SIGTERM, then killed). Each client loops: POST /v1/completions with stream=true, read the events to the
 end, start again. Reported per client count: total generated characters per second (characters received
 inside the window), time to first character (request sent -> first text event) p50/p99, requests
-finished, errors (any non-200, broken stream or missing [DONE]), and the server's RSS (VmRSS) at the
-start and the end of the window. --soak S adds one long run at --soak-clients clients, sampling RSS.
+finished, errors (any non-200, broken stream or missing [DONE]), the server's RSS (VmRSS) at the
+start and the end of the window, and the CPU (cores busy on average) of the server and of this load
+generator over the window. --soak S adds one long run at --soak-clients clients, sampling RSS.
 
 The load generator runs on the same machine (asyncio + httpx, one process): its CPU is taken from the
 server's. Say so when quoting numbers, with `uptime` before and after (other work on the machine).
@@ -66,6 +67,12 @@ class ServerProcess:
         self.stop()
         self.log.seek(0)
         raise SystemExit(f"the server did not start:\n{self.log.read()}")
+
+    def cpu_s(self) -> float:
+        """The server's CPU seconds so far (user + system, every thread)."""
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def rss_mb(self) -> float:
         with open(f"/proc/{self.proc.pid}/status") as f:
@@ -138,9 +145,13 @@ async def level(server: ServerProcess, clients: int, warmup: float, duration: fl
                  for c in range(clients)]
         await asyncio.sleep(max(0.0, t_start - time.perf_counter()))
         rss0 = server.rss_mb()
+        cpu0, mine0 = server.cpu_s(), sum(os.times()[:2])
         while rss_every and time.perf_counter() < t_end:
             stats["rss"].append((round(time.perf_counter() - t_start, 1), round(server.rss_mb(), 1)))
             await asyncio.sleep(min(rss_every, max(0.0, t_end - time.perf_counter())))
+        await asyncio.sleep(max(0.0, t_end - time.perf_counter()))
+        # CPU over the window: where the 2 cores went (the server's sampler and HTTP, this load generator)
+        cpu = (server.cpu_s() - cpu0, sum(os.times()[:2]) - mine0)
         await asyncio.wait(tasks, timeout=duration + warmup + 90)
         for t in tasks:
             t.cancel()
@@ -150,7 +161,8 @@ async def level(server: ServerProcess, clients: int, warmup: float, duration: fl
             "ttfc_p99_ms": float(np.percentile(ttfc, 99)) if ttfc.size else None,
             "first_chars": int(ttfc.size), "requests": stats["requests"], "errors": stats["errors"],
             "error_kinds": stats["error_kinds"], "rss_start_mb": round(rss0, 1), "rss_end_mb": round(server.rss_mb(), 1),
-            "rss_series": stats["rss"]}
+            "rss_series": stats["rss"], "server_cpu_per_s": round(cpu[0] / duration, 2),
+            "client_cpu_per_s": round(cpu[1] / duration, 2)}
 
 
 def main() -> None:
@@ -201,7 +213,8 @@ def _row(r: dict) -> str:
     f = lambda v: "-" if v is None else f"{v:,.0f}"  # noqa: E731
     return (f"{r['clients']:>4} clients {r['seconds']:>5.0f} s: {r['chars_per_s']:>9,.0f} chars/s  TTFC p50 "
             f"{f(r['ttfc_p50_ms'])} ms p99 {f(r['ttfc_p99_ms'])} ms  requests {r['requests']}  errors {r['errors']}"
-            f"{' ' + str(r['error_kinds']) if r['errors'] else ''}  RSS {r['rss_start_mb']:.0f} -> {r['rss_end_mb']:.0f} MB")
+            f"{' ' + str(r['error_kinds']) if r['errors'] else ''}  RSS {r['rss_start_mb']:.0f} -> {r['rss_end_mb']:.0f} MB"
+            f"  CPU cores: server {r['server_cpu_per_s']:.2f}, load generator {r['client_cpu_per_s']:.2f}")
 
 
 def _cpu() -> str:
