@@ -69,6 +69,26 @@ def _setting(name: str, value, n: int, dtype) -> np.ndarray:
     return np.ascontiguousarray(a)
 
 
+def _run_jobs(jobs: list, teams: list["_Team"]) -> None:
+    """jobs[0] on this thread, the others on the pool. A KeyboardInterrupt can land anywhere in the Python
+    code here, e.g. between two submits or before jobs[0] starts: then a submitted member would spin at a
+    barrier forever for one that never runs (and the interpreter waits for it at exit). So on any exception
+    every member of every team is marked as gone: those running finish on garbage (the call raised; its
+    slots are undefined until restarted), and the ones submitted are waited for."""
+    futures = []
+    try:
+        for job in jobs[1:]:
+            futures.append(pool().submit(job))
+        jobs[0]()
+    except BaseException:
+        for tm in teams:
+            tm.flags[::STRIDE] = np.iinfo(np.int64).max
+        raise
+    finally:
+        for f in futures:
+            f.result()
+
+
 class _Team:
     """Work buffers for one group of streams run by a team of threads: the group's state gathered
     from the slots (C-contiguous, so the kernel's loops vectorize), its workspaces, its barrier."""
@@ -278,22 +298,18 @@ class Sampler:
         groups, team = self.plan(steps, ns)
         cuts = [ns * i // groups for i in range(groups + 1)]
         out = np.empty((ns, n), np.int32)
-        jobs = []
+        jobs, teams = [], []
         for gi in range(groups):
             sl = slots[cuts[gi]:cuts[gi + 1]]
             cut = slice(cuts[gi], cuts[gi + 1])
             jobs.extend(self._team_jobs(gi, sl, np.ascontiguousarray(forced[:, cut]), first[cut], out[cut], draw,
                                         team))
+            teams.append(self._team(gi, sl.size, team))
         t0 = time.monotonic()
         if len(jobs) == 1:
             jobs[0]()
         else:
-            futures = [pool().submit(j) for j in jobs[1:]]
-            try:
-                jobs[0]()
-            finally:
-                for f in futures:
-                    f.result()
+            _run_jobs(jobs, teams)
         if team > 1:
             self._check_team(time.monotonic() - t0, steps)
         return out
@@ -333,8 +349,8 @@ class Sampler:
         w = self.weights
 
         def run(me: int) -> None:
-            plo, phi = tm.ranges[me]
             try:
+                plo, phi = tm.ranges[me]
                 K.run_steps(me, nthreads, plo, phi, tm.flags, wout, forced, first, tm.hb, 0, tm.c, tm.prevs[me],
                             tm.rngs[me], w.pk, w.poff, w.tab, w.lo, w.hi, w.gates, w.decp, w.decb,
                             self.cell_code, *settings,
