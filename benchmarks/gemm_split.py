@@ -1,0 +1,79 @@
+#!/usr/bin/env python
+"""What a fixed split of the weight-gradient GEMM costs on one thread (single-threaded OpenBLAS).
+
+dW (G, H) = dgates^T (G, N) @ hs (N, H), N = T*B/2 rows of one stream group. A thread-count-independent
+decomposition cuts it into C tasks fixed by the shapes, either
+  gate rows: task j computes dW[rows_j] = dgates[:, rows_j]^T @ hs (OpenBLAS packs all of hs again
+             in every task), or
+  time rows: task j computes P_j = dgates[rows_j]^T @ hs[rows_j] over its own N/C rows (each operand
+             packed once in all), and the C partial products are then added in task order (a sum fixed
+             by the shapes, split over output rows).
+Printed: ms per GEMM (best of --reps) for one call and for each split, on this thread. Both splits give
+the same bits for any thread count; neither gives the bits of one call.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import numpy as np  # noqa: E402
+from _common import machine_header, print_header, print_table  # noqa: E402
+
+
+def best(fn, reps: int) -> float:
+    fn()
+    ts = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t)
+    return min(ts)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--shapes", default="3200x1024x256,3200x2048x512", help="NxGxH, comma-separated")
+    p.add_argument("--tasks", default="2,4,8")
+    p.add_argument("--reps", type=int, default=7)
+    a = p.parse_args(argv)
+    from charrnn.engine.kernels.blas import single_threaded_blas
+    from charrnn.engine.kernels.head import add_rows_in_order
+    from charrnn.engine.team import split
+    print_header(machine_header(None), "gemm_split: the weight-gradient GEMM cut into fixed tasks, one thread")
+    rng = np.random.default_rng(0)
+    rows = []
+    with single_threaded_blas():
+        for shape in a.shapes.split(","):
+            N, G, H = map(int, shape.split("x"))
+            dg = rng.standard_normal((N, G)).astype(np.float32)
+            hs = rng.standard_normal((N, H)).astype(np.float32)
+            out = np.empty((G, H), np.float32)
+            one = best(lambda: np.matmul(dg.T, hs, out=out), a.reps)
+            flop = 2.0 * N * G * H
+            rows.append([shape, "one call", "1", f"{one * 1e3:.1f}", f"{flop / one / 1e9:.1f}", "1.000"])
+            for c in map(int, a.tasks.split(",")):
+                gr = split(G, c, 16)
+
+                def gate_rows():
+                    for r0, r1 in gr:
+                        np.matmul(dg[:, r0:r1].T, hs, out=out[r0:r1])
+                tr = split(N, c)
+                parts = np.empty((c, G, H), np.float32)
+
+                def time_rows():
+                    for j, (r0, r1) in enumerate(tr):
+                        np.matmul(dg[r0:r1].T, hs[r0:r1], out=parts[j])
+                    for r0, r1 in gr:  # the fixed-order sum, in output-row tasks
+                        add_rows_in_order(out[r0:r1], parts[:, r0:r1])
+                for name, fn in (("gate rows", gate_rows), ("time rows + sum", time_rows)):
+                    t = best(fn, a.reps)
+                    rows.append([shape, name, str(c), f"{t * 1e3:.1f}", f"{flop / t / 1e9:.1f}", f"{t / one:.3f}"])
+    print_table(["N x G x H", "split", "tasks", "ms", "GFLOP/s", "vs one call"], rows, right={2, 3, 4, 5})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
