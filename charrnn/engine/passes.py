@@ -23,10 +23,16 @@ from .team import Team, chunks, split
 
 # Each phase has the same fixed number of tasks (a power of two: teams are often 2^k threads), as many as
 # keep each task's GEMM at speed: every task packs the whole weight (a row task) or the whole hs (a
-# gate-row task) once. Measured (Zen 3, one thread, 3200x256.256x1024): 8 tasks cost 7-9 % over one
-# GEMM, 24 tasks 15-20 %.
+# gate-row task) once. Measured (benchmarks/gemm_split.py, Zen 3, one thread, dW = dgates^T hs over
+# 3200 rows): G x H 1024x256 in tasks of 128 gate rows +15 % over one GEMM, of 256 rows +0-1 %;
+# 2048x512: 256 rows +9 %, 512 rows +7 %. At least two tasks, so a team of two shares every phase.
 ROW_TASK = 384   # rows per task at least
-GATE_TASK = 128  # gate rows per weight-gradient task at least
+GATE_TASK = 256  # gate rows per weight-gradient task at least
+
+
+def task_count(N: int, G: int) -> int:
+    """The number of tasks of every task phase, for N rows and gate width G (the shapes alone)."""
+    return len(chunks(N, ROW_TASK, limit=max(2, G // GATE_TASK)))
 RECORD: list | None = None  # benchmarks/scaling.py sets a list: (pass, thread, layer, phase, start, end)
 CLOCK = time.perf_counter   # ... and may read time.thread_time instead (CPU time: robust to a busy machine)
 
@@ -43,7 +49,7 @@ class Pass:
         T, B = ids.shape
         self.T, self.B, self.N = T, B, T * B
         self.lw = None if loss_weights is None else np.ascontiguousarray(loss_weights.T).reshape(-1, 1)
-        self.rows = chunks(self.N, ROW_TASK, limit=model.gate_width // GATE_TASK)
+        self.rows = split(self.N, task_count(self.N, model.gate_width))
         self.partial = np.zeros(len(self.rows), np.float64)  # per row task: summed in task order
 
     def run(self, me: int, team: Team) -> None:
