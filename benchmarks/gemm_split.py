@@ -45,14 +45,15 @@ def _gate_rows(dg, hs, out, gr):
 
 
 def _time_rows(dg, hs, out, tr, gr):
-    from charrnn.engine.kernels.head import add_rows_in_order
     parts = np.empty((len(tr), out.shape[0], out.shape[1]), np.float32)
 
     def run():
         for j, (r0, r1) in enumerate(tr):
             np.matmul(dg[r0:r1].T, hs[r0:r1], out=parts[j])
         for r0, r1 in gr:  # the fixed-order sum, in output-row tasks
-            add_rows_in_order(out[r0:r1], parts[:, r0:r1])
+            np.copyto(out[r0:r1], parts[0, r0:r1])
+            for p in parts[1:]:
+                out[r0:r1] += p[r0:r1]
     return run
 
 

@@ -92,18 +92,3 @@ def column_sums(out, a):
         row = a[i]
         for j in range(M):
             out[j] += row[j]
-
-
-@kernel
-def add_rows_in_order(out, parts):
-    """out (M, H) = parts[0] + parts[1] + ... (parts (C, M, H)), added in that order for every element:
-    the fixed-order sum of partial weight gradients (passes.py), whatever slice of rows a task takes."""
-    C, M, H = parts.shape
-    for i in range(M):
-        o = out[i]
-        for h in range(H):
-            o[h] = parts[0, i, h]
-        for j in range(1, C):
-            p = parts[j, i]
-            for h in range(H):
-                o[h] += p[h]
