@@ -216,15 +216,14 @@ def main(argv=None) -> int:
     header = machine_header(torch)
     print_header(header, f"charrnn scaling {a.cell.upper()} {a.layers}x{a.hidden} B{a.batch} T{a.seq}")
     from charrnn.engine.kernels.gemm import NR
-    from charrnn.engine.passes import GATE_TASK, ROW_TASK
-    from charrnn.engine.team import chunks
+    from charrnn.engine.passes import task_count
     tr, _ = build(a.cell, a.hidden, a.layers, a.batch, a.seq)
     m = tr.model
     prof = cpu_profile(tr, a.reps)
     bar2 = barrier_round_trip()
     two = team_of_two(tr, a.reps)
     N = (a.batch + 1) // 2 * a.seq
-    count = len(chunks(N, ROW_TASK, limit=m.gate_width // GATE_TASK))
+    count = task_count(N, m.gate_width)
     panels = a.hidden // NR  # the backward's panels (the forward has 4x as many for an LSTM): the coarser
     nbar = 2 * a.layers * a.seq + 2 * a.layers + 1
     nbytes = step_bytes(m, a.batch, a.seq)

@@ -23,10 +23,16 @@ from .team import Team, chunks, split
 
 # Each phase has the same fixed number of tasks (a power of two: teams are often 2^k threads), as many as
 # keep each task's GEMM at speed: every task packs the whole weight (a row task) or the whole hs (a
-# gate-row task) once. Measured (Zen 3, one thread, 3200x256.256x1024): 8 tasks cost 7-9 % over one
-# GEMM, 24 tasks 15-20 %.
+# gate-row task) once. Measured (benchmarks/gemm_split.py, Zen 3, one thread, dW = dgates^T hs over
+# 3200 rows): G x H 1024x256 in tasks of 128 gate rows +15 % over one GEMM, of 256 rows +0-1 %;
+# 2048x512: 256 rows +9 %, 512 rows +7 %. At least two tasks, so a team of two shares every phase.
 ROW_TASK = 384   # rows per task at least
-GATE_TASK = 128  # gate rows per weight-gradient task at least
+GATE_TASK = 256  # gate rows per weight-gradient task at least
+
+
+def task_count(N: int, G: int) -> int:
+    """The number of tasks of every task phase, for N rows and gate width G (the shapes alone)."""
+    return len(chunks(N, ROW_TASK, limit=max(2, G // GATE_TASK)))
 RECORD: list | None = None  # benchmarks/scaling.py sets a list: (pass, thread, layer, phase, start, end)
 CLOCK = time.perf_counter   # ... and may read time.thread_time instead (CPU time: robust to a busy machine)
 
@@ -43,7 +49,7 @@ class Pass:
         T, B = ids.shape
         self.T, self.B, self.N = T, B, T * B
         self.lw = None if loss_weights is None else np.ascontiguousarray(loss_weights.T).reshape(-1, 1)
-        self.rows = chunks(self.N, ROW_TASK, limit=model.gate_width // GATE_TASK)
+        self.rows = split(self.N, task_count(self.N, model.gate_width))
         self.partial = np.zeros(len(self.rows), np.float64)  # per row task: summed in task order
 
     def run(self, me: int, team: Team) -> None:
@@ -226,8 +232,12 @@ class Pass:
     def _gradient_tasks(self, k: int, top) -> list:
         """Layer k's weight gradients with their bias sums, the gradient reaching layer k-1 (or the
         input table's), and for the top layer the decoder's: task j does piece j of each, so every
-        task costs about the same. Gate-wide gradients go to the layer's scratch (lw.gw_hh, gw_ih,
-        gb_hh, gb_ih) in the pass's gate order; _finish_layer puts them into PyTorch's order."""
+        task costs about the same. The weight gradients go by gate rows (whole-K GEMMs); the bias sums
+        by time rows (contiguous memory: column slices of the N x G dgates ran 4-8x slower), one
+        partial sum per task, added in task order by _finish_layer; the input table's scatter is one
+        task over all rows (one pass over contiguous memory: 1.2 ms against 5.3 ms in 8 column slices,
+        2x256 B64 T100). Gate-wide gradients go to the layer's scratch (lw.gw_hh, gw_ih, parts) in the
+        pass's gate order; _finish_layer puts them into PyTorch's order."""
         m, lw, N = self.m, self.w.layers[k], self.N
         dgx = lw.dgates.reshape(N, -1)
         dgh = (lw.dgh if m.cell == "gru" else lw.dgates).reshape(N, -1)
@@ -236,20 +246,22 @@ class Pass:
         gate_rows = split(dgx.shape[1], count, align=16)
         dec_cols = split(m.hidden_size, count) if top is not None else []
         inp = self._input(k - 1) if k > 0 else None
+        parts_hh, parts_ih = self._bias_parts(k)
 
         def task(j: int) -> None:
             if j < len(gate_rows):
                 a, b = gate_rows[j]
                 matmul(dgh[:, a:b].T, hs, lw.gw_hh[a:b])
-                head.column_sums(lw.gb_hh[a:b], dgh[:, a:b])
-                if m.cell == "gru":
-                    head.column_sums(lw.gb_ih[a:b], dgx[:, a:b])
                 if k > 0:
                     matmul(dgx[:, a:b].T, inp, lw.gw_ih[a:b])
-                else:
-                    self._scatter(self.w.dtable[:, a:b], lw.dgates[:, :, a:b])
+            r0, r1 = self.rows[j]
+            head.column_sums(parts_hh[j], dgh[r0:r1])
+            if parts_ih is not None:
+                head.column_sums(parts_ih[j], dgx[r0:r1])
             if k > 0:
-                self._grad_below(k, *self.rows[j])
+                self._grad_below(k, r0, r1)
+            elif j == count - 1:
+                self._scatter(self.w.dtable, lw.dgates)
             if j < len(dec_cols):
                 a, b = dec_cols[j]
                 matmul(self.w.logits.T, top[:, a:b], self.g["decoder.weight"][:, a:b])
@@ -257,6 +269,15 @@ class Pass:
                     head.column_sums(self.g["decoder.bias"], self.w.logits)
 
         return [lambda j=j: task(j) for j in range(count)]
+
+    def _bias_parts(self, k: int):
+        """Per task partial bias sums (tasks, G) of layer k: of dgh, and for GRU also of dgates (its
+        two biases differ); made once per workspace and task count."""
+        lw, count = self.w.layers[k], len(self.rows)
+        if lw.parts is None or lw.parts[0].shape[0] != count:
+            z = lambda: np.zeros((count, lw.dgates.shape[2]), lw.dgates.dtype)  # noqa: E731
+            lw.parts = (z(), z() if self.m.cell == "gru" else None)
+        return lw.parts
 
     def _scatter(self, dtable, dgates) -> None:
         dtable[:] = 0
@@ -273,6 +294,11 @@ class Pass:
         """Thread 0, after layer k's gradient phase: the gate-wide gradients into PyTorch's gate order
         (G x H floats: cheaper than reordering the N x G dgates)."""
         m, lw, g, prep = self.m, self.w.layers[k], self.g, self.prep
+        for out, parts in zip((lw.gb_hh, lw.gb_ih), lw.parts):
+            if parts is not None:  # the tasks' partial sums, in task order (a sum fixed by the shapes)
+                np.copyto(out, parts[0])
+                for p in parts[1:]:
+                    out += p
         put = (lambda src, dst: np.copyto(dst, src)) if prep.inv is None else (
             lambda src, dst: np.take(src, prep.inv, axis=0, out=dst))
         put(lw.gw_hh, g[f"rnn.weight_hh_l{k}"])

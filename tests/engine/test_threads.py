@@ -12,6 +12,7 @@ import charrnn
 from charrnn.engine import threads
 from charrnn.engine.model import Model
 from charrnn.engine.params import Shape
+from charrnn.engine.passes import task_count
 from charrnn.engine.team import Team, chunks, run_threads, split
 
 COUNTS = (1, 2, 3, 4, 8)
@@ -43,7 +44,8 @@ def _pass(m: Model, B: int, T: int, dropout: bool, seed: int):
     ("gru", 48, 3, 0, 7, 6, False),     # fused, three layers
     ("rnn", 32, 2, 5, 21, 5, True),     # fused tanh, an embedding
     ("lstm", 20, 2, 0, 5, 7, False),    # H not a multiple of the panel width: the one-thread path
-    ("lstm", 32, 1, 0, 160, 3, False),  # N = 480 rows: several row tasks per GEMM
+    ("lstm", 32, 1, 0, 160, 10, False),  # 800 rows a group: two tasks a phase (passes.task_count)
+    ("gru", 256, 1, 0, 64, 48, False),  # 1536 rows, G 768: two tasks; bias sums in partials per task
 ])
 def test_a_pass_is_the_same_on_any_thread_count(cell, H, L, E, B, T, dropout, restore_threads):
     m = Model(Shape(cell, 11, H, L, E))
@@ -130,6 +132,9 @@ def test_splits_depend_on_the_sizes_only():
     assert all((b - a) % 16 == 0 for a, b in split(2048, 24, 16)) and split(2048, 24, 16)[-1][1] == 2048
     assert len(chunks(6400, 128)) == 32 and len(chunks(2500, 128)) == 16 and chunks(50, 128) == [(0, 50)]
     assert len(chunks(3200, 384, limit=8)) == 8 and len(chunks(3200, 384, limit=4)) == 4
+    # bench.py's rows (rows a group, gate width): LSTM 2x512, 2x256, GRU 2x256, RNN 2x256, LSTM 2x128 B50 T50
+    assert [task_count(3200, g) for g in (2048, 1024, 768, 256)] == [8, 4, 2, 2] and task_count(1250, 512) == 2
+    assert task_count(800, 128) == 2 and task_count(1536, 768) == 2 and task_count(117, 256) == 1
 
 
 def test_a_failing_member_does_not_hang_the_team():
