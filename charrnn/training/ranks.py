@@ -38,6 +38,8 @@ from .trainer import Interrupted, Trainer
 
 def train(world, make_plan, *, live=None, console=None, on_eval=None, started=None) -> Path:
     """charrnn.train on every rank of `world`; make_plan() plans the run (rank 0 only)."""
+    if not world.root:  # rank 0 says everything a one-process run says on stdout (e.g. the best checkpoint)
+        sys.stdout = open(os.devnull, "w")
     try:
         _share_cores(world)
         plan = _agreed(world, lambda: _checked_plan(world, make_plan()) if world.root else None, "plan")

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.usefixtures("_mpi")
 
 # 2 layers with dropout: the masks of a rank's streams and the carried state of two layers both count
 MODEL = ["--hidden", "16", "--layers", "2", "--set", "model.dropout=0.2", "--batch-size", "4", "--seq-len", "16",
-         "--plain", "--sample-every", "0", "--eval-every", "6", "--checkpoint-every", "6", "--seed", "7"]
+         "--plain", "--sample-every", "0", "--set", "train.log_every=1", "--eval-every", "6", "--checkpoint-every", "6", "--seed", "7"]
 REL = 2e-5
 
 
