@@ -72,17 +72,19 @@ def test_k_ranks_train_what_one_process_trains(text, k):
 
 
 def test_two_k_rank_runs_are_bit_identical(text):
-    _train(text, 2, "a", "--max-steps", "12")
-    _train(text, 2, "b", "--max-steps", "12")
+    """... also when the ranks run on another thread count (each rank's numbers do not depend on it)."""
+    _train(text, 2, "a", "--max-steps", "12", "--threads", "1")
+    _train(text, 2, "b", "--max-steps", "12", "--threads", "2")
     assert np.array_equal(_losses(text / "a"), _losses(text / "b"))
     a, b = _arrays(text / "a" / "last.npz"), _arrays(text / "b" / "last.npz")
     assert all(np.array_equal(a[n], b[n]) for n in a)
 
 
 def test_resume_with_another_rank_count(text):
-    _train(text, 2, "run", "--max-steps", "6")
+    flat = ["--set", "optim.schedule=constant"]  # the default linear decay follows --max-steps, which changes
+    _train(text, 2, "run", "--max-steps", "6", *flat)
     _train(text, 4, "run", "--resume", str(text / "run"), "--max-steps", "12")
-    _train(text, 1, "straight", "--max-steps", "12")
+    _train(text, 1, "straight", "--max-steps", "12", *flat)
     np.testing.assert_allclose(_losses(text / "run"), _losses(text / "straight"), rtol=REL)
     assert store.load(text / "run" / "last.npz").arrays["state.h"].shape == (2, 4, 16)
 
@@ -147,3 +149,22 @@ def test_a_killed_rank_ends_the_run_and_the_checkpoint_survives(text):
     assert step >= 9 and step % 3 == 0
     _train(text, 2, "run", "--resume", str(out), "--max-steps", str(step + 3), "--eval-every", "0")
     assert store.load(out / "last.npz").meta["progress"]["step"] == step + 3
+
+
+def test_ctrl_c_on_the_launcher_checkpoints_once_and_stops_every_rank(text):
+    from support.pty import Terminal
+    out = text / "run"
+    args = [text / "corpus.txt", "--out", out, *MODEL, "--max-steps", "100000", "--checkpoint-every", "100000",
+            "--eval-every", "0"]
+    with Terminal(args, cmd=launch.command(2, []), cwd=text, env={**launch.ROOT_ENV, "CHARRNN_THREADS": "1"}) as t:
+        t.expect(r"step 20 ")
+        t.send("\x03")  # the terminal's SIGINT reaches mpirun, which sends the ranks SIGTERM
+        code = t.wait()
+    assert code != 0, t.text
+    assert t.text.count("stopped at step") == 1 and "go on with: charrnn train --resume" in t.text, t.text
+    end = [r for r in json.loads("[" + ",".join((out / "metrics.jsonl").read_text().split("\n")[:-1]) + "]")
+           if r.get("event") == "end"]
+    assert len(end) == 1 and end[0]["reason"] == "signal"
+    step = end[0]["step"]
+    assert [p.name for p in out.glob("step*.npz")] == [f"step{step}.npz"]  # one checkpoint, at the agreed step
+    assert store.load(out / "last.npz").meta["progress"]["step"] == step
