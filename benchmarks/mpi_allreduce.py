@@ -132,16 +132,17 @@ def allreduce_times(counts: list[int], budget: float) -> dict:
 
 
 # -- the compute side: one process, charrnn's training step ------------------------------------------------
-def step_time(name: str, batch: int, steps: int) -> float:
-    """Median seconds of Trainer.train_step at (batch, T) after one warm-up step."""
+def step_time(name: str, batch: int, steps: int, budget: float) -> float:
+    """Median seconds of Trainer.train_step at (batch, T) after one warm-up step: at least `steps` steps,
+    more (up to 10 x steps) while `budget` seconds last, so the small models' medians are not 3 samples."""
     from bench import Row, make_trainer
     cell, layers, hidden = SIZES[name]
-    trainer, run_dir = make_trainer(Row(name, "train", cell, layers, hidden), batch, T, steps + 1)
+    trainer, run_dir = make_trainer(Row(name, "train", cell, layers, hidden), batch, T, 10 * steps + 1)
     try:
         trainer.train_step(*trainer.batches.batch(0))
         times = []
-        for i in range(steps):
-            x, y = trainer.batches.batch(i + 1)
+        while len(times) < steps or (sum(times) < budget and len(times) < 10 * steps):
+            x, y = trainer.batches.batch(len(times) + 1)
             t = time.perf_counter()
             trainer.train_step(x, y)
             times.append(time.perf_counter() - t)
@@ -150,11 +151,11 @@ def step_time(name: str, batch: int, steps: int) -> float:
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
-def step_times(names: list[str], steps: int, quick: bool) -> dict:
+def step_times(names: list[str], steps: int, budget: float, quick: bool) -> dict:
     out = {}
     for name in names:
         ks = (1,) + (() if quick else KS)
-        out[name] = {B // k: step_time(name, B // k, steps) for k in ks}
+        out[name] = {B // k: step_time(name, B // k, steps, budget) for k in ks}
         print(f"  measured step {name}: " + ", ".join(f"B{b} {t:.3f} s" for b, t in out[name].items()), flush=True)
     return out
 
@@ -207,7 +208,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", default=",".join(SIZES), help="comma-separated among: " + ", ".join(SIZES))
-    p.add_argument("--steps", type=int, default=3, help="timed training steps per size and batch (default 3)")
+    p.add_argument("--steps", type=int, default=3, help="timed training steps per size and batch, at least (default 3; more "
+                   "while 2 x --budget seconds last, up to 10 x)")
     p.add_argument("--budget", type=float, default=1.5, help="seconds of Allreduce timing per buffer (default 1.5)")
     p.add_argument("--quick", action="store_true", help="smoke test: small sizes, 1 step, B=64 only")
     p.add_argument("--json", metavar="FILE", help="also save every measurement as JSON")
@@ -229,7 +231,7 @@ def main(argv=None) -> int:
     counts = {name: params_of(name) for name in names}
     ar = allreduce_times(sorted({SMALL, *counts.values()}), args.budget)
     print(f"mpi       {version}; mpi4py loads: {ar['shm']['library']}")
-    steps = step_times(names, args.steps, args.quick)
+    steps = step_times(names, args.steps, 2 * args.budget, args.quick)
     out = report(names, counts, ar, steps)
     note_load_at_end(header)
     print(f"\nload avg at the end {header.get('loadavg_at_end')}")
