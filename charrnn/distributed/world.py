@@ -122,13 +122,13 @@ class World:
         self.comm.Allgather(mine, every)
         return [r for r in range(1, self.size) if not np.array_equal(every[r], every[0])]
 
-    def broadcast_text(self, text: str | None) -> str:
-        """Rank 0's text on every rank (text is ignored elsewhere)."""
-        data = np.frombuffer(text.encode(), np.uint8) if self.root else None
+    def broadcast_text(self, text: str | None, root: int = 0) -> str:
+        """Rank `root`'s text on every rank (text is ignored elsewhere). UTF-8 bytes, never pickled."""
+        data = np.frombuffer(text.encode(), np.uint8) if self.rank == root else None
         n = np.array([0 if data is None else data.size], np.int64)
-        self.comm.Bcast(n, root=0)
-        buf = data.copy() if self.root else np.empty(int(n[0]), np.uint8)
-        self.comm.Bcast(buf, root=0)
+        self.comm.Bcast(n, root=root)
+        buf = data.copy() if data is not None else np.empty(int(n[0]), np.uint8)
+        self.comm.Bcast(buf, root=root)
         return buf.tobytes().decode()
 
     def first_failure(self, code: int, text: str) -> tuple[int, int, str] | None:
@@ -140,12 +140,7 @@ class World:
         if failed.size == 0:
             return None
         r = int(failed[0])
-        data = np.frombuffer(text.encode(), np.uint8) if self.rank == r else None
-        n = np.array([0 if data is None else data.size], np.int64)
-        self.comm.Bcast(n, root=r)
-        buf = data.copy() if self.rank == r else np.empty(int(n[0]), np.uint8)
-        self.comm.Bcast(buf, root=r)
-        return r, int(codes[r]), buf.tobytes().decode()
+        return r, int(codes[r]), self.broadcast_text(text, root=r)
 
     def barrier(self) -> None:
         self.comm.Barrier()
