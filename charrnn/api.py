@@ -98,6 +98,13 @@ def train(corpus_path: str | os.PathLike | None = None, config: Any = None, out_
         options["data.encoding"] = encoding
     if errors is not None:
         options["data.errors"] = errors
-    p = plan(as_paths(corpus_path) if corpus_path is not None else None, config, out_dir, sets=sets,
-             options=options, resume=resume, force=force, init_from=init_from, extend_vocab=extend_vocab)
-    return execute(p, live=live, console=console, on_eval=on_eval, started=started)
+    from .distributed.world import world
+    mpi = world()  # None unless an MPI launcher started this process with others (imports no MPI then)
+
+    def make_plan():
+        return plan(as_paths(corpus_path) if corpus_path is not None else None, config, out_dir, sets=sets,
+                    options=options, resume=resume, force=force, init_from=init_from, extend_vocab=extend_vocab)
+    if mpi is not None:
+        from .training import ranks
+        return ranks.train(mpi, make_plan, live=live, console=console, on_eval=on_eval, started=started)
+    return execute(make_plan(), live=live, console=console, on_eval=on_eval, started=started)

@@ -12,7 +12,7 @@ LAYERS = [
     {"engine"},
     {"config"},
     {"data", "checkpoints"},
-    {"sampling", "insight", "formats", "serve"},
+    {"sampling", "insight", "formats", "serve", "distributed"},
     {"training"},
     {"api"},
     {"sweep"},  # a sweep trial is a whole `charrnn.train` run

@@ -27,6 +27,8 @@ def friendly_errors(fn):
             return fn(*args, **kwargs)
         except CharrnnError as e:
             _deaf()
+            if getattr(e, "quiet", False):  # another rank of an MPI run says it (distributed/world.py)
+                sys.exit(e.exit_code)
             if getattr(e, "deliberate", False):  # Ctrl-C/SIGTERM in training: stopped as asked, not an error
                 _err_console().print(_escape(e.message + (f"\ngo on with: {e.hint}" if e.hint else "")))
             else:

@@ -35,8 +35,9 @@ def content_sha256(vocab_chars: str, data: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def read_cache(cache_dir: Path, key: dict) -> Corpus | None:
-    """The cached corpus if it matches key and is intact, else None (a broken cache is just rebuilt)."""
+def read_cache(cache_dir: Path, key: dict, mmap: bool = False) -> Corpus | None:
+    """The cached corpus if it matches key and is intact, else None (a broken cache is just rebuilt).
+    mmap: the array memory-mapped read-only (the ranks of a distributed run on one host share it)."""
     try:
         meta = json.loads((cache_dir / "corpus.json").read_text(encoding="utf-8"))
         if meta.get("format") != CACHE_FORMAT or any(meta.get(k) != v for k, v in key.items()):
@@ -44,7 +45,7 @@ def read_cache(cache_dir: Path, key: dict) -> Corpus | None:
         if isinstance(key["source"], str) != ("files_sha256" not in meta):  # one file vs several
             return None
         vocab = Vocab(meta["vocab"])
-        data = np.load(cache_dir / "corpus.npy", allow_pickle=False)
+        data = np.load(cache_dir / "corpus.npy", allow_pickle=False, mmap_mode="r" if mmap else None)
         ok = (vocab.size == len(meta["vocab"]) and data.ndim == 1 and data.dtype == vocab.dtype
               and data.shape[0] == meta["n_chars"])
         # Kernels index embeddings without bounds checks, so a corrupt id must never get through.

@@ -183,7 +183,7 @@ def _build(files: list[tuple[Path, str]], codec: str, ascii_compatible: bool, er
 def load_corpus(path: str | os.PathLike | Sequence[str | os.PathLike], encoding: str = "utf-8",
                 errors: str = "strict", cache_dir: str | os.PathLike | None = None,
                 expect_sha256: str | None = None, *, glob: str = "", separator: str = "\n\n",
-                exclude: Path | None = None) -> Corpus:
+                exclude: Path | None = None, cache_write: bool = True, mmap: bool = False) -> Corpus:
     """Read and encode a text file, or several files and directories joined by `separator` (see
     sources.find_files for which files and in what order; `exclude` is a directory never read), reusing
     cache_dir/corpus.{npy,json} when every file is unchanged.
@@ -194,6 +194,9 @@ def load_corpus(path: str | os.PathLike | Sequence[str | os.PathLike], encoding:
     undecodable, < 2 distinct chars.
     expect_sha256 (on resume): a corpus that hashes differently is returned but not cached, so a
     refused resume with the wrong corpus leaves the run's cache as it was.
+    cache_write=False reads the cache but never writes it (a rank of a distributed run other than rank 0,
+    which wrote it); mmap maps the cached array instead of reading it (each rank of a host shares the
+    pages).
     """
     codec, ascii_compatible = _resolve_codec(encoding, errors)
     if not isinstance(separator, str):
@@ -206,9 +209,9 @@ def load_corpus(path: str | os.PathLike | Sequence[str | os.PathLike], encoding:
         key = {"source": [str(p) for p, _ in files], "size": [st.st_size for st in stats],
                "mtime_ns": [st.st_mtime_ns for st in stats], "separator": separator}
     key |= {"encoding": codec, "errors": errors}
-    if cache_dir is not None and (cached := read_cache(Path(cache_dir), key)) is not None:
+    if cache_dir is not None and (cached := read_cache(Path(cache_dir), key, mmap=mmap)) is not None:
         return cached
     corpus, shas = _build(files, codec, ascii_compatible, errors, separator)
-    if cache_dir is not None and expect_sha256 in (None, corpus.sha256):
+    if cache_dir is not None and cache_write and expect_sha256 in (None, corpus.sha256):
         write_cache(Path(cache_dir), key, corpus, shas)
     return corpus

@@ -137,21 +137,30 @@ class Model:
         s = (self.num_layers, batch_size, self.hidden_size)
         return State(np.zeros(s, self.dtype), np.zeros(s, self.dtype) if self.cell == "lstm" else None)
 
-    def dropout_masks(self, rng: np.random.Generator, p: float, B: int, T: int) -> list[np.ndarray] | None:
+    def dropout_masks(self, rng: np.random.Generator, p: float, B: int, T: int,
+                      streams: tuple[int, int] | None = None) -> list[np.ndarray] | None:
         """Inverted-dropout masks (0 or 1/(1-p)), one (T, B, H) per layer output; None when p == 0.
-        One 64-bit key per layer from rng, then a hash fills the mask (kernels/dropout.py: faster)."""
+        One 64-bit key per layer from rng, then a hash fills the mask (kernels/dropout.py: faster).
+        streams (b0, b1): only those streams' rows, (T, b1-b0, H), the same numbers as rows b0:b1 of the
+        whole mask (a rank of a distributed run draws the same keys and fills its share)."""
         if p <= 0:
             return None
-        masks = []
+        masks, H = [], self.hidden_size
         for _ in range(self.num_layers):
-            mk = np.empty((T, B, self.hidden_size), self.dtype)
-            dropout.fill_masks(mk, int(rng.integers(0, 2 ** 64, dtype=np.uint64)), p)
+            key = int(rng.integers(0, 2 ** 64, dtype=np.uint64))
+            if streams is None:
+                mk = np.empty((T, B, H), self.dtype)
+                dropout.fill_masks(mk, key, p)
+            else:
+                b0, b1 = streams
+                mk = np.empty((T, b1 - b0, H), self.dtype)
+                dropout.fill_mask_columns(mk.reshape(T, -1), key, p, B * H, b0 * H)
             masks.append(mk)
         return masks
 
     # -- public passes ----------------------------------------------------------------------------
     def forward_backward(self, x, y, state: State, grads: Params, masks=None, *,
-                         loss_weights=None, trace=None) -> tuple[float, State]:
+                         loss_weights=None, trace=None, mean_over: int | None = None) -> tuple[float, State]:
         """Mean cross-entropy of predicting y from x (both (B, T) ints) starting from `state`, and its
         gradient written into `grads` (overwritten, not accumulated: every parameter receives exactly
         one contribution per chunk). Returns (loss, state after the chunk).
@@ -160,7 +169,9 @@ class Model:
         the gradient (e.g. 1 at the last step and 0 elsewhere: the gradient of the last step's loss
         alone, times 1/(B*T)); the returned loss stays the plain mean. `trace`, one (T, B, H) float
         array per layer, receives d(loss)/d(h_t) of that layer's output at every step, as the
-        backward kernels carry it through time."""
+        backward kernels carry it through time. mean_over: the count the loss and gradient are averaged
+        over (default x.size); a rank of a distributed run passes the whole batch's B*T, so the ranks'
+        losses and gradients add up to the batch's."""
         if grads.flat.dtype != self.dtype or grads.shape != self.shape:
             raise ValueError("grads must have the model's layout and dtype")
         B, T = np.shape(x)
@@ -171,8 +182,9 @@ class Model:
         if trace is not None and (len(trace) != self.num_layers or any(
                 tr.shape != (T, B, self.hidden_size) or tr.dtype != self.dtype for tr in trace)):
             raise ValueError(f"trace must be one (T, B, H) {self.dtype} array per layer")
-        total, new_state = self._run("train", x, y, state, masks, grads, loss_weights, trace)
-        return total / np.asarray(x).size, new_state
+        count = np.asarray(x).size if mean_over is None else mean_over
+        total, new_state = self._run("train", x, y, state, masks, grads, loss_weights, trace, count)
+        return total / count, new_state
 
     def loss(self, x, y, state: State) -> tuple[float, State]:
         """Sum (not mean) of the cross-entropy over all B*T predictions, no dropout, no gradients."""
@@ -183,7 +195,7 @@ class Model:
         return self._run("logits", x, None, state, None, None)
 
     # -- internals --------------------------------------------------------------------------------
-    def _run(self, kind: str, x, y, state: State, masks, grads, loss_weights=None, trace=None):
+    def _run(self, kind: str, x, y, state: State, masks, grads, loss_weights=None, trace=None, count=None):
         """One pass over a chunk: the streams cut into fixed groups (`stream_groups`: B decides, never the
         machine), each group's pass (passes.py) run by a team of threads, the groups' gradients summed
         in group order. Teams are only scheduling: with n threads and g groups, g teams of n/g threads
@@ -195,7 +207,7 @@ class Model:
         B, T = x.shape
         groups = stream_groups(B)
         prep = self._prepare_weights(backward=kind == "train" and trace is None, fused=trace is None)
-        scale = self.dtype.type(1.0 / x.size)
+        scale = self.dtype.type(1.0 / (x.size if count is None else count))
         passes = []
         for gi, (b0, b1) in enumerate(groups):
             ids = np.ascontiguousarray(x[b0:b1].T, dtype=np.int32)

@@ -35,6 +35,11 @@ def set_threads(n: int | None) -> None:
     _REQUESTED = n
 
 
+def requested() -> int | None:
+    """The count set_threads(n) asked for (None: none, the count follows usable_cores())."""
+    return _REQUESTED
+
+
 def threads() -> int:
     """The thread count charrnn's passes run on: set_threads(n) if given, else usable_cores()."""
     return min(MAX_WORKERS + 1, _REQUESTED if _REQUESTED is not None else usable_cores())

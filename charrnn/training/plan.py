@@ -7,6 +7,7 @@ continues or starts from) and writes nothing. `training/run.py` executes a plan.
 A Plan is a small frozen dataclass of paths and the config: a process that receives one (a rank of a
 distributed run) can execute it; `loaded` only spares the planning process reading its checkpoint again.
 """
+import json
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -37,6 +38,20 @@ class Plan:
     def portable(self) -> "Plan":
         """This plan without the checkpoint read while planning: what another process receives."""
         return replace(self, loaded=None)
+
+    def to_json(self) -> str:
+        """The portable plan as JSON (what rank 0 of a distributed run sends the others)."""
+        return json.dumps({"kind": self.kind, "config": self.config.to_dict(), "corpus": list(self.corpus),
+                           "run_dir": str(self.run_dir), "extend_vocab": self.extend_vocab, "force": self.force,
+                           "checkpoint": None if self.checkpoint is None else str(self.checkpoint),
+                           "done": self.done})
+
+    @classmethod
+    def from_json(cls, text: str) -> "Plan":
+        d = json.loads(text)
+        return cls(d["kind"], Config.from_dict(d["config"], source="rank 0's plan"), tuple(d["corpus"]),
+                   Path(d["run_dir"]), None if d["checkpoint"] is None else Path(d["checkpoint"]),
+                   d["extend_vocab"], d["force"], d["done"])
 
     def checkpoint_loaded(self) -> store.Loaded | None:
         """The checkpoint the plan names, as read while planning or read now (verified either way)."""

@@ -77,17 +77,22 @@ def _replaced_files(plan: Plan, loaded: store.Loaded | None) -> list[str]:
     return later
 
 
-def _prepare(plan: Plan, loaded: store.Loaded | None, on_eval, started: float | None):
+def _prepare(plan: Plan, loaded: store.Loaded | None, on_eval, started: float | None, *, make=None,
+             root: bool = True):
     """Load the corpus, split it once and build (or restore) the trainer: (trainer, corpus, warning).
-    Writes nothing but the directory and the corpus cache; raises on any bad input."""
+    Writes nothing but the directory and the corpus cache; raises on any bad input. make: the trainer
+    class's stand-in (a rank's, training/ranks.py); root=False: a rank that writes nothing and maps the
+    cache rank 0 wrote."""
     from .trainer import Trainer
     cfg, run_dir = plan.config, plan.run_dir
-    rundir.remove_stale_temps(run_dir)
+    if root:
+        rundir.remove_stale_temps(run_dir)
     rundir.refuse_corpus_here(run_dir, [p for p, _ in find_files(list(plan.corpus), cfg.data.glob, run_dir)])
     resumed = loaded if plan.kind == RESUME else None
     expect = M.corpus_sha256(loaded.meta) if resumed is not None else None
     corpus = load_corpus(list(plan.corpus), cfg.data.encoding, cfg.data.errors, cache_dir=rundir.cache_dir(run_dir),
-                         expect_sha256=expect, glob=cfg.data.glob, separator=cfg.data.separator, exclude=run_dir)
+                         expect_sha256=expect, glob=cfg.data.glob, separator=cfg.data.separator, exclude=run_dir,
+                         cache_write=root, mmap=make is not None)
     corpus, origin, warnings = _encoded(plan, loaded, corpus, expect)
     splits = split(corpus.data, cfg.data.val_fraction, cfg.data.test_fraction)
     if resumed is not None:
@@ -95,7 +100,7 @@ def _prepare(plan: Plan, loaded: store.Loaded | None, on_eval, started: float | 
     else:
         *shape, fit_warning = fit_batch_shape(len(splits[0]), cfg.train.batch_size, cfg.train.seq_len)
         warnings.append(fit_warning)
-    trainer = Trainer(cfg, corpus, run_dir, None, tuple(shape), started, splits=splits, sources=plan.sources,
+    trainer = (make or Trainer)(cfg, corpus, run_dir, None, tuple(shape), started, splits=splits, sources=plan.sources,
                       origin=origin, on_eval=on_eval, resume=resumed,
                       transfer_from=loaded if plan.kind == FINETUNE else None)
     if resumed is None and (big := too_big(len(trainer.model.params), len(trainer.train_data))):
@@ -173,6 +178,7 @@ def _header(tr, corpus, cfg: Config, run_dir: Path, resumed: bool) -> dict[str, 
         "optimizer": f"{cfg.optim.optimizer}, lr {cfg.optim.lr}, clip {cfg.optim.grad_clip}"
         + (f", weight average (ema {cfg.optim.ema})" if cfg.optim.ema else ""),
         "threads": _threads_line(),
+        **tr.parallel_header(),
         "run dir": str(run_dir) + (f" (resumed at step {tr.step})" if resumed else ""),
     }
     if n > 1:

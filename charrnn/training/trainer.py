@@ -83,7 +83,8 @@ class Trainer:
         self.last_loss = math.nan
         self.last_lr = math.nan  # the rate the latest update used (what metrics.jsonl logs)
         self.saved_step = -1
-        self.stop_signal: int | None = None
+        self.stop_signal: int | None = None  # the signal this run stops for (ranks: agreed by every rank)
+        self.signalled: int | None = None  # the first Ctrl-C/SIGTERM this process received
         self._writing = False  # inside save(): a second signal waits for the write to finish
         self._quit_signal: int | None = None
         if (cfg.optim.schedule in ("cosine", "linear") and cfg.optim.schedule_length == "steps"
@@ -138,14 +139,22 @@ class Trainer:
             # A new cut point each epoch so streams are not always split at the same characters.
             room = self.batches.stream_len - self.T + 1
             self.offset = int(self.rng.integers(min(self.T, room)))
-            self.state = self.model.zero_state(self.B)
+            self.state = self._fresh_state()
         return self.batches.batch(self.batch_index, self.offset)
+
+    def _fresh_state(self):
+        """The zero state of the streams this process trains (all B; a rank's share, training/ranks.py)."""
+        return self.model.zero_state(self.B)
+
+    def _gradients(self, x: np.ndarray, y: np.ndarray):
+        """(loss, state after the chunk) with the batch's gradient in self.grads."""
+        masks = self.model.dropout_masks(self.rng, self.cfg.model.dropout, self.B, self.T)
+        return self.model.forward_backward(x, y, self.state, self.grads, masks)
 
     def train_step(self, x: np.ndarray, y: np.ndarray) -> float:
         """Forward, backward, clip, update. A non-finite loss or gradient never reaches the weights."""
         c = self.cfg
-        masks = self.model.dropout_masks(self.rng, c.model.dropout, self.B, self.T)
-        loss, new_state = self.model.forward_backward(x, y, self.state, self.grads, masks)
+        loss, new_state = self._gradients(x, y)
         norm = clip_grad_norm(self.grads.flat, c.optim.grad_clip)
         self.last_lr = lr = self.lr()
         if math.isfinite(loss) and math.isfinite(norm):
@@ -158,7 +167,7 @@ class Trainer:
         else:
             self.bad_steps += 1
             self.bad_in_row += 1
-            self.state = self.model.zero_state(self.B)
+            self.state = self._fresh_state()
             self.reporter.warn(f"step {self.step + 1}: non-finite loss or gradient, update skipped "
                                f"({self.bad_in_row} in a row)")
             if self.bad_in_row >= c.train.max_bad_steps:
@@ -247,6 +256,12 @@ class Trainer:
         improved = val_loss is not None and val_loss < self.best_val
         if improved:
             self.best_val = val_loss
+        path = self._write(arrays, val_loss, improved)
+        self.saved_step = self.step
+        return path
+
+    def _write(self, arrays: dict, val_loss: float | None, improved: bool) -> Path:
+        """Write the checkpoint of this step (arrays: the weights) and publish it as last (and best)."""
         arrays |= self.opt.state_arrays() | store.state_arrays(self.state)
         path = self.run_dir / rundir.checkpoint_name(self.step, val_loss)
         self._writing = True
@@ -264,7 +279,6 @@ class Trainer:
         if self._quit_signal is not None:
             self._say_how_to_resume()
             _quit(self._quit_signal)
-        self.saved_step = self.step
         return path
 
     # -- the loop ---------------------------------------------------------------------------------
@@ -346,6 +360,15 @@ class Trainer:
                                stale=self.stale_evals if self.val_batches is not None else 0,
                                best=self.best_val, train=t, run_dir=self.run_dir, fresh=self.step == 0)
 
+    def _on_signal(self, signum: int) -> None:
+        """The first Ctrl-C/SIGTERM: stop after this step (ranks stop where they all agree to)."""
+        self.stop_signal = signum
+        self.reporter.warn("stopping after this step and writing a checkpoint (again to quit at once)")
+
+    def parallel_header(self) -> dict[str, str]:
+        """Lines of the run's header about how the work is shared beyond this process's threads."""
+        return {}
+
     def _say_how_to_resume(self) -> None:
         """Before quitting at once: where the work that is not lost can be picked up."""
         if rundir.last(self.run_dir).exists():
@@ -362,7 +385,7 @@ class Trainer:
         previous = {s: signal.getsignal(s) for s in EXIT_SIGNAL}
 
         def handler(signum, frame):
-            if self.stop_signal is not None:  # the second one: out at once (writes are atomic)
+            if self.signalled is not None:  # the second one: out at once (writes are atomic)
                 if self._writing:
                     # an exception raised inside numpy's zip writer can surface as another error
                     # (ValueError from zipfile's cleanup): leave right after this write instead
@@ -370,8 +393,8 @@ class Trainer:
                     return
                 self._say_how_to_resume()
                 _quit(signum)
-            self.stop_signal = signum
-            self.reporter.warn("stopping after this step and writing a checkpoint (again to quit at once)")
+            self.signalled = signum
+            self._on_signal(signum)
 
         for s in EXIT_SIGNAL:
             signal.signal(s, handler)

@@ -37,6 +37,10 @@ SUBSTITUTE = [
 SKIP_BLOCKS = {
     "export CHARRNN_SWEEP_STORAGE": "a cluster sweep needs a PostgreSQL server (tests/test_sweep_cluster.py "
                                     "runs one under CI)",
+    "apt-get install openmpi-bin": "installs system packages (CI's .ci/mpi.sh installs these; the test extra "
+                                   "brings mpi4py)",
+    "mpirun -q -n 4 charrnn train": "MPI launchers and a cluster (tests/mpi/ run mpirun on one host and across two "
+                                    "network namespaces, under CI with .ci/mpi.sh's Open MPI)",
     "charrnn serve --watch runs/live": "a server runs until it is stopped (tests/test_serve*.py run it on "
                                        "loopback, with the curl and openai examples' requests)",
 }

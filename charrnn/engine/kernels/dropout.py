@@ -46,6 +46,44 @@ def _fill_numpy(out, key, threshold, keep):
     out[:] = np.where(bits >= threshold, keep, 0.0)
 
 
+@kernel
+def _fill_rows_jit(out, key, threshold, keep, row_len, first):
+    # out (T, W): row t holds elements first .. first+W-1 of row t of the whole (T, row_len) mask
+    s30, s27, s31, s32 = np.uint64(30), np.uint64(27), np.uint64(31), np.uint64(32)
+    for t in range(out.shape[0]):
+        for k in range(out.shape[1]):
+            g = t * row_len + first + k
+            z = key + np.uint64(g // 2 + 1) * _GOLDEN
+            z = (z ^ (z >> s30)) * _M1
+            z = (z ^ (z >> s27)) * _M2
+            z = z ^ (z >> s31)
+            bits = (z & _LOW) if g % 2 == 0 else (z >> s32)
+            out[t, k] = keep if bits >= threshold else 0.0
+
+
+def _fill_rows_numpy(out, key, threshold, keep, row_len, first):
+    g = (np.arange(out.shape[0], dtype=np.uint64)[:, None] * np.uint64(row_len) + np.uint64(first)
+         + np.arange(out.shape[1], dtype=np.uint64)[None, :])
+    with np.errstate(over="ignore"):
+        z = key + (g // np.uint64(2) + np.uint64(1)) * _GOLDEN
+        z = (z ^ (z >> np.uint64(30))) * _M1
+        z = (z ^ (z >> np.uint64(27))) * _M2
+        z = z ^ (z >> np.uint64(31))
+    bits = np.where(g % np.uint64(2) == 0, z & _LOW, z >> np.uint64(32))
+    out[:] = np.where(bits >= threshold, keep, 0.0)
+
+
+def fill_mask_columns(out: np.ndarray, key: int, p: float, row_len: int, first: int) -> None:
+    """out (T, W), C-contiguous: columns first .. first+W-1 of the (T, row_len) mask fill_masks(key, p)
+    makes, bit for bit (a rank of a distributed run fills its streams' share of a (T, B, H) mask)."""
+    if not out.flags.c_contiguous or out.ndim != 2 or not 0 <= first <= row_len - out.shape[1]:
+        raise ValueError("fill_mask_columns needs a C-contiguous (T, W) array inside the row")
+    threshold = np.uint64(min(int(round(p * 2.0 ** 32)), 2 ** 32))
+    keep = out.dtype.type(1.0 / (1.0 - p))
+    fill = _fill_rows_numpy if numba.config.DISABLE_JIT else _fill_rows_jit
+    fill(out, np.uint64(key), threshold, keep, np.int64(row_len), np.int64(first))
+
+
 def fill_masks(out: np.ndarray, key: int, p: float) -> None:
     """out (any shape, C-contiguous float): 1/(1-p) with probability 1-p, else 0, from the 64-bit key."""
     if not out.flags.c_contiguous:
