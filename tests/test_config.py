@@ -73,6 +73,13 @@ def test_max_epochs_rejects_what_is_neither_a_count_nor_auto():
         Config.from_dict({"train": {"max_epochs": "often"}})
 
 
+def test_config_has_one_field_per_section_in_order():
+    """config/schema.py's SECTIONS names the sections; layers.Config must hold exactly those, in that order."""
+    import dataclasses
+    fields = [(f.name, f.default_factory) for f in dataclasses.fields(Config)]
+    assert fields == list(C.SECTIONS.items())
+
+
 def test_to_dict_is_plain_and_ordered():
     d = Config().to_dict()
     assert list(d) == ["model", "data", "optim", "train"]

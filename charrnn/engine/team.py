@@ -85,10 +85,20 @@ def run_threads(n: int, body, teams: list[Team]) -> None:
     # One multi-threaded pass at a time: two passes started together from two threads could each get
     # only part of the pool's workers and wait at their barriers for each other forever.
     with _ONE_AT_A_TIME:
-        futures = [pool().submit(member, j) for j in range(1, n)]
-        member(0)
-        for f in futures:
-            f.result()
+        futures = []
+        try:
+            for j in range(1, n):
+                futures.append(pool().submit(member, j))
+            member(0)
+        except BaseException:
+            # A KeyboardInterrupt between two submits or before member(0) started: the submitted members
+            # would wait at a barrier forever for one that never runs (and the interpreter for them at exit).
+            for t in teams:
+                _k.abort(t.flags, t.n)
+            raise
+        finally:
+            for f in futures:
+                f.result()
     if errors:
         raise errors[0]
 

@@ -93,6 +93,26 @@ def _setting(name: str, value, n: int, dtype) -> np.ndarray:
     return np.ascontiguousarray(a)
 
 
+def _run_jobs(jobs: list, teams: list["_Team"]) -> None:
+    """jobs[0] on this thread, the others on the pool. A KeyboardInterrupt can land anywhere in the Python
+    code here, e.g. between two submits or before jobs[0] starts: then a submitted member would spin at a
+    barrier forever for one that never runs (and the interpreter waits for it at exit). So on any exception
+    every member of every team is marked as gone: those running finish on garbage (the call raised; its
+    slots are undefined until restarted), and the ones submitted are waited for."""
+    futures = []
+    try:
+        for job in jobs[1:]:
+            futures.append(pool().submit(job))
+        jobs[0]()
+    except BaseException:
+        for tm in teams:
+            tm.flags[::STRIDE] = np.iinfo(np.int64).max
+        raise
+    finally:
+        for f in futures:
+            f.result()
+
+
 class _Team:
     """Work buffers for one group of streams run by a team of threads: the group's state gathered
     from the slots (C-contiguous, so the kernel's loops vectorize), its workspaces, its barrier."""
@@ -316,20 +336,16 @@ class Sampler:
         groups, team = self.plan(steps, ns)
         cuts = [ns * i // groups for i in range(groups + 1)]
         out = np.empty((ns, n), np.int32)
-        jobs = []
+        jobs, teams = [], []
         for gi in range(groups):
             sl = slots[cuts[gi]:cuts[gi + 1]]
             jobs.extend(self._team_jobs(gi, sl, forced, out[cuts[gi]:cuts[gi + 1]], draw, team))
+            teams.append(self._team(gi, sl.size, team))
         t0 = time.monotonic()
         if len(jobs) == 1:
             jobs[0]()
         else:
-            futures = [pool().submit(j) for j in jobs[1:]]
-            try:
-                jobs[0]()
-            finally:
-                for f in futures:
-                    f.result()
+            _run_jobs(jobs, teams)
         if team > 1:
             self._check_team(time.monotonic() - t0, steps)
         return out
@@ -367,8 +383,8 @@ class Sampler:
         wout = np.empty((sl.size, out.shape[1]), np.int32)
 
         def run(me: int) -> None:
-            plo, phi = tm.ranges[me]
             try:
+                plo, phi = tm.ranges[me]
                 K.run_steps(me, nthreads, plo, phi, tm.flags, wout, forced, tm.hb, 0, tm.c, tm.prevs[me],
                             tm.rngs[me], self._pk, self._poff, self._tab, self._lo, self._hi, self._gates,
                             self._dec, 0, self._dec.size - self.shape.vocab_size, self.cell_code, *settings,

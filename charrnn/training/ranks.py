@@ -44,7 +44,9 @@ def train(world, make_plan, *, live=None, console=None, on_eval=None, started=No
         _share_cores(world)
         plan = _agreed(world, lambda: _checked_plan(world, make_plan()) if world.root else None, "plan")
         plan = Plan.from_json(world.broadcast_text(plan.to_json() if world.root else None))
-        best = _execute(world, plan, live, console, on_eval, started)
+        # Plain lines unless asked otherwise: Open MPI gives the ranks on mpirun's host a pseudo-terminal for
+        # stdout, whatever mpirun's own stdout is (a file would get the live bar's redraws)
+        best = _execute(world, plan, False if live is None else live, console, on_eval, started)
         world.ended_together = True
         return best
     except CharrnnError as e:

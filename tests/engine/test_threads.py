@@ -153,3 +153,34 @@ def test_train_header_names_the_thread_count(cli, corpus, tmp_path, restore_thre
     assert "threads: 3 (of " in r.stdout, r.stdout
     bad = cli("train", corpus, "--out", tmp_path / "run2", *TINY, "--threads", 0)
     assert bad.exit_code != 0 and "Traceback" not in bad.output and len(bad.stderr.strip().splitlines()) == 1
+
+
+INTERRUPTED_BETWEEN_SUBMITS = """
+import numpy as np
+from charrnn.engine import team, threads
+
+class Interrupting:
+    def submit(self, *args):
+        threads.pool().submit(*args)  # the member is queued and a worker runs it ...
+        raise KeyboardInterrupt  # ... and a Ctrl-C lands before the calling thread joins the team
+
+teams = [team.Team(2)]
+team.pool = lambda: Interrupting()
+try:
+    team.run_threads(2, lambda j: [teams[0].sync(j) for _ in range(3)], teams)
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+"""
+
+
+def test_a_ctrl_c_between_a_teams_submits_leaves_no_thread_spinning():
+    """The member already submitted must not wait at a barrier for ever for the calling thread (the
+    interpreter would wait for it at exit): the child must exit on its own."""
+    import subprocess
+    import sys
+    try:
+        r = subprocess.run([sys.executable, "-c", INTERRUPTED_BETWEEN_SUBMITS], capture_output=True, text=True,
+                           timeout=120)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the process did not exit after the interrupt: a team member was left at a barrier")
+    assert r.returncode == 0 and r.stdout == "interrupted\n", r.stderr

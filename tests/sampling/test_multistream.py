@@ -207,3 +207,43 @@ def test_a_team_slower_than_one_thread_backs_off_for_a_while(monkeypatch):
     forced = ms.Sampler(model, 1, threads=2)
     forced._team_backoff_until = float("inf")
     assert forced.plan(100) == (1, 2)  # a forced count is never changed
+
+
+INTERRUPTED_BETWEEN_SUBMITS = """
+import numpy as np
+from charrnn.engine import threads
+from charrnn.engine.model import Model
+from charrnn.engine.params import Params, Shape, init_params
+from charrnn.sampling import multistream as ms
+
+class Interrupting:
+    def submit(self, *args):
+        threads.pool().submit(*args)  # the member is queued and a worker runs it ...
+        raise KeyboardInterrupt  # ... and a Ctrl-C lands before the caller goes on
+
+shape = Shape("lstm", 12, 64, 2, 0)
+p = Params(shape)
+init_params(p, np.random.default_rng(3), scale=0.8)
+model = Model(shape, p)  # the sampler keeps only a weak reference
+sm = ms.Sampler(model, 1, threads=2, split="units")
+sm.reset(np.array([1, 2, 3]), seed=1)
+ms.pool = lambda: Interrupting()
+try:
+    sm.run(500)
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+"""
+
+
+def test_a_ctrl_c_between_a_teams_submits_leaves_no_thread_spinning():
+    """A Ctrl-C landing after a team member was submitted but before the calling thread joined the team
+    once left that member spinning at a barrier for ever: `charrnn sample` printed "interrupted" and never
+    exited (the interpreter waits for pool threads at exit). The child must exit on its own."""
+    import subprocess
+    import sys
+    try:
+        r = subprocess.run([sys.executable, "-c", INTERRUPTED_BETWEEN_SUBMITS], capture_output=True, text=True,
+                           timeout=120)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the process did not exit after the interrupt: a team member was left at a barrier")
+    assert r.returncode == 0 and r.stdout == "interrupted\n", r.stderr
