@@ -84,29 +84,37 @@ def mpirun_argv(k: int, argv: list[str], flags: list[str] = ()) -> list[str]:
     return [MPIRUN, "-n", str(k), *FLAGS, *flags, *map(str, argv)]
 
 
-def _session_pids(sid: int) -> list[int]:
-    """Every process of session sid: Open MPI puts each rank in a process group of its own, but not in a new
-    session, so the session finds them all (in any network namespace)."""
+def _pids(where) -> list[int]:
+    """Pids of the processes for which where(/proc/PID) holds (one that ends meanwhile is skipped)."""
     pids = []
     for d in Path("/proc").iterdir():
         if d.name.isdigit():
             with contextlib.suppress(OSError, ValueError, IndexError):
-                fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
-                if int(fields[3]) == sid:  # after ")": state ppid pgrp session ...
+                if where(d):
                     pids.append(int(d.name))
     return pids
 
 
-def kill_session(sid: int) -> None:
-    """SIGKILL every process of session sid until none is left (a few rounds: a dying daemon may fork)."""
+def _kill_until_gone(find) -> None:
+    """SIGKILL every pid find() returns until it returns none (a few rounds: a dying daemon may fork)."""
     for _ in range(20):
-        pids = _session_pids(sid)
+        pids = find()
         if not pids:
             return
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         time.sleep(0.1)
+
+
+def _session(d: Path) -> int:
+    return int((d / "stat").read_text().rsplit(")", 1)[1].split()[3])  # after ")": state ppid pgrp session
+
+
+def kill_session(sid: int) -> None:
+    """Kill every process of session sid: Open MPI puts each rank in a process group of its own, but not in
+    a new session, so the session finds them all (in any network namespace)."""
+    _kill_until_gone(lambda: _pids(lambda d: _session(d) == sid))
 
 
 def run(argv: list[str], timeout: float = TIMEOUT, **kw) -> subprocess.CompletedProcess:
@@ -145,27 +153,12 @@ def _netns_inode(name: str) -> int | None:
 def _processes_in(name: str) -> list[int]:
     """Pids whose network namespace is the named one."""
     ino = _netns_inode(name)
-    if ino is None:
-        return []
-    pids = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            with contextlib.suppress(OSError):
-                if os.stat(d / "ns" / "net").st_ino == ino:
-                    pids.append(int(d.name))
-    return pids
+    return [] if ino is None else _pids(lambda d: os.stat(d / "ns" / "net").st_ino == ino)
 
 
 def delete_namespace(name: str) -> None:
     """Kill what still runs in it, then delete it (its veth end goes with it, and the peer with that)."""
-    for _ in range(20):
-        pids = _processes_in(name)
-        if not pids:
-            break
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        time.sleep(0.1)
+    _kill_until_gone(lambda: _processes_in(name))
     _ip("netns", "delete", name, check=False)
 
 
