@@ -6,6 +6,7 @@ failure path. No timing here: speed is measured in benchmarks/bench.py and bench
 import numpy as np
 import pytest
 from rich.console import Console
+from support.exe import assert_child_exits
 from support.runs import TINY, read_metrics
 
 import charrnn
@@ -181,11 +182,4 @@ except KeyboardInterrupt:
 def test_a_ctrl_c_between_a_teams_submits_leaves_no_thread_spinning():
     """The member already submitted must not wait at a barrier for ever for the calling thread (the
     interpreter would wait for it at exit): the child must exit on its own."""
-    import subprocess
-    import sys
-    try:
-        r = subprocess.run([sys.executable, "-c", INTERRUPTED_BETWEEN_SUBMITS], capture_output=True, text=True,
-                           timeout=120)
-    except subprocess.TimeoutExpired:
-        pytest.fail("the process did not exit after the interrupt: a team member was left at a barrier")
-    assert r.returncode == 0 and r.stdout == "interrupted\n", r.stderr
+    assert_child_exits(INTERRUPTED_BETWEEN_SUBMITS, "interrupted\n")

@@ -7,6 +7,7 @@ import threading
 
 import numpy as np
 import pytest
+from support.exe import assert_child_exits
 
 from charrnn.data.vocab import Vocab
 from charrnn.engine.model import Model
@@ -266,11 +267,4 @@ def test_a_ctrl_c_between_a_teams_submits_leaves_no_thread_spinning():
     """A Ctrl-C landing after a team member was submitted but before the calling thread joined the team
     once left that member spinning at a barrier for ever: `charrnn sample` printed "interrupted" and never
     exited (the interpreter waits for pool threads at exit). The child must exit on its own."""
-    import subprocess
-    import sys
-    try:
-        r = subprocess.run([sys.executable, "-c", INTERRUPTED_BETWEEN_SUBMITS], capture_output=True, text=True,
-                           timeout=120)
-    except subprocess.TimeoutExpired:
-        pytest.fail("the process did not exit after the interrupt: a team member was left at a barrier")
-    assert r.returncode == 0 and r.stdout == "interrupted\n", r.stderr
+    assert_child_exits(INTERRUPTED_BETWEEN_SUBMITS, "interrupted\n")
