@@ -74,7 +74,7 @@ def _emit(write) -> None:
 
 
 def _silence_stdout() -> None:
-    from ..training.report import silence
+    from ..training.stdout import silence
     silence(sys.stdout)
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import sys
 from pathlib import Path
 from types import TracebackType
@@ -27,77 +26,9 @@ from rich.text import Text
 
 from ..checkpoints import rundir
 from ..userfiles import ENCODE_ERRORS
+from .stdout import GuardedStdout, same_terminal, silence
 
 __all__ = ["Reporter", "estimate_eta", "format_duration"]
-
-
-def silence(stream) -> None:
-    """Point a standard stream's descriptor at /dev/null after writing to it failed (full disk, closed
-    pipe), so nothing written later, nor the interpreter's final flush at exit, fails again."""
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        try:
-            os.dup2(devnull, stream.fileno())
-        finally:
-            os.close(devnull)
-    except (OSError, AttributeError, ValueError):
-        pass
-
-
-class _GuardedStdout:
-    """stdout for the progress lines: if it cannot be written (a full disk under `train > log`, a closed
-    or broken pipe), training goes on with its files and stderr; the first failure is reported once.
-
-    The stream is bound once, when the Reporter is made. It must not be looked up as ``sys.stdout`` at
-    write time: while the live bar runs, rich replaces ``sys.stdout`` with a proxy that writes back into
-    this very console, and every write then looped forever (issue 12: `charrnn train` hung in a terminal).
-    """
-
-    def __init__(self, warn, stream=None) -> None:
-        self._warn = warn
-        self._stream = sys.stdout if stream is None else stream
-        self._failed = False
-
-    @property
-    def encoding(self) -> str:
-        return getattr(self._stream, "encoding", None) or "utf-8"
-
-    def isatty(self) -> bool:
-        if self._failed or self._stream is None:
-            return False
-        try:
-            return self._stream.isatty()
-        except (OSError, ValueError, AttributeError):  # a closed stream is not a terminal
-            return False
-
-    def _guard(self, fn) -> None:
-        if self._failed or self._stream is None:
-            return
-        try:
-            fn()
-        except (OSError, ValueError) as e:  # BrokenPipeError included; ValueError: a closed stream
-            self._failed = True
-            silence(self._stream)
-            reason = getattr(e, "strerror", None) or e
-            self._warn(f"cannot write progress to standard output ({reason}); training goes on, "
-                       "metrics.jsonl and samples.txt keep the record")
-
-    def write(self, text: str) -> int:
-        self._guard(lambda: self._stream.write(text))
-        return len(text)
-
-    def flush(self) -> None:
-        self._guard(lambda: self._stream.flush())
-
-
-def _same_terminal(a, b) -> bool:
-    """Whether two output streams are one terminal (stderr not redirected away from stdout's tty)."""
-    a, b = (getattr(f, "_stream", f) for f in (a, b))  # a _GuardedStdout's stream
-    try:
-        return (a.isatty() and b.isatty()
-                and os.fstat(a.fileno()).st_rdev == os.fstat(b.fileno()).st_rdev)
-    except (OSError, ValueError, AttributeError):  # closed, or no descriptor (a StringIO)
-        return False
 
 
 # Weight of the newest step in the smoothed train loss. Per-step losses on small batches
@@ -240,8 +171,8 @@ class Reporter:
         # stderr even while the live bar redirects sys.stderr, so when stderr is the bar's own terminal
         # warn() prints through the bar's console instead (above the bar, not into its line).
         self.err_console = err_console if err_console is not None else Console(stderr=True)
-        self.console = console if console is not None else Console(file=_GuardedStdout(self.warn))
-        self._warn_above_bar = _same_terminal(self.console.file, self.err_console.file)
+        self.console = console if console is not None else Console(file=GuardedStdout(self.warn))
+        self._warn_above_bar = same_terminal(self.console.file, self.err_console.file)
         self.live = self.console.is_terminal if live is None else live
         self.smoothed_loss: float | None = None
         self.last_val_loss: float | None = None
