@@ -1,19 +1,24 @@
 #!/usr/bin/env python
-"""Training speed of this checkout against another one (an older commit), alternating rounds in fresh
-processes: the evidence behind "no regression against the old code" in benchmarks/README.md.
+"""Training speed of this checkout against an older commit, or at several thread counts (with PyTorch
+beside it), alternating rounds in fresh processes: the evidence behind "no regression against the old
+code" and "1 -> 2 threads" in benchmarks/README.md.
 
-Each round starts one process per side, old and new in turn (old first in even rounds, new first in odd
-ones, so slow drift of the machine cancels). A side's process builds the Trainer its own checkout's
-bench.py builds (`make_trainer`: the same synthetic corpus, Adam, clip 5, dropout 0), runs `--warmup`
-steps, then times `--steps` train_step calls, and reports chars/s (wall clock) and process CPU seconds per
-step (less disturbed by other processes than wall clock). The thread count reaches both sides as
-CHARRNN_THREADS (read by the old code's usable_cores and the new code's threads()).
+Each round starts one process per side, the sides in turn (in order in even rounds, reversed in odd ones,
+so slow drift of the machine cancels). A side's process builds the Trainer its own checkout's bench.py
+builds (`make_trainer`: the same synthetic corpus, Adam, clip 5, dropout 0), runs `--warmup` steps, then
+times `--steps` train_step calls, and reports chars/s (wall clock) and process CPU seconds per step (less
+disturbed by other processes than wall clock). The thread count reaches charrnn as CHARRNN_THREADS (read by
+the old code's usable_cores and the new code's threads()).
 
     python benchmarks/versus.py --other /work/wt-old --rows lstm256,lstm512 --threads 2 --rounds 4
+    python benchmarks/versus.py --threads 1,2 --torch --rows lstm256,lstm512 --rounds 4
 
-The other checkout runs on its own venv (OTHER/.venv/bin/python) when it has one, and with PYTHONPATH set
-to it either way, so `import charrnn` finds its code. Nothing is asserted: it prints (and with --json saves)
-what it measured. Run it on a quiet machine (on a shared one through /work/notes/bench).
+Two modes. `--other DIR`: old (DIR) against new (this checkout) at `--threads N`; the other checkout runs
+on its own venv (OTHER/.venv/bin/python) when it has one, and with PYTHONPATH set to it either way, so
+`import charrnn` finds its code. No `--other`: this checkout at each of `--threads A,B` (the ratio is B's
+chars/s over A's, per round), and with `--torch` bench.py's PyTorch side at the same counts
+(torch.set_num_threads) alternating in the same rounds. Nothing is asserted: it prints (and with --json
+saves) what it measured. Run it on a quiet machine (on a shared one through /work/notes/bench).
 """
 from __future__ import annotations
 
@@ -36,8 +41,20 @@ import bench
 cell, layers, hidden, B, T, steps, warmup = sys.argv[1:8]
 layers, hidden, B, T, steps, warmup = map(int, (layers, hidden, B, T, steps, warmup))
 row = bench.Row("versus", "train", cell, layers, hidden, B, T)
-tr, run_dir = bench.make_trainer(row, B, T, steps + warmup)
 spent = {}
+if os.environ.get("VERSUS_TORCH"):
+    import torch
+    torch.set_num_threads(int(os.environ["CHARRNN_THREADS"]))
+    side = bench.TorchTrainSide(torch, row, B, T, steps, warmup)
+    wall, cpu = [], []
+    for i in range(steps):
+        w, c = time.perf_counter(), time.process_time()
+        loss = side.step()
+        wall.append(time.perf_counter() - w)
+        cpu.append(time.process_time() - c)
+    print(json.dumps({"file": "torch", "wall": wall, "cpu": cpu, "loss": float(loss), "spent": {}}))
+    sys.exit(0)
+tr, run_dir = bench.make_trainer(row, B, T, steps + warmup)
 if os.environ.get("VERSUS_PROFILE"):
     # CPU time of the calling thread in each kind of work (one thread: every call runs on it). Functions
     # are wrapped where the passes look them up (module attributes), in the old layout or the new one.
@@ -99,16 +116,19 @@ def git_rev(path: Path) -> str:
     return r.stdout.strip() or "?"
 
 
-def run_side(path: Path, python: str, shape, steps: int, warmup: int, threads: int, profile: bool) -> dict:
+def run_side(path: Path, python: str, threads: int, torch: bool, shape, steps: int, warmup: int,
+             profile: bool) -> dict:
     env = dict(os.environ, CHARRNN_THREADS=str(threads), PYTHONPATH=str(path))
     if profile:
         env["VERSUS_PROFILE"] = "1"
+    if torch:
+        env["VERSUS_TORCH"] = "1"
     args = [python, "-c", CHILD, *map(str, shape), str(steps), str(warmup)]
     r = subprocess.run(args, cwd=path, env=env, capture_output=True, text=True, timeout=900)
     if r.returncode != 0:
         raise SystemExit(f"{path}: child failed: {(r.stderr.strip().splitlines() or ['?'])[-1]}")
     out = json.loads(r.stdout.strip().splitlines()[-1])
-    if not out["file"].startswith(str(path)):
+    if not torch and not out["file"].startswith(str(path)):
         raise SystemExit(f"{path}: the child imported charrnn from {out['file']}")
     return out
 
@@ -131,60 +151,92 @@ def print_profile(name: str, cpu: dict, spent: dict) -> None:
                   f"{(med('new', k) - med('old', k)) * 1e3:+.1f}"] for k in keys])
 
 
+def make_sides(a, p) -> tuple[dict, list[tuple[str, str, str]]]:
+    """The sides, label -> (checkout, python, threads, torch?), in round order; and the ratios to report
+    (name, numerator side, denominator side)."""
+    if a.other:
+        if len(a.threads) != 1 or a.torch:
+            p.error("--other compares at one thread count, without --torch")
+        other = Path(a.other).resolve()
+        other_py = a.other_python or (str(other / ".venv/bin/python") if (other / ".venv/bin/python").exists()
+                                      else sys.executable)
+        n = a.threads[0]
+        return {"old": (other, other_py, n, False), "new": (ROOT, sys.executable, n, False)}, [("new/old", "new", "old")]
+    if len(a.threads) != 2:
+        p.error("without --other, give two thread counts: --threads 1,2")
+    lo, hi = a.threads
+    sides = {f"{n} thr": (ROOT, sys.executable, n, False) for n in (lo, hi)}
+    ratios = [(f"{hi}/{lo} thr", f"{hi} thr", f"{lo} thr")]
+    if a.torch:
+        sides.update({f"torch {n} thr": (ROOT, sys.executable, n, True) for n in (lo, hi)})
+        ratios.append((f"torch {hi}/{lo}", f"torch {hi} thr", f"torch {lo} thr"))
+    return sides, ratios
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--other", required=True, help="the other checkout (a git worktree of an older commit)")
+    p.add_argument("--other", default=None, help="the other checkout (a git worktree of an older commit)")
     p.add_argument("--other-python", default=None, help="its interpreter (default OTHER/.venv/bin/python)")
     p.add_argument("--rows", default="lstm256,lstm512", help=f"comma list of {','.join(SHAPES)}")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", default="2", help="N (with --other), or A,B: this checkout at A and at B threads")
+    p.add_argument("--torch", action="store_true", help="without --other: PyTorch at the same thread counts too")
     p.add_argument("--rounds", type=int, default=4)
     p.add_argument("--steps", type=int, default=None, help="timed steps per process (default: bench.py's)")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--profile", action="store_true",
-                   help="on one thread: CPU ms per step in the T loops, GEMMs, row kernels, packing, the rest")
+                   help="with --other, on one thread: CPU ms per step in the T loops, GEMMs, row kernels, packing")
     p.add_argument("--json", metavar="FILE")
     a = p.parse_args(argv)
+    try:
+        a.threads = [int(x) for x in a.threads.split(",")]
+    except ValueError:
+        p.error("--threads takes N or A,B (positive integers)")
+    if min(a.threads) < 1:
+        p.error("--threads takes N or A,B (positive integers)")
     if a.profile:
-        a.threads = 1
-    other = Path(a.other).resolve()
-    other_py = a.other_python or (str(other / ".venv/bin/python") if (other / ".venv/bin/python").exists()
-                                  else sys.executable)
-    sides = {"old": (other, other_py), "new": (ROOT, sys.executable)}
+        if not a.other:
+            p.error("--profile needs --other")
+        a.threads = [1]
+    sides, ratio_defs = make_sides(a, p)
     header = machine_header(None)
-    header.update({"threads": a.threads, "rounds": a.rounds, "old": f"{git_rev(other)} ({other})",
-                   "new": f"{git_rev(ROOT)} ({ROOT})"})
-    print_header(header, f"versus: new {header['new']} against old {header['old']}, {a.threads} threads")
+    header.update({"threads": a.threads, "rounds": a.rounds, "sides": list(sides), "new": f"{git_rev(ROOT)} ({ROOT})"})
+    if a.other:
+        header["old"] = f"{git_rev(sides['old'][0])} ({sides['old'][0]})"
+    print_header(header, f"versus: {', '.join(sides)} ({header['new']})")
     results = []
     for name in a.rows.split(","):
         shape = SHAPES[name]
         steps = a.steps or STEPS[name]
         chars = shape[3] * shape[4]
-        got = {"old": [], "new": []}
-        cpu = {"old": [], "new": []}
-        spent = {"old": [], "new": []}
+        got, cpu, spent = ({s: [] for s in sides} for _ in range(3))
         for r in range(a.rounds):
-            for side in (("old", "new") if r % 2 == 0 else ("new", "old")):
-                out = run_side(*sides[side], shape, steps, a.warmup, a.threads, a.profile)
+            for side in (list(sides) if r % 2 == 0 else list(sides)[::-1]):
+                out = run_side(*sides[side], shape, steps, a.warmup, a.profile)
                 spent[side].append(out["spent"])
                 got[side].append(chars * steps / sum(out["wall"]))
                 cpu[side].append(statistics.median(out["cpu"]))
-            print(f"  {name} round {r}: old {got['old'][-1]:,.0f}  new {got['new'][-1]:,.0f} chars/s", flush=True)
-        ratios = [n / o for n, o in zip(got["new"], got["old"])]
+            print(f"  {name} round {r}: " + "  ".join(f"{s} {got[s][-1]:,.0f}" for s in sides) + " chars/s",
+                  flush=True)
+        ratios = {rn: [x / y for x, y in zip(got[num], got[den])] for rn, num, den in ratio_defs}
         results.append({"row": name, "shape": shape, "steps": steps, "cps": got, "cpu_s_per_step": cpu,
-                        "ratio_rounds": ratios, "ratio": statistics.median(ratios), "spent_s_per_step": spent})
+                        "ratio_rounds": ratios, "ratio": {k: statistics.median(v) for k, v in ratios.items()},
+                        "spent_s_per_step": spent})
         if a.profile:
             print_profile(name, cpu, spent)
     print()
     rows = []
     for res in results:
-        o, n = res["cps"]["old"], res["cps"]["new"]
-        rows.append([res["row"], f"{statistics.median(o):,.0f}", f"{min(o):,.0f}-{max(o):,.0f}",
-                     f"{statistics.median(n):,.0f}", f"{min(n):,.0f}-{max(n):,.0f}",
-                     f"{res['ratio']:.3f}", " ".join(f"{x:.2f}" for x in res["ratio_rounds"]),
-                     f"{statistics.median(res['cpu_s_per_step']['old']) * 1e3:,.0f} / "
-                     f"{statistics.median(res['cpu_s_per_step']['new']) * 1e3:,.0f}"])
-    print_table(["row", "old chars/s", "old range", "new chars/s", "new range", "new/old", "per round",
-                 "CPU ms/step old / new"], rows, right={1, 2, 3, 4, 5})
+        line = [res["row"]]
+        for s in sides:
+            v = res["cps"][s]
+            line.append(f"{statistics.median(v):,.0f} ({min(v):,.0f}-{max(v):,.0f})")
+        for rn, _, _ in ratio_defs:
+            line += [f"{res['ratio'][rn]:.3f}", " ".join(f"{x:.2f}" for x in res["ratio_rounds"][rn])]
+        line.append(" / ".join(f"{statistics.median(res['cpu_s_per_step'][s]) * 1e3:,.0f}" for s in sides))
+        rows.append(line)
+    print_table(["row", *[f"{s} chars/s (range)" for s in sides],
+                 *[h for rn, _, _ in ratio_defs for h in (rn, "per round")],
+                 "CPU ms/step " + " / ".join(sides)], rows)
     note_load_at_end(header)
     save_json({"header": header, "rows": results}, a.json)
     return 0
