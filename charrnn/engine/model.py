@@ -20,7 +20,7 @@ from .kernels import dropout, gemm, gru_fused, lstm_fused
 from .kernels.blas import matmul, single_threaded_blas
 from .params import GATES, Params, Shape
 from .passes import Pass
-from .team import Team, run_threads
+from .team import Team, chunks, run_threads
 from .threads import threads
 
 
@@ -48,6 +48,9 @@ class _Prepared:
     # then already permuted.
     perm: np.ndarray | None = None
     inv: np.ndarray | None = None
+
+
+SUM_PIECE = 1 << 16  # elements per piece of the groups' gradient sum (at least)
 
 
 def stream_groups(B: int) -> list[tuple[int, int]]:
@@ -235,10 +238,23 @@ class Model:
                           None if self.cell != "lstm" else np.concatenate([s.c for s in states], axis=1))
         if kind == "logits":
             return np.concatenate([p.w.logits.reshape(T, p.B, -1).transpose(1, 0, 2) for p in passes]), new_state
-        if kind == "train":
-            for gi in range(1, len(groups)):
-                grads.flat += self._group_grads(gi).flat
+        if kind == "train" and len(groups) > 1:
+            self._sum_groups(grads, len(groups), n)
         return sum(p.loss() for p in passes), new_state
+
+    def _sum_groups(self, grads: Params, count: int, n: int) -> None:
+        """grads += each later group's gradients, in group order, element by element: in fixed pieces
+        (the size alone decides them) shared out over n threads, so no thread waits for a serial sum."""
+        flat, extra = grads.flat, [self._group_grads(gi).flat for gi in range(1, count)]
+        pieces = chunks(flat.size, SUM_PIECE)
+
+        def run(j: int) -> None:
+            for a, b in pieces[j::n]:
+                for e in extra:
+                    flat[a:b] += e[a:b]
+
+        n = min(n, len(pieces))
+        run_threads(n, run, [])
 
     def _teams(self, count: int, size: int) -> list[Team]:
         if len(self._team_cache) != count or self._team_cache[0].n != size:
@@ -296,17 +312,34 @@ class Model:
         if not packed_path(self.dtype):
             prep.w_hh_t = [np.ascontiguousarray(w.T) for w in w_hh]
             return prep
+        perm = None
         if fused and fused_kernels is not None and fused_kernels.fused_ok(self.hidden_size):
             perm = prep.perm = fused_kernels.interleaved_order(self.hidden_size)
             prep.inv = np.argsort(perm)
             prep.table = np.ascontiguousarray(prep.table[:, perm])
             prep.bias = [b[perm] for b in prep.bias]
-            prep.w_ih = [None] + [w[perm] for w in prep.w_ih[1:]]
-            w_hh = [w[perm] for w in w_hh]
-            prep.fwd = [gemm.pack(w.T) if self.cell == "lstm" else gru_fused.pack_forward(w) for w in w_hh]
-        else:
-            prep.fwd = [gemm.pack(w.T) for w in w_hh]
-        prep.bwd = [gemm.pack(w) for w in w_hh] if backward else None
+        prep.fwd = [None] * L
+        prep.bwd = [None] * L if backward else None
+        gru_forward = perm is not None and self.cell == "gru"
+
+        def layer(k: int) -> None:
+            """Layer k's permuted W_ih and packed W_hh (pure copies: any thread gives the same arrays)."""
+            w = w_hh[k] if perm is None else w_hh[k][perm]
+            if perm is not None and k > 0:
+                prep.w_ih[k] = prep.w_ih[k][perm]
+            prep.fwd[k] = gru_fused.pack_forward(w) if gru_forward else gemm.pack(w.T)
+            if backward:
+                prep.bwd[k] = gemm.pack(w)
+
+        # One job per layer, shared out over the pass's threads: on one thread this copying is a serial
+        # part of the step (12 ms of a 2 s LSTM 2x512 step, benchmarks/scaling.py) while the others wait.
+        n = min(threads(), L)
+
+        def run(j: int) -> None:
+            for k in range(j, L, n):
+                layer(k)
+
+        run_threads(n, run, [])
         return prep
 
     def _layer_bias(self, k: int) -> np.ndarray:
