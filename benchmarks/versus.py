@@ -31,7 +31,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, machine_header, note_load_at_end, print_header, print_table, save_json  # noqa: E402
+from _common import ROOT, import_torch, machine_header, note_load_at_end, print_header, print_table, save_json  # noqa: E402
 
 # The child: the checkout's own bench.make_trainer (so both sides build what their bench.py builds).
 CHILD = r"""
@@ -198,7 +198,7 @@ def main(argv=None) -> int:
             p.error("--profile needs --other")
         a.threads = [1]
     sides, ratio_defs = make_sides(a, p)
-    header = machine_header(None)
+    header = machine_header(import_torch() if a.torch else None)
     header.update({"threads": a.threads, "rounds": a.rounds, "sides": list(sides), "new": f"{git_rev(ROOT)} ({ROOT})"})
     if a.other:
         header["old"] = f"{git_rev(sides['old'][0])} ({sides['old'][0]})"
