@@ -3,13 +3,16 @@
 Starts the server itself on 127.0.0.1 (a free port; loopback only), runs each client count for
 --duration seconds after a --warmup, and stops by itself (every wait is bounded; the server is sent
 SIGTERM, then killed). Each client loops: POST /v1/completions with stream=true, read the events to the
-end, start again. Reported per client count: total generated characters per second (characters received
-inside the window), time to first character (request sent -> first text event) p50/p99, requests
-finished, errors (any non-200, broken stream or missing [DONE]), the server's RSS (VmRSS) at the
-start and the end of the window, and the CPU (cores busy on average) of the server and of this load
-generator over the window. --soak S adds one long run at --soak-clients clients, sampling RSS.
+end, start again (one keep-alive connection per client over raw asyncio streams, the lean default;
+--client httpx for a typical Python client). The primes come from a short list, so the server feeds
+each once and then reuses its state; --distinct-primes makes every prime new. Reported per client
+count: total generated characters per second (characters received inside the window), time to first
+character (request sent -> first text event) p50/p99, requests finished, errors (any non-200, broken
+stream or missing [DONE]), the server's RSS (VmRSS) at the start and the end of the window, and the CPU
+(cores busy on average) of the server (and of its main thread, uvicorn's event loop, alone) and of this
+load generator over the window. --soak S adds one long run at --soak-clients clients, sampling RSS.
 
-The load generator runs on the same machine (asyncio + httpx, one process): its CPU is taken from the
+The load generator runs on the same machine (one asyncio process): its CPU is taken from the
 server's. Say so when quoting numbers, with `uptime` before and after (other work on the machine).
 
     python benchmarks/serve_load.py CHECKPOINT [--clients 1,8,32,128] [--duration 20] [--soak 600]
@@ -97,9 +100,15 @@ class ServerProcess:
                 self.proc.wait()
 
 
+DISTINCT = False  # --distinct-primes: every request's prime is new to the server (no kept prime state)
+
+
 def _body(cid: int, i: int, max_tokens: int) -> dict:
-    return {"prompt": PRIMES[(cid + i) % len(PRIMES)], "max_tokens": max_tokens, "seed": cid * 100003 + i,
-            "temperature": 1.0, "stream": True}
+    prompt = PRIMES[(cid + i) % len(PRIMES)]
+    if DISTINCT:  # the client and request numbers spelt in letters after the prime
+        prompt += " " + "".join("z" if ch == "x" else chr(97 + int(ch)) for ch in f"{cid}x{i}")
+    return {"prompt": prompt, "max_tokens": max_tokens, "seed": cid * 100003 + i, "temperature": 1.0,
+            "stream": True}
 
 
 def _count(stats: dict, key: str) -> None:
@@ -279,8 +288,12 @@ def main() -> None:
                     help="extra charrnn serve options")
     ap.add_argument("--client", choices=("raw", "httpx"), default="raw",
                     help="load generator: raw asyncio streams (lean) or httpx (a typical Python client)")
+    ap.add_argument("--distinct-primes", action="store_true",
+                    help="make every request's prime new to the server (it keeps the state after a prime seen before)")
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     a = ap.parse_args()
+    global DISTINCT
+    DISTINCT = a.distinct_primes
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = a.checkpoint
         if a.random_lstm:
