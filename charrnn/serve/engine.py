@@ -108,9 +108,10 @@ class Engine:
 
     # min_chunk 16: shorter calls run the sampler on one thread and pay its per-call cost more often
     # (measured on 2 busy cores, LSTM 2x256, 32 streams: k ~ 4 served 1.8k chars/s, the sampler alone
-    # does 6.7k at k = 16). call_s 0.015: a request arriving mid-call waits for it (measured at 32
-    # clients: see engine's notes in docs/architecture.md); round_s 0.05 per hand-over keeps the event
-    # loop's share of the cores as it was with 50 ms rounds.
+    # does 6.7k at k = 16). call_s 0.015: a request arriving mid-call waits for it; at 32 clients
+    # (LSTM 2x256, 2 cores) 15 ms calls of ~21 characters gave the same chars/s as 30 ms calls within
+    # the run-to-run spread (30-40k) and the first character sooner (p50 45 vs 65-72 ms). round_s 0.05
+    # per hand-over keeps the event loop's share (~0.23 cores at 32 clients) as with 50 ms rounds.
     def __init__(self, capacity: int, max_queue: int, deliver: Deliver, round_s: float = 0.05,
                  min_chunk: int = 16, max_chunk: int = 64, call_s: float = 0.015):
         self.capacity, self.max_queue = capacity, max_queue
@@ -151,7 +152,7 @@ class Engine:
             self._cond.notify()
 
     def call(self, fn: Callable, *args) -> Future:
-        """Run fn(*args) on the engine thread between rounds (the models are used by one thread)."""
+        """Run fn(*args) on the engine thread between calls (the models are used by one thread)."""
         fut: Future = Future()
         with self._cond:
             if self._stop:
