@@ -116,6 +116,26 @@ def _count(stats: dict, key: str) -> None:
     stats["error_kinds"][key] = stats["error_kinds"].get(key, 0) + 1
 
 
+def _event(stats: dict, data, sent: float, first: float | None, t_start: float, t_end: float):
+    """Count one event's characters (and the request's first-character time): (first, window closed)."""
+    now = time.perf_counter()
+    n = sum(len(c["text"]) for c in json.loads(data)["choices"])
+    if first is None and n:
+        first = now
+        if sent >= t_start:
+            stats["ttfc"].append(now - sent)
+    if t_start <= now <= t_end:
+        stats["chars"] += n
+    return first, now > t_end
+
+
+def _ended(stats: dict, done: bool, t_end: float) -> None:
+    if not done:
+        _count(stats, "no [DONE]")
+    elif time.perf_counter() <= t_end:
+        stats["requests"] += 1
+
+
 class RawClient:
     """One keep-alive HTTP/1.1 connection spoken over raw asyncio streams, reading server-sent events with
     the least parsing that counts characters (json.loads of each data line, in C): the lean load generator
@@ -170,15 +190,8 @@ async def raw_client(url: str, cid: int, stats: dict, t_start: float, t_end: flo
                     if data == b"[DONE]":
                         done = True
                         continue
-                    now = time.perf_counter()
-                    n = sum(len(c["text"]) for c in json.loads(data)["choices"])
-                    if first is None and n:
-                        first = now
-                        if sent >= t_start:
-                            stats["ttfc"].append(now - sent)
-                    if t_start <= now <= t_end:
-                        stats["chars"] += n
-                    if now > t_end:
+                    first, closed = _event(stats, data, sent, first, t_start, t_end)
+                    if closed:
                         return  # the window closed: leave (the server sees a disconnect)
             except ValueError as e:  # a non-200 status
                 _count(stats, str(e))
@@ -188,10 +201,7 @@ async def raw_client(url: str, cid: int, stats: dict, t_start: float, t_end: flo
                 _count(stats, type(e).__name__)
                 conn.close()
                 continue
-            if done and time.perf_counter() <= t_end:
-                stats["requests"] += 1
-            elif not done:
-                _count(stats, "no [DONE]")
+            _ended(stats, done, t_end)
     finally:
         conn.close()
 
@@ -217,23 +227,13 @@ async def client(http: httpx.AsyncClient, url: str, cid: int, stats: dict, t_sta
                     if line == "data: [DONE]":
                         done = True
                         break
-                    now = time.perf_counter()
-                    n = sum(len(c["text"]) for c in json.loads(line[6:])["choices"])
-                    if first is None and n:
-                        first = now
-                        if sent >= t_start:
-                            stats["ttfc"].append(now - sent)
-                    if t_start <= now <= t_end:
-                        stats["chars"] += n
-                    if now > t_end:
+                    first, closed = _event(stats, line[6:], sent, first, t_start, t_end)
+                    if closed:
                         return  # the window closed: leave (the server sees a disconnect)
         except (httpx.HTTPError, asyncio.TimeoutError) as e:
             _count(stats, type(e).__name__)
             continue
-        if done and time.perf_counter() <= t_end:
-            stats["requests"] += 1
-        elif not done:
-            _count(stats, "no [DONE]")
+        _ended(stats, done, t_end)
 
 
 async def level(server: ServerProcess, clients: int, warmup: float, duration: float, max_tokens: int,
