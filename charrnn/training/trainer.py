@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ..checkpoints import meta as M
 from ..checkpoints import npz as checkpoint
 from ..checkpoints import rundir, store
 from ..config import Config
@@ -25,7 +24,7 @@ from ..engine.model import Model
 from ..engine.optim import clip_grad_norm, clip_grad_value, lr_at, make_optimizer
 from ..engine.params import Shape, check_memory, init_params, training_bytes
 from ..errors import CharrnnError, UsageError
-from . import endings, finetune
+from . import endings, finetune, snapshot
 
 EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
@@ -96,7 +95,7 @@ class Trainer:
         if transfer_from is not None:
             finetune.transfer(self.model.params, transfer_from, corpus.vocab)
         if resume is not None:
-            _restore(self, resume)
+            snapshot.restore(self, resume)
 
     # -- sizes and limits ---------------------------------------------------------------------
     @property
@@ -215,32 +214,6 @@ class Trainer:
             return sample(self.model, self.corpus.vocab, t.sample_length, temperature=t.temperature,
                           seed=seed)[0]
 
-    def meta(self, val_loss: float | None = None) -> dict:
-        """The checkpoint's meta. val_loss: the evaluation this checkpoint belongs to, None when it was
-        written on a step without one (an older evaluation would pass for this checkpoint's, and a
-        resume would take these weights for the run's best)."""
-        progress = {"step": self.step, "epoch": self.epoch, "batch_index": self.batch_index, "offset": self.offset,
-                    "elapsed_s": self.elapsed(), "bad_steps": self.bad_steps, "bad_in_row": self.bad_in_row,
-                    "stale_evals": self.stale_evals,
-                    # so a resumed run's smoothed loss (metrics.jsonl, progress bar) continues too
-                    "train_loss_smooth": _finite_or_none(getattr(self.reporter, "smoothed_loss", None))}
-        losses = {"train_loss": _finite_or_none(self.last_loss), "val_loss": val_loss,
-                  "best_val_loss": _finite_or_none(self.best_val)}
-        return M.training(shape=self.model.shape, vocab=self.corpus.vocab.chars, config=self.cfg,
-                          batch=(self.B, self.T), progress=progress, rng=self.rng.bit_generator.state,
-                          losses=losses, corpus=self.corpus_meta, init_from=self.origin,
-                          ended=self.ending.meta() if self.ending is not None else None)
-
-    @property
-    def corpus_meta(self) -> dict:
-        """Where the text came from: `sources` (the paths as given, for a resume) and `files` (every
-        file read, in order) only for a corpus of several files or a directory."""
-        c = self.corpus
-        out = {"path": str(c.path), "sha256": c.sha256, "n_chars": c.n_chars}
-        if self.sources is not None and (len(c.files) > 1 or self.sources != [str(c.path)]):
-            out |= {"sources": self.sources, "files": [str(f) for f in c.files]}
-        return out
-
     def save(self, val_loss: float | None) -> Path | None:
         """Write step{N}_val{loss}.npz atomically, refresh last.npz (and best.npz when val improved),
         prune old ones. Never writes weights that are not finite."""
@@ -266,7 +239,7 @@ class Trainer:
         path = self.run_dir / rundir.checkpoint_name(self.step, val_loss)
         self._writing = True
         try:
-            checkpoint.save(path, arrays, self.meta(val_loss))
+            checkpoint.save(path, arrays, snapshot.checkpoint_meta(self, val_loss))
             rundir.publish(path, rundir.last(self.run_dir))
             if improved or self.val_batches is None:  # without a val split, best is simply the newest
                 rundir.publish(path, rundir.best(self.run_dir))
@@ -410,40 +383,3 @@ def _quit(signum: int):
     if signum == signal.SIGTERM:
         raise SystemExit(EXIT_SIGNAL[signum])
     raise KeyboardInterrupt
-
-
-def _finite_or_none(x: float) -> float | None:
-    """A finite loss as a Python float (JSON), else None. A numpy scalar reaches here when the kernels
-    run as plain Python (NUMBA_DISABLE_JIT=1)."""
-    return float(x) if x is not None and math.isfinite(x) else None
-
-
-def _restore(trainer: Trainer, loaded: store.Loaded) -> None:
-    """Put a checkpoint's full training state back into a freshly built trainer (exact resume):
-    weights, optimizer moments and t, carried state, step/epoch/batch cursor/offset, RNG, losses."""
-    meta, arrays = loaded.meta, loaded.arrays
-    try:
-        trainer.model.params.flat[:] = loaded.model.params.flat
-        if TRAIN_KEY in arrays:  # saved with optim.ema: the model arrays are the average
-            checkpoint.check_arrays(arrays, {TRAIN_KEY: trainer.model.params.flat.shape}, loaded.path)
-            if trainer.averager is not None:
-                trainer.averager.load(loaded.model.params.flat)
-            trainer.model.params.flat[:] = arrays[TRAIN_KEY]
-        trainer.opt.load_state(arrays)
-        trainer.state = store.load_state(arrays, trainer.model, trainer.B, loaded.path)
-        p = M.progress(meta)
-        trainer.step, trainer.epoch = int(p["step"]), int(p["epoch"])
-        trainer.batch_index, trainer.offset = int(p["batch_index"]), int(p["offset"])
-        trainer.batches.batches_per_epoch(trainer.offset)  # ValueError if the offset does not fit
-        trainer.elapsed_before = float(p["elapsed_s"])
-        trainer.bad_steps, trainer.bad_in_row = int(p["bad_steps"]), int(p["bad_in_row"])
-        trainer.stale_evals = int(p.get("stale_evals", 0))  # absent before early stopping existed
-        trainer.rng.bit_generator.state = meta["rng"]
-        losses = M.losses(meta)
-        trainer.best_val = losses["best_val_loss"] if losses.get("best_val_loss") is not None else math.inf
-    except CharrnnError as e:
-        raise UsageError(f"cannot resume from {loaded.path}: {e.message}", e.hint) from None
-    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as e:
-        raise UsageError(f"cannot resume from {loaded.path}: its training state is incomplete or corrupt ({e})",
-                         "resume from another checkpoint, e.g. an earlier step*.npz") from None
-    trainer.saved_step = trainer.step
