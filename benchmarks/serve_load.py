@@ -3,13 +3,16 @@
 Starts the server itself on 127.0.0.1 (a free port; loopback only), runs each client count for
 --duration seconds after a --warmup, and stops by itself (every wait is bounded; the server is sent
 SIGTERM, then killed). Each client loops: POST /v1/completions with stream=true, read the events to the
-end, start again. Reported per client count: total generated characters per second (characters received
-inside the window), time to first character (request sent -> first text event) p50/p99, requests
-finished, errors (any non-200, broken stream or missing [DONE]), the server's RSS (VmRSS) at the
-start and the end of the window, and the CPU (cores busy on average) of the server and of this load
-generator over the window. --soak S adds one long run at --soak-clients clients, sampling RSS.
+end, start again (one keep-alive connection per client over raw asyncio streams, the lean default;
+--client httpx for a typical Python client). The primes come from a short list, so the server feeds
+each once and then reuses its state; --distinct-primes makes every prime new. Reported per client
+count: total generated characters per second (characters received inside the window), time to first
+character (request sent -> first text event) p50/p99, requests finished, errors (any non-200, broken
+stream or missing [DONE]), the server's RSS (VmRSS) at the start and the end of the window, and the CPU
+(cores busy on average) of the server (and of its main thread, uvicorn's event loop, alone) and of this
+load generator over the window. --soak S adds one long run at --soak-clients clients, sampling RSS.
 
-The load generator runs on the same machine (asyncio + httpx, one process): its CPU is taken from the
+The load generator runs on the same machine (one asyncio process): its CPU is taken from the
 server's. Say so when quoting numbers, with `uptime` before and after (other work on the machine).
 
     python benchmarks/serve_load.py CHECKPOINT [--clients 1,8,32,128] [--duration 20] [--soak 600]
@@ -51,6 +54,12 @@ def random_checkpoint(spec: str, corpus: Path, out: Path) -> Path:
     return out
 
 
+def _cpu_s(stat: str) -> float:
+    with open(stat) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class ServerProcess:
     def __init__(self, ckpt: str, extra: list[str]):
         cmd = [sys.executable, "-m", "charrnn", "serve", ckpt, "--host", "127.0.0.1", "--port", "0", *extra]
@@ -68,11 +77,11 @@ class ServerProcess:
         self.log.seek(0)
         raise SystemExit(f"the server did not start:\n{self.log.read()}")
 
-    def cpu_s(self) -> float:
-        """The server's CPU seconds so far (user + system, every thread)."""
-        with open(f"/proc/{self.proc.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    def cpu_s(self) -> tuple[float, float]:
+        """The server's CPU seconds so far (user + system): (every thread, its main thread alone). The main
+        thread runs uvicorn's event loop (HTTP, JSON, server-sent events); the others are the sampling
+        engine's thread and the sampler's pool threads."""
+        return _cpu_s(f"/proc/{self.proc.pid}/stat"), _cpu_s(f"/proc/{self.proc.pid}/task/{self.proc.pid}/stat")
 
     def rss_mb(self) -> float:
         with open(f"/proc/{self.proc.pid}/status") as f:
@@ -91,20 +100,125 @@ class ServerProcess:
                 self.proc.wait()
 
 
+DISTINCT = False  # --distinct-primes: every request's prime is new to the server (no kept prime state)
+
+
+def _body(cid: int, i: int, max_tokens: int) -> dict:
+    prompt = PRIMES[(cid + i) % len(PRIMES)]
+    if DISTINCT:  # the client and request numbers spelt in letters after the prime
+        prompt += " " + "".join("z" if ch == "x" else chr(97 + int(ch)) for ch in f"{cid}x{i}")
+    return {"prompt": prompt, "max_tokens": max_tokens, "seed": cid * 100003 + i, "temperature": 1.0,
+            "stream": True}
+
+
+def _count(stats: dict, key: str) -> None:
+    stats["errors"] += 1
+    stats["error_kinds"][key] = stats["error_kinds"].get(key, 0) + 1
+
+
+def _event(stats: dict, data, sent: float, first: float | None, t_start: float, t_end: float):
+    """Count one event's characters (and the request's first-character time): (first, window closed)."""
+    now = time.perf_counter()
+    n = sum(len(c["text"]) for c in json.loads(data)["choices"])
+    if first is None and n:
+        first = now
+        if sent >= t_start:
+            stats["ttfc"].append(now - sent)
+    if t_start <= now <= t_end:
+        stats["chars"] += n
+    return first, now > t_end
+
+
+def _ended(stats: dict, done: bool, t_end: float) -> None:
+    if not done:
+        _count(stats, "no [DONE]")
+    elif time.perf_counter() <= t_end:
+        stats["requests"] += 1
+
+
+class RawClient:
+    """One keep-alive HTTP/1.1 connection spoken over raw asyncio streams, reading server-sent events with
+    the least parsing that counts characters (json.loads of each data line, in C): the lean load generator
+    (httpx's Python layers cost ~0.4 of the 2 cores at 32 clients, taken from the server)."""
+
+    def __init__(self, url: str):
+        self.host, self.port = url.split("//", 1)[1].rsplit(":", 1)
+        self.reader = self.writer = None
+
+    async def post(self, body: dict):
+        """Send the request; yield the data of each event (str) as it arrives; raise OSError on a broken
+        connection and ValueError(status) on a non-200."""
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, int(self.port))
+        raw = json.dumps(body).encode()
+        self.writer.write(b"POST /v1/completions HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
+                          b"Content-Length: %d\r\n\r\n%s" % (self.host.encode(), len(raw), raw))
+        head = (await self.reader.readuntil(b"\r\n\r\n")).decode("latin-1").lower()
+        status = int(head.split(None, 2)[1])
+        if "transfer-encoding: chunked" not in head:
+            n = int(re.search(r"content-length: *(\d+)", head).group(1))
+            await self.reader.readexactly(n)
+            raise ValueError(str(status))
+        if status != 200:
+            raise ValueError(str(status))
+        pending = b""
+        while True:
+            size = int((await self.reader.readuntil(b"\r\n"))[:-2].split(b";")[0], 16)
+            data = await self.reader.readexactly(size + 2)
+            if not size:
+                return
+            pending += data[:-2]
+            *events, pending = pending.split(b"\n\n")
+            for e in events:
+                if e.startswith(b"data: "):
+                    yield e[6:]
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.reader = self.writer = None
+
+
+async def raw_client(url: str, cid: int, stats: dict, t_start: float, t_end: float, max_tokens: int) -> None:
+    conn, i = RawClient(url), 0
+    try:
+        while time.perf_counter() < t_end:
+            sent, first, done = time.perf_counter(), None, False
+            i += 1
+            try:
+                async for data in conn.post(_body(cid, i - 1, max_tokens)):
+                    if data == b"[DONE]":
+                        done = True
+                        continue
+                    first, closed = _event(stats, data, sent, first, t_start, t_end)
+                    if closed:
+                        return  # the window closed: leave (the server sees a disconnect)
+            except ValueError as e:  # a non-200 status
+                _count(stats, str(e))
+                conn.close()
+                continue
+            except (OSError, asyncio.IncompleteReadError) as e:
+                _count(stats, type(e).__name__)
+                conn.close()
+                continue
+            _ended(stats, done, t_end)
+    finally:
+        conn.close()
+
+
 async def client(http: httpx.AsyncClient, url: str, cid: int, stats: dict, t_start: float, t_end: float,
                  max_tokens: int) -> None:
+    """The same loop over httpx (--client httpx): what a typical Python client costs."""
     i = 0
     while time.perf_counter() < t_end:
-        body = {"prompt": PRIMES[(cid + i) % len(PRIMES)], "max_tokens": max_tokens, "seed": cid * 100003 + i,
-                "temperature": 1.0, "stream": True}
+        body = _body(cid, i, max_tokens)
         i += 1
         sent = time.perf_counter()
         first, done = None, False
         try:
             async with http.stream("POST", f"{url}/v1/completions", json=body) as r:
                 if r.status_code != 200:
-                    stats["errors"] += 1
-                    stats["error_kinds"][str(r.status_code)] = stats["error_kinds"].get(str(r.status_code), 0) + 1
+                    _count(stats, str(r.status_code))
                     await r.aread()
                     continue
                 async for line in r.aiter_lines():
@@ -113,36 +227,28 @@ async def client(http: httpx.AsyncClient, url: str, cid: int, stats: dict, t_sta
                     if line == "data: [DONE]":
                         done = True
                         break
-                    now = time.perf_counter()
-                    n = sum(len(c["text"]) for c in json.loads(line[6:])["choices"])
-                    if first is None and n:
-                        first = now
-                        if sent >= t_start:
-                            stats["ttfc"].append(now - sent)
-                    if t_start <= now <= t_end:
-                        stats["chars"] += n
-                    if now > t_end:
+                    first, closed = _event(stats, line[6:], sent, first, t_start, t_end)
+                    if closed:
                         return  # the window closed: leave (the server sees a disconnect)
         except (httpx.HTTPError, asyncio.TimeoutError) as e:
-            stats["errors"] += 1
-            stats["error_kinds"][type(e).__name__] = stats["error_kinds"].get(type(e).__name__, 0) + 1
+            _count(stats, type(e).__name__)
             continue
-        if done and time.perf_counter() <= t_end:
-            stats["requests"] += 1
-        elif not done:
-            stats["errors"] += 1
-            stats["error_kinds"]["no [DONE]"] = stats["error_kinds"].get("no [DONE]", 0) + 1
+        _ended(stats, done, t_end)
 
 
 async def level(server: ServerProcess, clients: int, warmup: float, duration: float, max_tokens: int,
-                rss_every: float = 0.0) -> dict:
+                rss_every: float = 0.0, kind: str = "raw") -> dict:
     stats = {"chars": 0, "ttfc": [], "requests": 0, "errors": 0, "error_kinds": {}, "rss": []}
     limits = httpx.Limits(max_connections=clients + 8, max_keepalive_connections=clients + 8)
     async with httpx.AsyncClient(timeout=httpx.Timeout(60.0), limits=limits) as http:
         t0 = time.perf_counter()
         t_start, t_end = t0 + warmup, t0 + warmup + duration
-        tasks = [asyncio.create_task(client(http, server.url, c, stats, t_start, t_end, max_tokens))
-                 for c in range(clients)]
+        if kind == "raw":
+            tasks = [asyncio.create_task(raw_client(server.url, c, stats, t_start, t_end, max_tokens))
+                     for c in range(clients)]
+        else:
+            tasks = [asyncio.create_task(client(http, server.url, c, stats, t_start, t_end, max_tokens))
+                     for c in range(clients)]
         await asyncio.sleep(max(0.0, t_start - time.perf_counter()))
         rss0 = server.rss_mb()
         cpu0, mine0 = server.cpu_s(), sum(os.times()[:2])
@@ -151,7 +257,8 @@ async def level(server: ServerProcess, clients: int, warmup: float, duration: fl
             await asyncio.sleep(min(rss_every, max(0.0, t_end - time.perf_counter())))
         await asyncio.sleep(max(0.0, t_end - time.perf_counter()))
         # CPU over the window: where the 2 cores went (the server's sampler and HTTP, this load generator)
-        cpu = (server.cpu_s() - cpu0, sum(os.times()[:2]) - mine0)
+        cpu1 = server.cpu_s()
+        cpu = (cpu1[0] - cpu0[0], sum(os.times()[:2]) - mine0, cpu1[1] - cpu0[1])
         await asyncio.wait(tasks, timeout=duration + warmup + 90)
         for t in tasks:
             t.cancel()
@@ -162,7 +269,8 @@ async def level(server: ServerProcess, clients: int, warmup: float, duration: fl
             "first_chars": int(ttfc.size), "requests": stats["requests"], "errors": stats["errors"],
             "error_kinds": stats["error_kinds"], "rss_start_mb": round(rss0, 1), "rss_end_mb": round(server.rss_mb(), 1),
             "rss_series": stats["rss"], "server_cpu_per_s": round(cpu[0] / duration, 2),
-            "client_cpu_per_s": round(cpu[1] / duration, 2)}
+            "client_cpu_per_s": round(cpu[1] / duration, 2), "event_loop_cpu_per_s": round(cpu[2] / duration, 2),
+            "client": kind}
 
 
 def main() -> None:
@@ -178,8 +286,14 @@ def main() -> None:
     ap.add_argument("--soak-clients", type=int, default=32)
     ap.add_argument("--server-args", default="--max-concurrency 128 --max-queue 512",
                     help="extra charrnn serve options")
+    ap.add_argument("--client", choices=("raw", "httpx"), default="raw",
+                    help="load generator: raw asyncio streams (lean) or httpx (a typical Python client)")
+    ap.add_argument("--distinct-primes", action="store_true",
+                    help="make every request's prime new to the server (it keeps the state after a prime seen before)")
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     a = ap.parse_args()
+    global DISTINCT
+    DISTINCT = a.distinct_primes
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = a.checkpoint
         if a.random_lstm:
@@ -190,11 +304,12 @@ def main() -> None:
         results = []
         try:
             for c in (int(x) for x in a.clients.split(",")):
-                r = asyncio.run(level(server, c, a.warmup, a.duration, a.max_tokens))
+                r = asyncio.run(level(server, c, a.warmup, a.duration, a.max_tokens, kind=a.client))
                 results.append(r)
                 print(_row(r), flush=True)
             if a.soak:
-                r = asyncio.run(level(server, a.soak_clients, a.warmup, a.soak, a.max_tokens, rss_every=10.0))
+                r = asyncio.run(level(server, a.soak_clients, a.warmup, a.soak, a.max_tokens, rss_every=10.0,
+                                      kind=a.client))
                 r["soak"] = True
                 results.append(r)
                 print(_row(r) + "  (soak)", flush=True)
@@ -214,7 +329,8 @@ def _row(r: dict) -> str:
     return (f"{r['clients']:>4} clients {r['seconds']:>5.0f} s: {r['chars_per_s']:>9,.0f} chars/s  TTFC p50 "
             f"{f(r['ttfc_p50_ms'])} ms p99 {f(r['ttfc_p99_ms'])} ms  requests {r['requests']}  errors {r['errors']}"
             f"{' ' + str(r['error_kinds']) if r['errors'] else ''}  RSS {r['rss_start_mb']:.0f} -> {r['rss_end_mb']:.0f} MB"
-            f"  CPU cores: server {r['server_cpu_per_s']:.2f}, load generator {r['client_cpu_per_s']:.2f}")
+            f"  CPU cores: server {r['server_cpu_per_s']:.2f} (event loop {r['event_loop_cpu_per_s']:.2f}), "
+            f"load generator ({r['client']}) {r['client_cpu_per_s']:.2f}")
 
 
 def _cpu() -> str:

@@ -12,6 +12,12 @@ A rank that leaves without the others agreeing to end (an error on one rank, a s
 exception nobody expected) calls MPI_Abort on its way out (`atexit`), so no rank ever waits forever in a
 collective for a partner that is gone; a rank killed outright (SIGKILL, the OOM killer) is seen by the
 launcher, which ends the job.
+
+Open MPI's mpirun answers a Ctrl-C (or its own SIGTERM/SIGHUP) with a kill sequence on every rank (orte/mca/
+odls/base/odls_base_default_fns.c, v4.1): SIGCONT, a sleep of odls_base_sigkill_timeout seconds (default
+1), SIGTERM, the same sleep, SIGKILL. While it sleeps it forwards no output, so a rank that kept printing
+would block on a full terminal buffer and never reach the SIGTERM's checkpoint: kill_grace() tells the
+trainer how long to wait at its SIGCONT for the SIGTERM that follows (training/ranks.py holds there).
 """
 from __future__ import annotations
 
@@ -26,6 +32,7 @@ from ..errors import UsageError
 SIZE_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "SLURM_STEP_NUM_TASKS")
 RANK_VARS = ("OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK", "SLURM_PROCID")
 INSTALL = "pip install 'charrnn[mpi]'"
+SIGKILL_TIMEOUT = "OMPI_MCA_odls_base_sigkill_timeout"  # mpirun passes its --mca settings on to the ranks
 
 
 def launch_size(environ=os.environ) -> int | None:
@@ -53,6 +60,18 @@ class Quiet(UsageError):
     def __init__(self, exit_code: int):
         super().__init__("(said by rank 0)")
         self.exit_code = exit_code
+
+
+def kill_grace(environ=os.environ) -> float | None:
+    """Seconds from Open MPI's SIGCONT to its SIGTERM when it ends the job (odls_base_sigkill_timeout: the
+    rank sees it when it was given with --mca or in the environment; Open MPI's default is 1), or None
+    when the launcher is not Open MPI's (no such sequence is known of it)."""
+    if "OMPI_COMM_WORLD_SIZE" not in environ:
+        return None
+    try:
+        return max(0.0, float(environ.get(SIGKILL_TIMEOUT, "1")))
+    except ValueError:
+        return 1.0
 
 
 def world(environ=os.environ) -> "World | None":
@@ -84,6 +103,7 @@ class World:
         self.local_rank, self.local_size = node.Get_rank(), node.Get_size()
         node.Free()
         self.root = self.rank == 0
+        self.kill_grace = kill_grace()
         self.ended_together = False  # set when every rank leaves at the same point (success or one error)
         self.exit_code = 1
         atexit.register(self._leave)

@@ -123,13 +123,10 @@ class Sampler:
     restart(i, prime, seed, choice): slot i alone restarts, with generator `choice` of that seed, so a
     request's choice j reads the same text as stream j of `charrnn sample -N n --seed S`.
     run(n, ..., active=mask): every active slot draws n characters; settings are scalars or (N,) arrays.
-
     threads: None = as many as pay off on the cores this process may use (plan()), else exactly this
     many (tests oversubscribe); split: None (measured rule), "units" or "streams" (forces the
-    decomposition; for tests and benchmarks). The text never depends on either. Not re-entrant: use one
-    Sampler from one thread at a time. After a call that raised (e.g. KeyboardInterrupt), the slots that
-    call ran are undefined until they are restarted.
-    """
+    decomposition; for tests and benchmarks). The text never depends on either. Not re-entrant. After
+    a call that raised (e.g. KeyboardInterrupt), the slots it ran are undefined until restarted."""
 
     def __init__(self, model: Model, num_streams: int = 1, threads: int | None = None,
                  split: str | None = None):
@@ -180,9 +177,7 @@ class Sampler:
 
     def start_id(self, vocab: Vocab | None) -> int:
         """The character fed first when there is no prime: '\\n' if in the vocabulary, else id 0."""
-        if vocab is not None and "\n" in vocab.chars:
-            return vocab.chars.index("\n")
-        return 0
+        return vocab.chars.index("\n") if vocab is not None and "\n" in vocab.chars else 0
 
     def _prime(self, prime_ids, start: int) -> np.ndarray:
         ids = np.asarray(prime_ids if prime_ids is not None else [], dtype=np.int64).reshape(-1)
@@ -210,10 +205,9 @@ class Sampler:
 
     def restart(self, slot: int, prime_ids: np.ndarray | None = None, seed: int = 0, *, choice: int = 0,
                 start: int = 0) -> None:
-        """Restart slot `slot` alone, as reset() would with this prime, giving it generator `choice` of
-        seed_streams(seed, .) (choice j of a request with n choices: the text of stream j of an n-stream
-        reset with that seed). Only this slot's prime is fed; the other slots are untouched. Uses the
-        weights of the last reset()/pack() (packing them first if there was none)."""
+        """Restart slot `slot` alone (the others untouched), as reset() would with this prime, with
+        generator `choice` of seed_streams(seed, .): choice j of a request with n choices reads the text
+        of stream j of an n-stream reset with that seed. Packs the weights if nothing did yet."""
         self.restart_many([slot], [prime_ids], [seed], [choice], start=start)
 
     def restart_many(self, slots, primes, seeds, choices, *, start: int = 0) -> None:
@@ -248,6 +242,16 @@ class Sampler:
         for slot, x, seed, choice in zip(slots, ids, seeds, choices):
             self._prev[slot] = x[-1] if x.size else start
             self._rng[slot] = seed_streams(int(seed), int(choice) + 1)[choice]
+
+    def slot_state(self, slot: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Copies of one slot's h and c (L, H) (c None but for LSTM), for set_slot_state."""
+        return self._h[:, slot].copy(), None if self._c is None else self._c[:, slot].copy()
+
+    def set_slot_state(self, slot: int, h: np.ndarray, c: np.ndarray | None) -> None:
+        """Give one slot this state (e.g. slot_state() of a slot that was fed the same prime)."""
+        self._h[:, slot] = h
+        if self._c is not None:
+            self._c[:, slot] = c
 
     def _zero(self, slots) -> None:
         self._h[:, slots] = 0
@@ -291,10 +295,8 @@ class Sampler:
         """Run kernels.sampler.run_steps for the slots (ascending int64 indices): feed forced[:, i] to
         slots[i] from step first[i] on (default 0: all of it), then draw n characters with settings
         draw = (temperature, top_k, top_p, greedy), each (N,). Returns (len(slots), n) int32."""
-        if first is None:
-            first = np.zeros(slots.size, np.int64)
-        steps = forced.shape[0] + n
-        ns = slots.size
+        first = np.zeros(slots.size, np.int64) if first is None else first
+        steps, ns = forced.shape[0] + n, slots.size
         groups, team = self.plan(steps, ns)
         cuts = [ns * i // groups for i in range(groups + 1)]
         out = np.empty((ns, n), np.int32)
@@ -302,21 +304,17 @@ class Sampler:
         for gi in range(groups):
             sl = slots[cuts[gi]:cuts[gi + 1]]
             cut = slice(cuts[gi], cuts[gi + 1])
-            jobs.extend(self._team_jobs(gi, sl, np.ascontiguousarray(forced[:, cut]), first[cut], out[cut], draw,
-                                        team))
             teams.append(self._team(gi, sl.size, team))
+            jobs.extend(self._team_jobs(teams[-1], sl, np.ascontiguousarray(forced[:, cut]), first[cut], out[cut],
+                                        draw))
         t0 = time.monotonic()
-        if len(jobs) == 1:
-            jobs[0]()
-        else:
-            _run_jobs(jobs, teams)
+        jobs[0]() if len(jobs) == 1 else _run_jobs(jobs, teams)
         if team > 1:
             self._check_team(time.monotonic() - t0, steps)
         return out
 
     def _check_team(self, seconds: float, steps: int) -> None:
-        """Back off from teams for a while when a team call ran slower than one thread could have
-        (TEAM_SLOW_BYTES_PER_S); affects only the measured rule (threads=None, split=None)."""
+        """Back off from teams (measured rule only) after a team call slower than TEAM_SLOW_BYTES_PER_S."""
         if steps >= THREADS_MIN_STEPS and seconds > steps * self.step_bytes / TEAM_SLOW_BYTES_PER_S:
             self._team_backoff_until = time.monotonic() + TEAM_BACKOFF_S
 
@@ -329,10 +327,9 @@ class Sampler:
             team = self._teams[key] = _Team(self, ns, nthreads)
         return team
 
-    def _team_jobs(self, gi, sl, forced, first, out, draw, nthreads):
-        """One callable per thread of the team running slots sl; the last one scatters the results."""
-        tm = self._team(gi, sl.size, nthreads)
-        steps = forced.shape[0] + out.shape[1]
+    def _team_jobs(self, tm: _Team, sl, forced, first, out, draw):
+        """One callable per thread of team tm running slots sl; thread 0's scatters the results."""
+        nthreads, steps = tm.nthreads, forced.shape[0] + out.shape[1]
         tm.hb[0] = self._h[:, sl]
         if self._c is not None:
             tm.c[:] = self._c[:, sl]
@@ -345,7 +342,6 @@ class Sampler:
         else:
             settings = tuple(np.ascontiguousarray(a[sl]) for a in draw)
         wout = np.empty((sl.size, out.shape[1]), np.int32)
-
         w = self.weights
 
         def run(me: int) -> None:

@@ -97,20 +97,27 @@ Deliver = Callable[["Job", int, str, "str | None"], None]
 
 
 class Engine:
-    """The worker thread. submit() queues a Job (Busy when full or draining); the thread admits queued
-    jobs while fewer than `capacity` streams run, advances all running streams by k characters per
-    round (k sized so a round takes about `round_s`, between min_chunk and max_chunk characters: a new
-    request waits about one round for its place, then one round for its first characters),
-    and hands text to `post(fn, *args)` (loop.call_soon_threadsafe) in one call per round."""
+    """The worker thread. submit() queues a Job (Busy when full or draining). The thread loops: admit the
+    queued jobs that fit beside the running streams (fewer than `capacity`), restart their slots, then
+    one call that advances every running stream, newcomers included, by k characters (k sized so a call
+    takes about `call_s`, between min_chunk and max_chunk characters). A new request therefore waits at
+    most about one call for its place and one call for its first characters, which go out at once; after
+    that a stream's text is held until it has about `round_s` worth of characters (or ends), so the
+    event loop writes few, larger events. Text goes to `post(fn, *args)` (loop.call_soon_threadsafe) in
+    one call per engine call."""
 
     # min_chunk 16: shorter calls run the sampler on one thread and pay its per-call cost more often
     # (measured on 2 busy cores, LSTM 2x256, 32 streams: k ~ 4 served 1.8k chars/s, the sampler alone
-    # does 6.7k at k = 16); round_s 0.05 keeps the time to a first character near 0.1 s
+    # does 6.7k at k = 16). call_s 0.015: a request arriving mid-call waits for it; at 32 clients
+    # (LSTM 2x256, 2 cores) 15 ms calls of ~21 characters gave the same chars/s as 30 ms calls within
+    # the run-to-run spread (30-40k) and the first character sooner (p50 45 vs 65-72 ms). round_s 0.05
+    # per hand-over keeps the event loop's share (~0.23 cores at 32 clients) as with 50 ms rounds.
     def __init__(self, capacity: int, max_queue: int, deliver: Deliver, round_s: float = 0.05,
-                 min_chunk: int = 16, max_chunk: int = 64):
+                 min_chunk: int = 16, max_chunk: int = 64, call_s: float = 0.015):
         self.capacity, self.max_queue = capacity, max_queue
         self.deliver = deliver
-        self.round_s, self.min_chunk, self.max_chunk = round_s, min_chunk, max_chunk
+        self.round_s, self.call_s = round_s, call_s
+        self.min_chunk, self.max_chunk = min_chunk, max_chunk
         self.draining = False
         self._post: Callable | None = None
         self._cond = threading.Condition()
@@ -120,7 +127,7 @@ class Engine:
         self._slots: dict[Version, Slots] = {}
         self._running = 0
         self._stop = False
-        self._per_char = 1e-4  # seconds per character-round, measured as rounds run
+        self._per_char = 1e-4  # seconds per character per stream of a call, measured as calls run
         self._thread = threading.Thread(target=self._main, name="charrnn-serve-engine", daemon=True)
 
     # -- the event loop's side ------------------------------------------------------------------
@@ -145,7 +152,7 @@ class Engine:
             self._cond.notify()
 
     def call(self, fn: Callable, *args) -> Future:
-        """Run fn(*args) on the engine thread between rounds (the models are used by one thread)."""
+        """Run fn(*args) on the engine thread between calls (the models are used by one thread)."""
         fut: Future = Future()
         with self._cond:
             if self._stop:
@@ -201,8 +208,9 @@ class Engine:
                 self._post(self._deliver_all, events)
 
     def _step(self, joining: list[Job], events: list) -> None:
-        """Newcomers join (every prime of one model version fed in one call) and, when other streams
-        run, draw their first characters in a call of their own; then one round of every stream."""
+        """Newcomers join (every prime of one model version fed in one call), then one call of every
+        running stream: the newcomers draw their first characters beside the others (no call of their
+        own, which would be a small batch that everyone else waits for)."""
         by_slots: dict[Slots, list[Stream]] = {}
         for job in joining:
             by_slots.setdefault(self._slots_for(job.version), []).extend(job.streams)
@@ -210,12 +218,7 @@ class Engine:
             slots.join(streams)
             self._running += len(streams)
         self._drop_cancelled()
-        if joining and self._running > sum(len(j.streams) for j in joining):
-            self._first(by_slots, events)  # newcomers' first characters without a full round's wait
-            if events:
-                self._post(self._deliver_all, list(events))
-                events.clear()
-        self._round(events)
+        self._call(events)
 
     def _admit(self) -> list[Job]:
         """Queued jobs that fit beside the running streams, oldest first (called holding the lock)."""
@@ -256,48 +259,43 @@ class Engine:
             for s in [s for s in slots.streams if s.job.cancelled]:
                 self._leave(s)
 
-    def _chunk(self) -> int:
+    def _chunk(self, seconds: float) -> int:
+        """Characters per stream that take about `seconds` for every running stream (min/max_chunk)."""
         if not self._running:
             return 0
-        return int(min(self.max_chunk, max(self.min_chunk, self.round_s / (self._per_char * self._running))))
+        return int(min(self.max_chunk, max(self.min_chunk, seconds / (self._per_char * self._running))))
 
-    def _round(self, events: list) -> None:
-        k = self._chunk()
+    def _call(self, events: list) -> None:
+        k = self._chunk(self.call_s)
         if not k:
             return
         t0 = time.perf_counter()
         drawn = [(slots, slots.run(k)) for slots in list(self._slots.values()) if slots.streams]
         n = sum(len(ids) for _, ids in drawn)
-        if n:  # a smoothed cost per character per stream: sizes the next round
+        if n:  # a smoothed cost per character per stream: sizes the next calls
             self._per_char = 0.7 * self._per_char + 0.3 * (time.perf_counter() - t0) / (k * n)
+        hold = self._chunk(self.round_s)
         for slots, ids in drawn:
             for s, row in ids.items():
-                self._take(slots.version.vocab, s, row, k, events)
+                self._take(slots.version.vocab, s, row, k, hold, events)
 
-    def _first(self, by_slots: dict[Slots, list[Stream]], events: list) -> None:
-        """A short call for the streams that just joined alone (the others wait that long once): their
-        first characters go out now instead of after a round of every stream. The text is the same (it
-        does not depend on the characters per call)."""
-        for slots, streams in by_slots.items():
-            streams = [s for s in streams if not s.job.cancelled and s in slots.streams]
-            if streams:
-                for s, row in slots.run(self.min_chunk, only=streams).items():
-                    self._take(slots.version.vocab, s, row, self.min_chunk, events)
-
-    def _take(self, vocab: Vocab, s: Stream, row: np.ndarray, k: int, events: list) -> None:
-        """Stream s drew `row` (k ids): pass its text on, through its stop strings; leave when done."""
+    def _take(self, vocab: Vocab, s: Stream, row: np.ndarray, k: int, hold: int, events: list) -> None:
+        """Stream s drew `row` (k ids): its text goes on through its stop strings, and is handed over
+        when it is the stream's first, when it ends, or once `hold` characters were drawn since the last
+        hand-over; the stream leaves when done."""
         take = min(k, s.job.length - s.done)
         s.done += take
         text = vocab.decode(row[:take])
-        piece = s.cutter.feed(text) if s.cutter else text
+        s.held += s.cutter.feed(text) if s.cutter else text
         stopped = bool(s.cutter and s.cutter.done)
         if stopped or s.done >= s.job.length:
             if s.cutter and not stopped:
-                piece += s.cutter.finish()
-            events.append((s.job, s.index, piece, "stop" if stopped else "length"))
+                s.held += s.cutter.finish()
+            events.append((s.job, s.index, s.held, "stop" if stopped else "length"))
             self._leave(s)
-        elif piece:
-            events.append((s.job, s.index, piece, None))
+        elif s.held and (s.handed is None or s.done - s.handed >= hold):
+            events.append((s.job, s.index, s.held, None))
+            s.held, s.handed = "", s.done
 
     def _deliver_all(self, events: list) -> None:
         for job, index, text, finish in events:

@@ -15,6 +15,12 @@ Rank 0 plans the run (the others receive the plan), holds the run directory's lo
 into the run's cache (the others then map it), shows progress and samples, writes metrics.jsonl and the
 checkpoints; the carried state of every stream is gathered into each checkpoint, so it is the file a
 one-process run writes, and a resume may use any K that divides B.
+
+A Ctrl-C on Open MPI's mpirun reaches the ranks as SIGCONT, then (odls_base_sigkill_timeout seconds later)
+SIGTERM, then SIGKILL; mpirun forwards no output in between (distributed/world.py). So at a SIGCONT each
+rank holds before its step's small reduction, printing nothing, until a signal comes (or the grace is over:
+then it was an ordinary resume, e.g. after Ctrl-Z, and training goes on); the SIGTERM then travels in that
+very reduction, and the ranks apply the step, write one checkpoint and exit as `charrnn train` does.
 """
 from __future__ import annotations
 
@@ -23,6 +29,8 @@ import os
 import shutil
 import signal
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +42,10 @@ from ..errors import CharrnnError, UsageError
 from . import run as R
 from .plan import RESUME, Plan
 from .trainer import Interrupted, Trainer
+
+# Beyond mpirun's SIGCONT-to-SIGTERM wait, how long a held rank still waits for the SIGTERM (a loaded host,
+# a remote daemon told a little later) before it takes the SIGCONT for an ordinary resume
+HOLD_MARGIN = 2.0
 
 
 def train(world, make_plan, *, live=None, console=None, on_eval=None, started=None) -> Path:
@@ -184,6 +196,7 @@ class RankTrainer(Trainer):
         self.streams = (world.rank * n, (world.rank + 1) * n)
         self.state = self._mine(self.state)
         self._clock: float | None = None  # rank 0's elapsed time as of the last step's reduction
+        self._continued: float | None = None  # when a SIGCONT came (Open MPI's kill sequence begins)
 
     def _mine(self, state: State) -> State:
         b0, b1 = self.streams
@@ -203,9 +216,29 @@ class RankTrainer(Trainer):
     def _on_signal(self, signum: int) -> None:
         self.reporter.warn("stopping after this step and writing a checkpoint (again to quit at once)")
 
+    def _install_signals(self):
+        restore = super()._install_signals()
+        if self.world.kill_grace is None or threading.current_thread() is not threading.main_thread():
+            return restore
+        previous = signal.signal(signal.SIGCONT, lambda signum, frame: setattr(self, "_continued", time.monotonic()))
+
+        def both():
+            signal.signal(signal.SIGCONT, previous)
+            restore()
+        return both
+
+    def _hold(self) -> None:
+        """After a SIGCONT: wait (printing nothing) for the SIGTERM of Open MPI's kill sequence, or a Ctrl-C;
+        past the grace it was an ordinary resume."""
+        since, self._continued = self._continued, None
+        if since is None:
+            return
+        end = since + self.world.kill_grace + HOLD_MARGIN
+        while self.signalled is None and time.monotonic() < end:
+            time.sleep(0.02)
+
     def run(self, reporter=None) -> Path:
         if not hasattr(self, "_t0"):
-            import time
             self._t0 = time.perf_counter()
         self._clock = None
         self._clock = float(self.world.sum([super().elapsed() if self.world.root else 0.0])[0])
@@ -223,6 +256,7 @@ class RankTrainer(Trainer):
         masks = self.model.dropout_masks(self.rng, self.cfg.model.dropout, self.B, self.T, streams=self.streams)
         loss, state = self.model.forward_backward(x, y, self.state, self.grads, masks, mean_over=self.B * self.T)
         self.world.sum_in_place(self.grads.flat)
+        self._hold()  # a signal that ends the hold is agreed in the reduction below, at this very step
         sig = self.signalled
         root_clock = Trainer.elapsed(self) if self.world.root else 0.0
         total, sigint, sigterm, self._clock = self.world.sum(

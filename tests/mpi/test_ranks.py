@@ -161,45 +161,53 @@ def test_a_killed_rank_ends_the_run_and_the_checkpoint_survives(text):
     assert store.load(out / "last.npz").meta["progress"]["step"] == step + 3
 
 
-def _ctrl_c(text, checkpoint_every: int):
-    """`mpirun -n 2 charrnn train` in a pseudo-terminal, Ctrl-C after step 20: (terminal text, exit code,
-    seconds from the Ctrl-C to mpirun's exit, run directory)."""
+def test_ctrl_c_on_the_launcher_checkpoints_once_and_stops_every_rank(text):
+    """Open MPI answers the Ctrl-C with SIGCONT, a wait, SIGTERM, the same wait, SIGKILL, and forwards no
+    output while it waits: the ranks hold at the SIGCONT (or rank 0 would block on a full terminal buffer
+    at ~260 lines of a tiny model), agree on the SIGTERM, write one checkpoint and exit; a resume goes on."""
     from support.pty import Terminal
     out = text / "run"
-    args = [text / "corpus.txt", "--out", out, *MODEL, "--max-steps", "100000", "--checkpoint-every",
-            checkpoint_every, "--eval-every", "0"]
-    # Open MPI 4.1 answers Ctrl-C with SIGCONT, a wait, SIGTERM, the same wait, SIGKILL; the default wait (1 s)
-    # can be shorter than finishing a step and writing a checkpoint on a loaded machine: the README's flag
+    args = [text / "corpus.txt", "--out", out, *MODEL, "--max-steps", "100000", "--checkpoint-every", "100000",
+            "--eval-every", "0"]
+    # the wait (default 1 s) must cover the checkpoint on a loaded machine: the README's flag
     argv = mpi.mpirun_argv(2, [charrnn_command(), "train"], flags=["--mca", "odls_base_sigkill_timeout", "5"])
     with Terminal(args, cmd=argv, cwd=text, env={**mpi.ROOT_ENV, "CHARRNN_THREADS": "1"}) as t:
         t.expect(r"step 20 ")
-        t.send("\x03")  # the terminal's SIGINT reaches mpirun, which sends the ranks SIGTERM
+        t.send("\x03")  # the terminal's SIGINT reaches mpirun only: the ranks have process groups of their own
         start = time.monotonic()
         code = t.wait()
-    return t.text, code, time.monotonic() - start, out
-
-
-def test_ctrl_c_on_the_launcher_ends_every_rank_and_keeps_the_checkpoints(text):
-    """What holds every time: the job ends promptly, the last checkpoint is intact and a resume continues."""
-    shown, code, took, out = _ctrl_c(text, 5)
+    shown, took = t.text, time.monotonic() - start
     assert code != 0 and took < 60, shown
-    step = store.load(out / "last.npz").meta["progress"]["step"]
-    assert step >= 20 and step % 5 == 0 or "stopped at step" in shown, (step, shown)
+    assert shown.count("stopped at step") == 1 and "go on with: charrnn train --resume" in shown, shown
+    end = [r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if r.get("event") == "end"]
+    assert len(end) == 1 and end[0]["reason"] == "signal"
+    step = end[0]["step"]
+    assert step < 60, step  # held at the SIGCONT: a few steps after the Ctrl-C, not hundreds
+    saved = [p.name for p in out.glob("step*.npz")]  # one checkpoint, at the agreed step (evaluated: the last)
+    assert len(saved) == 1 and saved[0].startswith(f"step{step}_val"), saved
+    assert store.load(out / "last.npz").meta["progress"]["step"] == step
+    assert not (out / ".lock").exists()
     _train(text, 2, "run", "--resume", str(out), "--max-steps", str(step + 3), "--eval-every", "0")
     assert store.load(out / "last.npz").meta["progress"]["step"] == step + 3
 
 
-@pytest.mark.xfail(strict=False, reason="known, open in issue 32: after other mpirun jobs in the same pytest "
-                   "process, the ranks die ~0.3 s after the Ctrl-C without the agreed checkpoint or any message "
-                   "(alone the test passes, also under CPU load); cause not found yet")
-def test_ctrl_c_on_the_launcher_checkpoints_once_and_stops_every_rank(text):
-    shown, code, took, out = _ctrl_c(text, 100000)
-    assert code != 0 and took < 60, shown
-    assert shown.count("stopped at step") == 1 and "go on with: charrnn train --resume" in shown, shown
-    end = [r for r in json.loads("[" + ",".join((out / "metrics.jsonl").read_text().split("\n")[:-1]) + "]")
-           if r.get("event") == "end"]
-    assert len(end) == 1 and end[0]["reason"] == "signal"
-    step = end[0]["step"]
-    saved = [p.name for p in out.glob("step*.npz")]  # one checkpoint, at the agreed step (evaluated: the last)
-    assert len(saved) == 1 and saved[0].startswith(f"step{step}_val"), saved
-    assert store.load(out / "last.npz").meta["progress"]["step"] == step
+def test_a_sigcont_alone_holds_the_ranks_briefly_and_training_goes_on(text):
+    """mpirun forwards SIGCONT (after Ctrl-Z and `fg`, a suspended batch job resumed): no SIGTERM follows,
+    so the ranks wait Open MPI's 1 s plus HOLD_MARGIN and train on to the end."""
+    out = text / "run"
+    args = [str(text / "corpus.txt"), "--out", str(out), *MODEL, "--max-steps", "400", "--checkpoint-every", "100000",
+            "--eval-every", "0"]
+    proc = subprocess.Popen(_argv(2, args), cwd=text, env=_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        _wait_for(lambda: len(step_records(out)) >= 9 if (out / "metrics.jsonl").exists() else False, 180,
+                  "9 steps")
+        for pid in _ranks(proc.pid).values():
+            os.kill(pid, signal.SIGCONT)
+        output, _ = proc.communicate(timeout=120)
+    finally:
+        mpi.kill_session(proc.pid)
+    assert proc.returncode == 0 and "stopped at step 400: the step budget" in output, output
+    elapsed = [r["elapsed_s"] for r in step_records(out)]
+    assert len(elapsed) == 400
+    assert 2.0 < max(np.diff(elapsed)) < 10, max(np.diff(elapsed))

@@ -70,6 +70,15 @@ def test_launch_seen_from_the_environment_only():
     assert W.world({"OMPI_COMM_WORLD_SIZE": "1"}) is None  # mpirun -n 1: an ordinary run
 
 
+def test_the_kill_grace_is_open_mpis_sigkill_timeout():
+    """How long a rank holds at Open MPI's SIGCONT (training/ranks.py): mpirun's --mca value, else its 1 s."""
+    ompi = {"OMPI_COMM_WORLD_SIZE": "2"}
+    assert W.kill_grace(ompi) == 1.0
+    assert W.kill_grace({**ompi, W.SIGKILL_TIMEOUT: "30"}) == 30.0
+    assert W.kill_grace({**ompi, W.SIGKILL_TIMEOUT: "soon"}) == 1.0
+    assert W.kill_grace({"PMI_SIZE": "2"}) is None and W.kill_grace({}) is None  # no such sequence known
+
+
 CODE = """
 import sys
 if {hide}:

@@ -26,16 +26,16 @@ from support.runs import ENGLISH_LINES
 VOCAB = Vocab("".join(ENGLISH_LINES) + "\n")
 START_TIMEOUT = 120.0  # a hang, not slowness: the first start compiles nothing (numba's cache) but imports a lot
 
-# Each engine round sleeps this long first: about `chars` characters a second per stream, so a test can
-# act while a request is in flight. The text is unchanged (it does not depend on the characters per round).
+# Each engine call sleeps this long first: about `chars` characters a second per stream, so a test can
+# act while a request is in flight. The text is unchanged (it does not depend on the characters per call).
 SLOW = """
 import time
 from charrnn.serve import batch, engine
 _chunk, _run = engine.Engine._chunk, batch.Slots.run
-engine.Engine._chunk = lambda self: min(_chunk(self), {chunk})
-def run(self, k, only=None):
+engine.Engine._chunk = lambda self, seconds: min(_chunk(self, seconds), {chunk})
+def run(self, k):
     time.sleep({delay})
-    return _run(self, k, only)
+    return _run(self, k)
 batch.Slots.run = run
 """
 
