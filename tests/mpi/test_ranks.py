@@ -133,15 +133,24 @@ def _wait_for(cond, timeout: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_a_killed_rank_ends_the_run_and_the_checkpoint_survives(text):
-    out = text / "run"
-    args = [str(text / "corpus.txt"), "--out", str(out), *MODEL, "--max-steps", "100000", "--checkpoint-every", "3",
-            "--eval-every", "0"]
+def _start_two_ranks(text, out, *budget: str) -> subprocess.Popen:
+    """mpirun -n 2 charrnn train in a session of its own, returned once 9 steps are logged."""
+    args = [str(text / "corpus.txt"), "--out", str(out), *MODEL, *budget, "--eval-every", "0"]
     proc = subprocess.Popen(_argv(2, args), cwd=text, env=_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         _wait_for(lambda: len(step_records(out)) >= 9 if (out / "metrics.jsonl").exists() else False, 180,
                   "9 steps")
+    except BaseException:
+        mpi.kill_session(proc.pid)
+        raise
+    return proc
+
+
+def test_a_killed_rank_ends_the_run_and_the_checkpoint_survives(text):
+    out = text / "run"
+    proc = _start_two_ranks(text, out, "--max-steps", "100000", "--checkpoint-every", "3")
+    try:
         ranks = _ranks(proc.pid)
         assert sorted(ranks) == [0, 1], ranks
         os.kill(ranks[1], signal.SIGKILL)
@@ -195,13 +204,8 @@ def test_a_sigcont_alone_holds_the_ranks_briefly_and_training_goes_on(text):
     """mpirun forwards SIGCONT (after Ctrl-Z and `fg`, a suspended batch job resumed): no SIGTERM follows,
     so the ranks wait Open MPI's 1 s plus HOLD_MARGIN and train on to the end."""
     out = text / "run"
-    args = [str(text / "corpus.txt"), "--out", str(out), *MODEL, "--max-steps", "400", "--checkpoint-every", "100000",
-            "--eval-every", "0"]
-    proc = subprocess.Popen(_argv(2, args), cwd=text, env=_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc = _start_two_ranks(text, out, "--max-steps", "400", "--checkpoint-every", "100000")
     try:
-        _wait_for(lambda: len(step_records(out)) >= 9 if (out / "metrics.jsonl").exists() else False, 180,
-                  "9 steps")
         for pid in _ranks(proc.pid).values():
             os.kill(pid, signal.SIGCONT)
         output, _ = proc.communicate(timeout=120)
