@@ -20,7 +20,7 @@ from .kernels import dropout, gemm, gru_fused, lstm_fused
 from .kernels.blas import matmul, single_threaded_blas
 from .params import GATES, Params, Shape
 from .passes import Pass
-from .team import Team, chunks, run_threads
+from .team import Team, chunks, run_shared, run_threads
 from .threads import threads
 
 
@@ -248,13 +248,12 @@ class Model:
         flat, extra = grads.flat, [self._group_grads(gi).flat for gi in range(1, count)]
         pieces = chunks(flat.size, SUM_PIECE)
 
-        def run(j: int) -> None:
-            for a, b in pieces[j::n]:
-                for e in extra:
-                    flat[a:b] += e[a:b]
+        def piece(i: int) -> None:
+            a, b = pieces[i]
+            for e in extra:
+                flat[a:b] += e[a:b]
 
-        n = min(n, len(pieces))
-        run_threads(n, run, [])
+        run_shared(n, len(pieces), piece)
 
     def _teams(self, count: int, size: int) -> list[Team]:
         if len(self._team_cache) != count or self._team_cache[0].n != size:
@@ -333,13 +332,7 @@ class Model:
 
         # One job per layer, shared out over the pass's threads: on one thread this copying is a serial
         # part of the step (12 ms of a 2 s LSTM 2x512 step, benchmarks/scaling.py) while the others wait.
-        n = min(threads(), L)
-
-        def run(j: int) -> None:
-            for k in range(j, L, n):
-                layer(k)
-
-        run_threads(n, run, [])
+        run_shared(threads(), L, layer)
         return prep
 
     def _layer_bias(self, k: int) -> np.ndarray:

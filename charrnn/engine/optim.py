@@ -27,7 +27,7 @@ from charrnn.engine.kernels.optim import (
     _sgd_update,
     _sum_squares,
 )
-from charrnn.engine.team import chunks, run_threads
+from charrnn.engine.team import chunks, run_shared
 from charrnn.engine.threads import threads
 from charrnn.errors import CharrnnError, UsageError
 
@@ -115,12 +115,11 @@ class Optimizer:
         # not depend on the thread count) that threads() threads share out.
         pieces = chunks(self.n, UPDATE_PIECE)
 
-        def run(j: int) -> None:
-            for a, b in pieces[j::nthreads]:
-                self._update(params[a:b], grads[a:b], lr, decay, {k: v[a:b] for k, v in self._moments.items()})
+        def piece(i: int) -> None:
+            a, b = pieces[i]
+            self._update(params[a:b], grads[a:b], lr, decay, {k: v[a:b] for k, v in self._moments.items()})
 
-        nthreads = min(threads(), len(pieces))
-        run_threads(nthreads, run, [])
+        run_shared(threads(), len(pieces), piece)
 
     def _update(self, params: np.ndarray, grads: np.ndarray, lr: float, decay, mom: dict) -> None:
         """Update one piece: params, grads and the moments `mom` are the same slice of each vector."""

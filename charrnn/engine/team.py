@@ -103,6 +103,18 @@ def run_threads(n: int, body, teams: list[Team]) -> None:
         raise errors[0]
 
 
+def run_shared(n: int, count: int, job) -> None:
+    """job(i) for i = 0..count-1, independent jobs shared out over min(n, count) threads (thread j runs
+    j, j + n, ...): for element-wise work in fixed pieces, whose results do not depend on who runs them."""
+    n = min(n, count)
+
+    def member(j: int) -> None:
+        for i in range(j, count, n):
+            job(i)
+
+    run_threads(n, member, [])
+
+
 def solo_flags() -> np.ndarray:
     """Barrier flags for a kernel run by one thread alone (its barriers return at once)."""
     return _k.make_flags(1)
