@@ -94,7 +94,7 @@ class Slots:
         slots = [self._free.pop() for _ in streams]
         keys = [np.asarray(s.prime, np.int32)[:-1].tobytes() for s in streams]
         kept = [i for i, key in enumerate(keys) if key in self._primed]
-        fresh = [i for i in range(len(streams)) if i not in set(kept)]
+        fresh = [i for i, key in enumerate(keys) if key not in self._primed]
         for group, primes in ((fresh, [streams[i].prime for i in fresh]),
                               (kept, [streams[i].prime[-1:] for i in kept])):  # last id only: nothing to feed
             with self._one_thread(len(group) < JOIN_THREADS_MIN):
