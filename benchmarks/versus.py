@@ -12,8 +12,11 @@ the old code's usable_cores and the new code's threads()).
 
     python benchmarks/versus.py --other /work/wt-old --rows lstm256,lstm512 --threads 2 --rounds 4
     python benchmarks/versus.py --threads 1,2 --torch --rows lstm256,lstm512 --rounds 4
+    python benchmarks/versus.py --other /work/wt-old --threads 1,2 --rows lstm256 --rounds 6
 
-Two modes. `--other DIR`: old (DIR) against new (this checkout) at `--threads N`; the other checkout runs
+Three modes. `--other DIR`: old (DIR) against new (this checkout) at `--threads N`, or with `--threads A,B`
+both at both counts in the same rounds (each checkout's B/A scaling, and new/old at B: on a machine whose
+speed drifts, the old code's scaling measured beside the new's is the fair bar); the other checkout runs
 on its own venv (OTHER/.venv/bin/python) when it has one, and with PYTHONPATH set to it either way, so
 `import charrnn` finds its code. No `--other`: this checkout at each of `--threads A,B` (the ratio is B's
 chars/s over A's, per round), and with `--torch` bench.py's PyTorch side at the same counts
@@ -155,13 +158,21 @@ def make_sides(a, p) -> tuple[dict, list[tuple[str, str, str]]]:
     """The sides, label -> (checkout, python, threads, torch?), in round order; and the ratios to report
     (name, numerator side, denominator side)."""
     if a.other:
-        if len(a.threads) != 1 or a.torch:
-            p.error("--other compares at one thread count, without --torch")
+        if a.torch:
+            p.error("--other compares the two checkouts, without --torch")
         other = Path(a.other).resolve()
         other_py = a.other_python or (str(other / ".venv/bin/python") if (other / ".venv/bin/python").exists()
                                       else sys.executable)
-        n = a.threads[0]
-        return {"old": (other, other_py, n, False), "new": (ROOT, sys.executable, n, False)}, [("new/old", "new", "old")]
+        if len(a.threads) == 1:
+            n = a.threads[0]
+            return {"old": (other, other_py, n, False), "new": (ROOT, sys.executable, n, False)}, [("new/old", "new", "old")]
+        # --other with --threads A,B: both checkouts at both counts in the same rounds, so each one's B/A
+        # scaling is measured against the other's under the same load (the old code's scaling is the bar)
+        lo, hi = a.threads
+        sides = {f"old {n} thr": (other, other_py, n, False) for n in (lo, hi)}
+        sides.update({f"new {n} thr": (ROOT, sys.executable, n, False) for n in (lo, hi)})
+        return sides, [(f"new {hi}/{lo}", f"new {hi} thr", f"new {lo} thr"), (f"old {hi}/{lo}", f"old {hi} thr", f"old {lo} thr"),
+                       (f"new/old {hi} thr", f"new {hi} thr", f"old {hi} thr")]
     if len(a.threads) != 2:
         p.error("without --other, give two thread counts: --threads 1,2")
     lo, hi = a.threads
@@ -178,7 +189,8 @@ def main(argv=None) -> int:
     p.add_argument("--other", default=None, help="the other checkout (a git worktree of an older commit)")
     p.add_argument("--other-python", default=None, help="its interpreter (default OTHER/.venv/bin/python)")
     p.add_argument("--rows", default="lstm256,lstm512", help=f"comma list of {','.join(SHAPES)}")
-    p.add_argument("--threads", default="2", help="N (with --other), or A,B: this checkout at A and at B threads")
+    p.add_argument("--threads", default="2", help="N (with --other), or A,B: this checkout (and with --other the other "
+                   "one too) at A and at B threads")
     p.add_argument("--torch", action="store_true", help="without --other: PyTorch at the same thread counts too")
     p.add_argument("--rounds", type=int, default=4)
     p.add_argument("--steps", type=int, default=None, help="timed steps per process (default: bench.py's)")
@@ -201,24 +213,28 @@ def main(argv=None) -> int:
     header = machine_header(import_torch() if a.torch else None)
     header.update({"threads": a.threads, "rounds": a.rounds, "sides": list(sides), "new": f"{git_rev(ROOT)} ({ROOT})"})
     if a.other:
-        header["old"] = f"{git_rev(sides['old'][0])} ({sides['old'][0]})"
+        other = next(v[0] for k, v in sides.items() if k.startswith("old"))
+        header["old"] = f"{git_rev(other)} ({other})"
     print_header(header, f"versus: {', '.join(sides)} ({header['new']})")
     results = []
     for name in a.rows.split(","):
         shape = SHAPES[name]
         steps = a.steps or STEPS[name]
         chars = shape[3] * shape[4]
-        got, cpu, spent = ({s: [] for s in sides} for _ in range(3))
+        got, best, cpu, spent = ({s: [] for s in sides} for _ in range(4))
         for r in range(a.rounds):
             for side in (list(sides) if r % 2 == 0 else list(sides)[::-1]):
                 out = run_side(*sides[side], shape, steps, a.warmup, a.profile)
                 spent[side].append(out["spent"])
                 got[side].append(chars * steps / sum(out["wall"]))
+                best[side].append(chars / min(out["wall"]))
                 cpu[side].append(statistics.median(out["cpu"]))
             print(f"  {name} round {r}: " + "  ".join(f"{s} {got[s][-1]:,.0f}" for s in sides) + " chars/s",
                   flush=True)
         ratios = {rn: [x / y for x, y in zip(got[num], got[den])] for rn, num, den in ratio_defs}
+        best_ratio = {rn: max(best[num]) / max(best[den]) for rn, num, den in ratio_defs}
         results.append({"row": name, "shape": shape, "steps": steps, "cps": got, "cpu_s_per_step": cpu,
+                        "best_step_cps": best, "best_step_ratio": best_ratio,
                         "ratio_rounds": ratios, "ratio": {k: statistics.median(v) for k, v in ratios.items()},
                         "spent_s_per_step": spent})
         if a.profile:
@@ -231,12 +247,15 @@ def main(argv=None) -> int:
             v = res["cps"][s]
             line.append(f"{statistics.median(v):,.0f} ({min(v):,.0f}-{max(v):,.0f})")
         for rn, _, _ in ratio_defs:
-            line += [f"{res['ratio'][rn]:.3f}", " ".join(f"{x:.2f}" for x in res["ratio_rounds"][rn])]
+            line += [f"{res['ratio'][rn]:.3f}", " ".join(f"{x:.2f}" for x in res["ratio_rounds"][rn]),
+                     f"{res['best_step_ratio'][rn]:.3f}"]
         line.append(" / ".join(f"{statistics.median(res['cpu_s_per_step'][s]) * 1e3:,.0f}" for s in sides))
         rows.append(line)
     print_table(["row", *[f"{s} chars/s (range)" for s in sides],
-                 *[h for rn, _, _ in ratio_defs for h in (rn, "per round")],
+                 *[h for rn, _, _ in ratio_defs for h in (rn, "per round", "best steps")],
                  "CPU ms/step " + " / ".join(sides)], rows)
+    print("best steps: the fastest single step of each side over all its rounds, as a ratio (a step the machine's\n"
+          "other load did not reach; on a shared machine it moves less than the per-round medians).")
     note_load_at_end(header)
     save_json({"header": header, "rows": results}, a.json)
     return 0
