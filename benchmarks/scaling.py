@@ -32,7 +32,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np  # noqa: E402
 from _common import import_torch, machine_header, note_load_at_end, print_header, save_json  # noqa: E402
 
-L2_BYTES, L3_BYTES = 1 << 20, 32 << 20          # Zen 3: 1 MB L2 per core, 32 MB L3 per 8-core CCD
+
+def _cache_bytes(index: int, default: int) -> int:
+    """This machine's cache size at sysfs cache index (2 = L2 per core, 3 = L3), else the default."""
+    try:
+        text = Path(f"/sys/devices/system/cpu/cpu0/cache/index{index}/size").read_text().strip()
+        return int(text[:-1]) << {"K": 10, "M": 20}[text[-1]] if text[-1] in "KM" else int(text)
+    except (OSError, ValueError, KeyError):
+        return default
+
+
+# Read from the machine (Zen 3: 512 KB L2 per core, 32 MB L3 per 8-core CCD; the defaults where sysfs says nothing)
+L2_BYTES, L3_BYTES = _cache_bytes(2, 512 << 10), _cache_bytes(3, 32 << 20)
 DRAM_GBS, CORE_GBS = 204.8, 20.0                # 8 channels DDR4-3200 per socket; ~20 GB/s one core streams
 
 
@@ -173,6 +184,7 @@ def alternate(tr, torch, cell, H, L, B, T, rounds: int, steps: int) -> dict:
     i = [0]
 
     def c_run(n):
+        time.sleep(0.3)  # torch's OpenMP workers spin for a while after its steps: let them sleep first
         threads.set_threads(n)
         tr.train_step(*tr.batches.batch(i[0] % 8))  # settles the new team
         t = time.perf_counter()
