@@ -78,7 +78,6 @@ def cpu_profile(tr, reps: int) -> dict:
     serial = {
         "pack weights": _cpu(lambda: m._prepare_weights(backward=True, fused=True), reps),
         "group gradient sum": _cpu(lambda: np.add(g.flat, g.flat, out=g.flat), reps),
-        "gate order copies": phases.pop("serial: gate order", 0.0),
         "clip (global norm)": _cpu(lambda: global_norm(tr.grads.flat), reps),
     }
     optimizer = _cpu(lambda: opt.step(p_copy, tr.grads.flat, 1e-6), reps)  # in pieces: parallel

@@ -86,7 +86,7 @@ class _LayerWork:
         self.dtmp = z(B, H) if cell == "gru" else None
         self.dropped = z(T, B, H) if dropout else None
         # weight and bias gradients in the pass's gate order (passes.py puts them into PyTorch's)
-        self.gw_hh, self.gw_ih, self.gb_hh, self.gb_ih = z(G, H), z(G, H), z(G), z(G)
+        self.gw_hh, self.gw_ih = z(G, H), z(G, H)
         self.parts = None  # the gradient tasks' partial bias sums (passes.py, made on first use)
 
 

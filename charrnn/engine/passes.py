@@ -182,13 +182,12 @@ class Pass:
             t2 = _now()
             team.sync(me)
             t3 = _now()
-            if me == 0:
-                self._finish_layer(k)
+            self._finish_layer(k, me, team.n)
             if RECORD is not None:
                 RECORD.append((id(self), me, k, "backward T loop", t0, t1))
                 RECORD.append((id(self), me, k, "gradient tasks", t1, t2))
                 RECORD.append((id(self), me, k, "wait", t2, t3))
-                RECORD.append((id(self), me, k, "serial: gate order", t3, _now()))
+                RECORD.append((id(self), me, k, "gate order tasks", t3, _now()))
 
     def _recurrent_backward(self, k: int, me: int, team: Team) -> None:
         m, lw, prep = self.m, self.w.layers[k], self.prep
@@ -290,22 +289,33 @@ class Pass:
         if self.masks is not None:
             below *= self.masks[k - 1].reshape(N, -1)[r0:r1]
 
-    def _finish_layer(self, k: int) -> None:
-        """Thread 0, after layer k's gradient phase: the gate-wide gradients into PyTorch's gate order
-        (G x H floats: cheaper than reordering the N x G dgates)."""
+    def _finish_layer(self, k: int, me: int, n: int) -> None:
+        """After layer k's gradient phase, thread me of the team's n: its share of the gate rows of the
+        gate-wide gradients, put into PyTorch's gate order, with the bias sums of those rows (the tasks'
+        partial sums added in task order, element by element). Pure copies and adds, so any split gives
+        the same bits; on thread 0 alone they were a serial part of every layer (G x H floats a matrix).
+        Thread 0 also makes layer 0's input gradients from the input table's (V x G)."""
         m, lw, g, prep = self.m, self.w.layers[k], self.g, self.prep
-        for out, parts in zip((lw.gb_hh, lw.gb_ih), lw.parts):
-            if parts is not None:  # the tasks' partial sums, in task order (a sum fixed by the shapes)
-                np.copyto(out, parts[0])
-                for p in parts[1:]:
-                    out += p
-        put = (lambda src, dst: np.copyto(dst, src)) if prep.inv is None else (
-            lambda src, dst: np.take(src, prep.inv, axis=0, out=dst))
-        put(lw.gw_hh, g[f"rnn.weight_hh_l{k}"])
-        put(lw.gb_hh, g[f"rnn.bias_hh_l{k}"])
-        put(lw.gb_ih if m.cell == "gru" else lw.gb_hh, g[f"rnn.bias_ih_l{k}"])
+        G = lw.gw_hh.shape[0]
+        shares = split(G, n)  # fewer than n when G < n: the others have no rows
+        a, b = shares[me] if me < len(shares) else (G, G)
+        rows = slice(a, b) if prep.inv is None else prep.inv[a:b]  # the pass's rows behind rows a:b
+
+        def summed(parts):  # a sum fixed by the shapes: task order
+            out = np.array(parts[0][rows])
+            for p in parts[1:]:
+                out += p[rows]
+            return out
+
+        parts_hh, parts_ih = lw.parts
+        bias_hh = summed(parts_hh)
+        g[f"rnn.weight_hh_l{k}"][a:b] = lw.gw_hh[rows]
+        g[f"rnn.bias_hh_l{k}"][a:b] = bias_hh
+        g[f"rnn.bias_ih_l{k}"][a:b] = summed(parts_ih) if m.cell == "gru" else bias_hh
         if k > 0:
-            put(lw.gw_ih, g[f"rnn.weight_ih_l{k}"])
+            g[f"rnn.weight_ih_l{k}"][a:b] = lw.gw_ih[rows]
+            return
+        if me != 0:
             return
         P = m.params
         dtable = self.w.dtable if prep.inv is None else self.w.dtable[:, prep.inv]
