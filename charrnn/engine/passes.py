@@ -182,7 +182,7 @@ class Pass:
             t2 = _now()
             team.sync(me)
             t3 = _now()
-            self._finish_layer(k, me, team.n)
+            self._finish_layer(k, me, team)
             if RECORD is not None:
                 RECORD.append((id(self), me, k, "backward T loop", t0, t1))
                 RECORD.append((id(self), me, k, "gradient tasks", t1, t2))
@@ -289,16 +289,14 @@ class Pass:
         if self.masks is not None:
             below *= self.masks[k - 1].reshape(N, -1)[r0:r1]
 
-    def _finish_layer(self, k: int, me: int, n: int) -> None:
-        """After layer k's gradient phase, thread me of the team's n: its share of the gate rows of the
+    def _finish_layer(self, k: int, me: int, team: Team) -> None:
+        """After layer k's gradient phase, thread me of the team: its share of the gate rows of the
         gate-wide gradients, put into PyTorch's gate order, with the bias sums of those rows (the tasks'
         partial sums added in task order, element by element). Pure copies and adds, so any split gives
         the same bits; on thread 0 alone they were a serial part of every layer (G x H floats a matrix).
         Thread 0 also makes layer 0's input gradients from the input table's (V x G)."""
         m, lw, g, prep = self.m, self.w.layers[k], self.g, self.prep
-        G = lw.gw_hh.shape[0]
-        shares = split(G, n)  # fewer than n when G < n: the others have no rows
-        a, b = shares[me] if me < len(shares) else (G, G)
+        a, b = team.panels(me, lw.gw_hh.shape[0])  # this thread's gate rows (none when G < team size)
         rows = slice(a, b) if prep.inv is None else prep.inv[a:b]  # the pass's rows behind rows a:b
 
         def summed(parts):  # a sum fixed by the shapes: task order
