@@ -330,33 +330,25 @@ def main() -> None:
 def arithmetic_ceiling(ckpt: str) -> dict:
     """The most characters per second any server could generate with this model on this machine's cores,
     from two measured inputs and no assumption about the server: the multiply-adds one character costs
-    (every layer's recurrent and input products, layer 0's input being a table row, and the decoder) and
-    numpy's single-threaded sgemm rate at 2048^3 (the best case for the FMA units) times the usable cores.
-    Gate arithmetic, softmax and drawing, HTTP and JSON all come on top, so a real server stays below it."""
-    from charrnn.engine.kernels.blas import single_threaded_blas
+    (_common's forward count without layer 0's input product: the sampler reads a table row there) and
+    charrnn's single-threaded sgemm rate at 2048^3 (bench.py's measurement, the best case for the FMA
+    units) times the usable cores. Gate arithmetic, softmax and drawing, HTTP and JSON all come on top, so
+    a real server stays below it."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _common import GATES, forward_flops_per_char
+    from bench import charrnn_blas_rate
+
     from charrnn.serve.engine import load_version
-    m = load_version("m", ckpt).model
-    P, L = m.params, m.num_layers
-    macs = (sum(P[f"rnn.weight_hh_l{k}"].size for k in range(L)) + sum(P[f"rnn.weight_ih_l{k}"].size for k in range(1, L))
-            + P["decoder.weight"].size)
-    x = np.ones((2048, 2048), np.float32)
-    out = np.empty_like(x)
-    with single_threaded_blas():
-        np.matmul(x, x, out=out)
-        best = min(_timed(lambda: np.matmul(x, x, out=out)) for _ in range(3))
+    s = load_version("m", ckpt).model.shape
+    macs = forward_flops_per_char(s.cell, s.vocab_size, s.hidden_size, s.num_layers) // 2 \
+        - s.vocab_size * GATES[s.cell] * s.hidden_size
     cores = len(os.sched_getaffinity(0))
-    flops = 2 * 2048 ** 3 / best * cores
+    flops = charrnn_blas_rate(2048, 2048, 2048, 5) * 1e9 * cores
     cps = flops / (2 * macs)
     return {"macs_per_char": int(macs), "sgemm_gflops": flops / 1e9, "cores": cores, "chars_per_s": cps,
             "text": f"arithmetic ceiling (computed from measured inputs, not a run): {macs:,} multiply-adds a character; "
                     f"{cores} cores x one-thread sgemm 2048^3 = {flops / 1e9:.0f} GFLOP/s -> at most {cps:,.0f} chars/s "
                     f"with nothing else done"}
-
-
-def _timed(fn) -> float:
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
 
 
 def _row(r: dict) -> str:
