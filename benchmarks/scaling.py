@@ -175,7 +175,7 @@ def project(p: dict, bar2: float, nbar: int, panels: int, count: int, nbytes: in
 
 def alternate(tr, torch, cell, H, L, B, T, rounds: int, steps: int) -> dict:
     """charrnn at 1 and 2 threads, torch at 1 and 2 threads, alternating in rounds (median chars/s)."""
-    from bench import Row, TorchTrainSide
+    from bench import Row, TorchTrainSide, settle
 
     from charrnn.engine import threads
     tside = TorchTrainSide(torch, Row("s", "train", cell, L, H, B, T), B, T, steps, 2) if torch else None
@@ -183,7 +183,7 @@ def alternate(tr, torch, cell, H, L, B, T, rounds: int, steps: int) -> dict:
     i = [0]
 
     def c_run(n):
-        time.sleep(0.3)  # torch's OpenMP workers spin for a while after its steps: let them sleep first
+        settle(0.3)  # torch's OpenMP workers, in this process too, spin for a while after its steps
         threads.set_threads(n)
         tr.train_step(*tr.batches.batch(i[0] % 8))  # settles the new team
         t = time.perf_counter()
