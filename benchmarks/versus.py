@@ -13,6 +13,7 @@ the old code's usable_cores and the new code's threads()).
     python benchmarks/versus.py --other /work/wt-old --rows lstm256,lstm512 --threads 2 --rounds 4
     python benchmarks/versus.py --threads 1,2 --torch --rows lstm256,lstm512 --rounds 4
     python benchmarks/versus.py --other /work/wt-old --threads 1,2 --rows lstm256 --rounds 6
+    python benchmarks/versus.py --threads 1,2 --independent --torch --rows lstm256,lstm512 --rounds 6
 
 Three modes. `--other DIR`: old (DIR) against new (this checkout) at `--threads N`, or with `--threads A,B`
 both at both counts in the same rounds (each checkout's B/A scaling, and new/old at B: on a machine whose
@@ -20,7 +21,10 @@ speed drifts, the old code's scaling measured beside the new's is the fair bar);
 on its own venv (OTHER/.venv/bin/python) when it has one, and with PYTHONPATH set to it either way, so
 `import charrnn` finds its code. No `--other`: this checkout at each of `--threads A,B` (the ratio is B's
 chars/s over A's, per round), and with `--torch` bench.py's PyTorch side at the same counts
-(torch.set_num_threads) alternating in the same rounds. Nothing is asserted: it prints (and with --json
+(torch.set_num_threads) alternating in the same rounds. `--independent` (with `--threads 1,N`, either
+mode) adds a side of N one-thread copies of this checkout's training running at once in separate
+processes: their summed chars/s over one copy's is the machine's own N/1 for this work, with nothing shared
+and nothing to wait for, under the same load as the threaded runs. Nothing is asserted: it prints (and with --json
 saves) what it measured. Run it on a quiet machine (on a shared one through /work/notes/bench).
 """
 from __future__ import annotations
@@ -45,10 +49,17 @@ cell, layers, hidden, B, T, steps, warmup = sys.argv[1:8]
 layers, hidden, B, T, steps, warmup = map(int, (layers, hidden, B, T, steps, warmup))
 row = bench.Row("versus", "train", cell, layers, hidden, B, T)
 spent = {}
+def gate():
+    # independent copies (--independent) start their timed steps together: each says it is warmed up and
+    # waits for the parent's word, so no copy times a step while another is still compiling or alone
+    if os.environ.get("VERSUS_GATE"):
+        print("ready", flush=True)
+        sys.stdin.readline()
 if os.environ.get("VERSUS_TORCH"):
     import torch
     torch.set_num_threads(int(os.environ["CHARRNN_THREADS"]))
     side = bench.TorchTrainSide(torch, row, B, T, steps, warmup)
+    gate()
     wall, cpu = [], []
     for i in range(steps):
         w, c = time.perf_counter(), time.process_time()
@@ -93,6 +104,7 @@ if os.environ.get("VERSUS_PROFILE"):
     wrap(M, "forward_backward", "forward_backward")
 for i in range(warmup):
     tr.train_step(*tr.batches.batch(i))
+gate()
 wall, cpu = [], []
 for i in range(warmup, warmup + steps):
     x, y = tr.batches.batch(i)
@@ -120,20 +132,40 @@ def git_rev(path: Path) -> str:
 
 
 def run_side(path: Path, python: str, threads: int, torch: bool, shape, steps: int, warmup: int,
-             profile: bool) -> dict:
+             profile: bool, copies: int = 1) -> dict:
+    """One side of a round: chars/s over its timed steps, chars/s of its fastest step, median CPU s a step.
+    With copies > 1, that many independent processes run the same work at once (started together after
+    their warm-up); their chars/s add up, and the CPU a step is the copies' mean."""
     env = dict(os.environ, CHARRNN_THREADS=str(threads), PYTHONPATH=str(path))
     if profile:
         env["VERSUS_PROFILE"] = "1"
     if torch:
         env["VERSUS_TORCH"] = "1"
+    if copies > 1:
+        env["VERSUS_GATE"] = "1"
     args = [python, "-c", CHILD, *map(str, shape), str(steps), str(warmup)]
-    r = subprocess.run(args, cwd=path, env=env, capture_output=True, text=True, timeout=900)
-    if r.returncode != 0:
-        raise SystemExit(f"{path}: child failed: {(r.stderr.strip().splitlines() or ['?'])[-1]}")
-    out = json.loads(r.stdout.strip().splitlines()[-1])
-    if not torch and not out["file"].startswith(str(path)):
-        raise SystemExit(f"{path}: the child imported charrnn from {out['file']}")
-    return out
+    procs = [subprocess.Popen(args, cwd=path, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(copies)]
+    if copies > 1:
+        for pr in procs:  # every copy warmed up before any is told to go
+            if pr.stdout.readline().strip() != "ready":
+                raise SystemExit(f"{path}: a copy failed before its timed steps: {pr.communicate()[1].strip()[-300:]}")
+        for pr in procs:
+            pr.stdin.write("go\n")
+            pr.stdin.flush()
+    outs = []
+    for pr in procs:
+        stdout, stderr = pr.communicate(timeout=900)
+        if pr.returncode != 0:
+            raise SystemExit(f"{path}: child failed: {(stderr.strip().splitlines() or ['?'])[-1]}")
+        out = json.loads(stdout.strip().splitlines()[-1])
+        if not torch and not out["file"].startswith(str(path)):
+            raise SystemExit(f"{path}: the child imported charrnn from {out['file']}")
+        outs.append(out)
+    chars = shape[3] * shape[4]
+    return {"cps": sum(chars * steps / sum(o["wall"]) for o in outs),
+            "best_cps": sum(chars / min(o["wall"]) for o in outs),
+            "cpu": statistics.mean(statistics.median(o["cpu"]) for o in outs), "spent": outs[0]["spent"]}
 
 
 def print_profile(name: str, cpu: dict, spent: dict) -> None:
@@ -154,6 +186,21 @@ def print_profile(name: str, cpu: dict, spent: dict) -> None:
                   f"{(med('new', k) - med('old', k)) * 1e3:+.1f}"] for k in keys])
 
 
+def independent(a, p, sides: dict, one: str) -> list[tuple[str, str, str]]:
+    """--independent with --threads 1,N: a side of N one-thread copies of this checkout's training at once,
+    each its own process, sharing nothing but the machine. Their summed chars/s over one copy alone is what
+    this machine gives N cores' worth of the same work with no barrier, no shared data and no serial part:
+    the bar a threaded run's N/1 can reach here, measured under the same load (a host whose cores slow each
+    other down shows it here first)."""
+    if not a.independent:
+        return []
+    lo, hi = a.threads
+    if lo != 1:
+        p.error("--independent needs --threads 1,N")
+    sides[f"{hi} x 1 thr"] = (ROOT, sys.executable, 1, False, hi)
+    return [(f"independent {hi}/1", f"{hi} x 1 thr", one)]
+
+
 def make_sides(a, p) -> tuple[dict, list[tuple[str, str, str]]]:
     """The sides, label -> (checkout, python, threads, torch?), in round order; and the ratios to report
     (name, numerator side, denominator side)."""
@@ -165,21 +212,23 @@ def make_sides(a, p) -> tuple[dict, list[tuple[str, str, str]]]:
                                       else sys.executable)
         if len(a.threads) == 1:
             n = a.threads[0]
-            return {"old": (other, other_py, n, False), "new": (ROOT, sys.executable, n, False)}, [("new/old", "new", "old")]
+            if a.independent:
+                p.error("--independent needs --threads 1,N")
+            return {"old": (other, other_py, n, False, 1), "new": (ROOT, sys.executable, n, False, 1)}, [("new/old", "new", "old")]
         # --other with --threads A,B: both checkouts at both counts in the same rounds, so each one's B/A
         # scaling is measured against the other's under the same load (the old code's scaling is the bar)
         lo, hi = a.threads
-        sides = {f"old {n} thr": (other, other_py, n, False) for n in (lo, hi)}
-        sides.update({f"new {n} thr": (ROOT, sys.executable, n, False) for n in (lo, hi)})
-        return sides, [(f"new {hi}/{lo}", f"new {hi} thr", f"new {lo} thr"), (f"old {hi}/{lo}", f"old {hi} thr", f"old {lo} thr"),
+        sides = {f"old {n} thr": (other, other_py, n, False, 1) for n in (lo, hi)}
+        sides.update({f"new {n} thr": (ROOT, sys.executable, n, False, 1) for n in (lo, hi)})
+        return sides, independent(a, p, sides, f"new {lo} thr") + [(f"new {hi}/{lo}", f"new {hi} thr", f"new {lo} thr"), (f"old {hi}/{lo}", f"old {hi} thr", f"old {lo} thr"),
                        (f"new/old {hi} thr", f"new {hi} thr", f"old {hi} thr")]
     if len(a.threads) != 2:
         p.error("without --other, give two thread counts: --threads 1,2")
     lo, hi = a.threads
-    sides = {f"{n} thr": (ROOT, sys.executable, n, False) for n in (lo, hi)}
-    ratios = [(f"{hi}/{lo} thr", f"{hi} thr", f"{lo} thr")]
+    sides = {f"{n} thr": (ROOT, sys.executable, n, False, 1) for n in (lo, hi)}
+    ratios = [(f"{hi}/{lo} thr", f"{hi} thr", f"{lo} thr")] + independent(a, p, sides, f"{lo} thr")
     if a.torch:
-        sides.update({f"torch {n} thr": (ROOT, sys.executable, n, True) for n in (lo, hi)})
+        sides.update({f"torch {n} thr": (ROOT, sys.executable, n, True, 1) for n in (lo, hi)})
         ratios.append((f"torch {hi}/{lo}", f"torch {hi} thr", f"torch {lo} thr"))
     return sides, ratios
 
@@ -192,6 +241,8 @@ def main(argv=None) -> int:
     p.add_argument("--threads", default="2", help="N (with --other), or A,B: this checkout (and with --other the other "
                    "one too) at A and at B threads")
     p.add_argument("--torch", action="store_true", help="without --other: PyTorch at the same thread counts too")
+    p.add_argument("--independent", action="store_true",
+                   help="with --threads 1,N: also N independent one-thread processes at once (the machine's own N/1)")
     p.add_argument("--rounds", type=int, default=4)
     p.add_argument("--steps", type=int, default=None, help="timed steps per process (default: bench.py's)")
     p.add_argument("--warmup", type=int, default=2)
@@ -220,15 +271,15 @@ def main(argv=None) -> int:
     for name in a.rows.split(","):
         shape = SHAPES[name]
         steps = a.steps or STEPS[name]
-        chars = shape[3] * shape[4]
         got, best, cpu, spent = ({s: [] for s in sides} for _ in range(4))
         for r in range(a.rounds):
             for side in (list(sides) if r % 2 == 0 else list(sides)[::-1]):
-                out = run_side(*sides[side], shape, steps, a.warmup, a.profile)
+                path, python, threads, torch, copies = sides[side]
+                out = run_side(path, python, threads, torch, shape, steps, a.warmup, a.profile, copies)
                 spent[side].append(out["spent"])
-                got[side].append(chars * steps / sum(out["wall"]))
-                best[side].append(chars / min(out["wall"]))
-                cpu[side].append(statistics.median(out["cpu"]))
+                got[side].append(out["cps"])
+                best[side].append(out["best_cps"])
+                cpu[side].append(out["cpu"])
             print(f"  {name} round {r}: " + "  ".join(f"{s} {got[s][-1]:,.0f}" for s in sides) + " chars/s",
                   flush=True)
         ratios = {rn: [x / y for x, y in zip(got[num], got[den])] for rn, num, den in ratio_defs}
