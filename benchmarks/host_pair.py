@@ -36,6 +36,7 @@ LANES = 16
 
 
 def _fma_job():
+    """rate(reps): GFLOP/s of reps million steps of the chain (a dependent FMA per lane: latency-bound)."""
     import numpy as np
 
     from charrnn.engine.kernels.jit import kernel
@@ -49,25 +50,18 @@ def _fma_job():
 
     a, b = np.ones(LANES, np.float32), np.full(LANES, 0.999999, np.float32)
     chain(10, a, b)
-    return lambda reps: chain(reps * 1_000_000, a, b)
+
+    def rate(reps: int) -> float:
+        t = time.perf_counter()
+        chain(reps * 1_000_000, a, b)
+        return reps * FLOPS_PER_REP["fma"] / (time.perf_counter() - t) / 1e9
+    return rate
 
 
 def _sgemm_job():
-    import numpy as np
-
-    from charrnn.engine.kernels.blas import matmul, single_threaded_blas
-
-    m, k, n = GEMM
-    rng = np.random.default_rng(0)
-    x, w = rng.random((m, k), np.float32), rng.random((k, n), np.float32)
-    out = np.empty((m, n), np.float32)
-
-    def run(reps):
-        with single_threaded_blas():
-            for _ in range(reps):
-                matmul(x, w, out)
-    run(1)
-    return run
+    """rate(reps): bench.py's one-thread rate of charrnn's matmul, at GEMM."""
+    from bench import charrnn_blas_rate
+    return lambda reps: charrnn_blas_rate(*GEMM, reps)
 
 
 JOBS = {"fma": _fma_job, "sgemm": _sgemm_job}
@@ -75,13 +69,11 @@ FLOPS_PER_REP = {"fma": 2 * LANES * 1_000_000, "sgemm": 2 * GEMM[0] * GEMM[1] * 
 
 
 def _copy(job: str, reps: int, ready, go, out) -> None:
-    run, flops = JOBS[job](), FLOPS_PER_REP[job]
-    run(max(1, reps // 10))  # warm caches and clocks before the timed part
+    rate = JOBS[job]()
+    rate(max(1, reps // 10))  # warm caches and clocks before the timed part
     ready.put(1)
     go.wait()
-    t = time.perf_counter()
-    run(reps)
-    out.put(reps * flops / (time.perf_counter() - t) / 1e9)
+    out.put(rate(reps))
 
 
 def measure(ctx, job: str, copies: int, reps: int) -> float:
