@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
+import queue
 import statistics
 import sys
 import time
@@ -83,14 +84,25 @@ def measure(ctx, job: str, copies: int, reps: int) -> float:
     for p in procs:
         p.start()
     for _ in procs:
-        ready.get(timeout=300)
+        _get(ready, procs, job)
     go.set()
-    rates = [out.get(timeout=600) for _ in procs]
+    rates = [_get(out, procs, job) for _ in procs]
     for p in procs:
         p.join()
-        if p.exitcode:
-            raise SystemExit(f"a {job} copy failed (exit {p.exitcode})")
     return sum(rates)
+
+
+def _get(q, procs, job: str):
+    """The next item a copy puts on q; if a copy dies first, the others are stopped and the run ends."""
+    while True:
+        try:
+            return q.get(timeout=1)
+        except queue.Empty:
+            dead = [p.exitcode for p in procs if p.exitcode]
+            if dead:
+                for p in procs:
+                    p.kill()
+                raise SystemExit(f"a {job} copy failed (exit {dead[0]})") from None
 
 
 def calibrate(ctx, job: str, seconds: float) -> int:

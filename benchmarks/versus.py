@@ -149,6 +149,8 @@ def run_side(path: Path, python: str, threads: int, torch: bool, shape, steps: i
     if copies > 1:
         for pr in procs:  # every copy warmed up before any is told to go
             if pr.stdout.readline().strip() != "ready":
+                for other in procs:
+                    other.kill()
                 raise SystemExit(f"{path}: a copy failed before its timed steps: {pr.communicate()[1].strip()[-300:]}")
         for pr in procs:
             pr.stdin.write("go\n")
@@ -202,7 +204,7 @@ def independent(a, p, sides: dict, one: str) -> list[tuple[str, str, str]]:
 
 
 def make_sides(a, p) -> tuple[dict, list[tuple[str, str, str]]]:
-    """The sides, label -> (checkout, python, threads, torch?), in round order; and the ratios to report
+    """The sides, label -> (checkout, python, threads, torch?, copies at once), in round order; and the ratios to report
     (name, numerator side, denominator side)."""
     if a.other:
         if a.torch:
