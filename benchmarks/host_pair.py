@@ -6,9 +6,9 @@ N independent processes at once, alternating rounds. The bar for any "1 -> N thr
     python benchmarks/host_pair.py --cores 1,2,4 --rounds 4 --seconds 2
 
 Two jobs, each about --seconds long:
-- `fma`: a register-only chain of fused multiply-adds (16 lanes, no memory traffic): it slows with N only
-  when the cores themselves run slower together (a lower all-core clock, a hypervisor taking time from a
-  vCPU, SMT siblings sold as cores).
+- `fma`: a chain of fused multiply-adds on 16 floats that never leave the core (registers or L1): it
+  slows with N only when the cores themselves run slower together (a lower all-core clock, a hypervisor
+  taking time from a vCPU, SMT siblings sold as cores).
 - `sgemm`: numpy's OpenBLAS on one thread at the shape of a LSTM 2x256 B64 T100 stream group's input GEMM
   (3200 x 256 . 256 x 1024, charrnn's own matmul as a pass calls it): adds the caches and memory the cores
   share.
