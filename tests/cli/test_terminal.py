@@ -385,3 +385,24 @@ def test_readme_capture_has_the_shape_of_a_run_today(tiny):
     assert block[-4:-2] == ["stopped at step 200: the step budget (max_steps 200) is reached",
                             "go on with: charrnn train --resume runs/tinyshakespeare --max-steps 400"]
     assert block[-2:] == ending("runs/tinyshakespeare")
+
+
+def test_a_hang_is_reported_with_every_threads_stack(work):
+    """The harness itself: a command that does not end in time is sent SIGABRT before it is killed, and the
+    Hang says where each of its threads was (so an intermittent hang in CI can be read from its log)."""
+    import sys
+
+    from support.pty import Hang
+    code = ("import threading, time\n"
+            "def stuck_worker():\n    time.sleep(300)\n"
+            "threading.Thread(target=stuck_worker, daemon=True).start()\n"
+            "print('started', flush=True)\n"
+            "def stuck_main():\n    time.sleep(300)\n"
+            "stuck_main()\n")
+    with Terminal([], cmd=[sys.executable, "-c", code], cwd=work) as t:
+        t.expect("started")
+        with pytest.raises(Hang) as e:
+            t.wait(timeout=1)
+    msg = str(e.value)
+    assert "still running, killed" in msg and "faulthandler" in msg
+    assert "stuck_worker" in msg and "stuck_main" in msg

@@ -120,7 +120,9 @@ class Terminal:
         self._seen = 0  # expect() searches text after the end of its previous match
         self._cond = threading.Condition()
         full_env = {k: v for k, v in os.environ.items() if k not in _SCRUB}
-        full_env.update(TERM="xterm-256color", **(env or {}))
+        # PYTHONFAULTHANDLER: a command that hangs is sent SIGABRT before it is killed, and Python then
+        # writes every thread's stack to the terminal (see _hang), so the failure says where it hung.
+        full_env.update(TERM="xterm-256color", PYTHONFAULTHANDLER="1", **(env or {}))
         self._startup_dir = None
         if startup is not None:
             self._startup_dir = tempfile.TemporaryDirectory(prefix="terminal-startup-")
@@ -185,10 +187,27 @@ class Terminal:
     def _hang(self, what: str, waited: float) -> Hang:
         shown = "\n".join(self.screen(history=True)[-60:])
         running = self.proc.poll() is None
+        stacks = self._stacks() if running else ""
         self.kill()
         why = "still running, killed (a hang?)" if running else f"exit status {self.proc.returncode}"
         return Hang(f"`{' '.join(self.argv[1:])}` did not {what} within {waited:.0f} s; {why}; "
-                    f"the terminal showed:\n{shown}")
+                    f"the terminal showed:\n{shown}{stacks}")
+
+    def _stacks(self) -> str:
+        """SIGABRT to a hung command: faulthandler (PYTHONFAULTHANDLER) writes every thread's Python stack
+        to the terminal; what it wrote, for the Hang's message."""
+        with self._cond:
+            mark = len(self._raw)
+        try:
+            os.kill(self.proc.pid, signal.SIGABRT)
+            self.proc.wait(timeout=5)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            pass
+        self._reader.join(timeout=2)
+        with self._cond:
+            dump = strip_ansi(bytes(self._raw[mark:]).decode("utf-8", "replace"))
+        lines = [ln for ln in dump.splitlines() if not ln.startswith("Extension modules:")]
+        return "\nits threads when it was stopped (faulthandler):\n" + "\n".join(lines[-80:]) if lines else ""
 
     def expect(self, pattern: str, timeout: float | None = None) -> re.Match:
         """Wait until the regex appears in text after the previous match; return the match. A Hang
