@@ -188,7 +188,7 @@ def print_profile(name: str, cpu: dict, spent: dict) -> None:
                   f"{(med('new', k) - med('old', k)) * 1e3:+.1f}"] for k in keys])
 
 
-def independent(a, p, sides: dict, one: str) -> list[tuple[str, str, str]]:
+def independent(a, sides: dict, one: str) -> list[tuple[str, str, str]]:
     """--independent with --threads 1,N: a side of N one-thread copies of this checkout's training at once,
     each its own process, sharing nothing but the machine. Their summed chars/s over one copy alone is what
     this machine gives N cores' worth of the same work with no barrier, no shared data and no serial part:
@@ -196,9 +196,7 @@ def independent(a, p, sides: dict, one: str) -> list[tuple[str, str, str]]:
     other down shows it here first)."""
     if not a.independent:
         return []
-    lo, hi = a.threads
-    if lo != 1:
-        p.error("--independent needs --threads 1,N")
+    hi = a.threads[1]
     sides[f"{hi} x 1 thr"] = (ROOT, sys.executable, 1, False, hi)
     return [(f"independent {hi}/1", f"{hi} x 1 thr", one)]
 
@@ -214,21 +212,19 @@ def make_sides(a, p) -> tuple[dict, list[tuple[str, str, str]]]:
                                       else sys.executable)
         if len(a.threads) == 1:
             n = a.threads[0]
-            if a.independent:
-                p.error("--independent needs --threads 1,N")
             return {"old": (other, other_py, n, False, 1), "new": (ROOT, sys.executable, n, False, 1)}, [("new/old", "new", "old")]
         # --other with --threads A,B: both checkouts at both counts in the same rounds, so each one's B/A
         # scaling is measured against the other's under the same load (the old code's scaling is the bar)
         lo, hi = a.threads
         sides = {f"old {n} thr": (other, other_py, n, False, 1) for n in (lo, hi)}
         sides.update({f"new {n} thr": (ROOT, sys.executable, n, False, 1) for n in (lo, hi)})
-        return sides, independent(a, p, sides, f"new {lo} thr") + [(f"new {hi}/{lo}", f"new {hi} thr", f"new {lo} thr"), (f"old {hi}/{lo}", f"old {hi} thr", f"old {lo} thr"),
+        return sides, independent(a, sides, f"new {lo} thr") + [(f"new {hi}/{lo}", f"new {hi} thr", f"new {lo} thr"), (f"old {hi}/{lo}", f"old {hi} thr", f"old {lo} thr"),
                        (f"new/old {hi} thr", f"new {hi} thr", f"old {hi} thr")]
     if len(a.threads) != 2:
         p.error("without --other, give two thread counts: --threads 1,2")
     lo, hi = a.threads
     sides = {f"{n} thr": (ROOT, sys.executable, n, False, 1) for n in (lo, hi)}
-    ratios = [(f"{hi}/{lo} thr", f"{hi} thr", f"{lo} thr")] + independent(a, p, sides, f"{lo} thr")
+    ratios = [(f"{hi}/{lo} thr", f"{hi} thr", f"{lo} thr")] + independent(a, sides, f"{lo} thr")
     if a.torch:
         sides.update({f"torch {n} thr": (ROOT, sys.executable, n, True, 1) for n in (lo, hi)})
         ratios.append((f"torch {hi}/{lo}", f"torch {hi} thr", f"torch {lo} thr"))
@@ -258,6 +254,8 @@ def main(argv=None) -> int:
         p.error("--threads takes N or A,B (positive integers)")
     if min(a.threads) < 1:
         p.error("--threads takes N or A,B (positive integers)")
+    if a.independent and (len(a.threads) != 2 or a.threads[0] != 1):
+        p.error("--independent needs --threads 1,N")
     if a.profile:
         if not a.other:
             p.error("--profile needs --other")
