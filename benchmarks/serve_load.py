@@ -35,6 +35,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import GATES, cpu_model, forward_flops_per_char  # noqa: E402
+
 PRIMES = ["ROMEO:\n", "First Citizen:\nBefore we proceed", "KING RICHARD III:\n", "The ", "O, ", "\n"]
 
 
@@ -323,7 +326,7 @@ def main() -> None:
         ceiling = arithmetic_ceiling(ckpt)
         print(ceiling["text"] + (f" = {ceiling['chars_per_s'] / one:.1f}x one client's chars/s" if one else ""))
     if a.json:
-        Path(a.json).write_text(json.dumps({"results": results, "ceiling": ceiling, "cpu": _cpu(),
+        Path(a.json).write_text(json.dumps({"results": results, "ceiling": ceiling, "cpu": cpu_model(),
                                             "cores": os.cpu_count()}, indent=1))
 
 
@@ -334,8 +337,6 @@ def arithmetic_ceiling(ckpt: str) -> dict:
     charrnn's single-threaded sgemm rate at 2048^3 (bench.py's measurement, the best case for the FMA
     units) times the usable cores. Gate arithmetic, softmax and drawing, HTTP and JSON all come on top, so
     a real server stays below it."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from _common import GATES, forward_flops_per_char
     from bench import charrnn_blas_rate
 
     from charrnn.serve.engine import load_version
@@ -358,16 +359,6 @@ def _row(r: dict) -> str:
             f"{' ' + str(r['error_kinds']) if r['errors'] else ''}  RSS {r['rss_start_mb']:.0f} -> {r['rss_end_mb']:.0f} MB"
             f"  CPU cores: server {r['server_cpu_per_s']:.2f} (event loop {r['event_loop_cpu_per_s']:.2f}), "
             f"load generator ({r['client']}) {r['client_cpu_per_s']:.2f}")
-
-
-def _cpu() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
 
 
 if __name__ == "__main__":
