@@ -8,11 +8,12 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
-from support.pty import Terminal, charrnn_command, run
+from support.pty import Hang, Terminal, charrnn_command, run
 from support.runs import step_records
 
 from charrnn.checkpoints import npz as checkpoint
@@ -390,9 +391,6 @@ def test_readme_capture_has_the_shape_of_a_run_today(tiny):
 def test_a_hang_is_reported_with_every_threads_stack(work):
     """The harness itself: a command that does not end in time is sent SIGABRT before it is killed, and the
     Hang says where each of its threads was (so an intermittent hang in CI can be read from its log)."""
-    import sys
-
-    from support.pty import Hang
     code = ("import threading, time\n"
             "def stuck_worker():\n    time.sleep(300)\n"
             "threading.Thread(target=stuck_worker, daemon=True).start()\n"
